@@ -1,0 +1,40 @@
+"""Client-side service discovery and load balancing, composed the way go-kit composes it.
+
+Publishers emit the latest set of endpoints of a service; balancers pick one; ``Retry``
+turns a balancer into a single endpoint that retries within a deadline::
+
+    call = Retry(3, 5.0, RoundRobin(dnssrv.Publisher("_api._tcp.example.", 5.0, factory)))
+"""
+
+from .balancer import Balancer, Random, RoundRobin
+from .errors import (
+    DiscoveryError,
+    Error,
+    InvalidInstanceError,
+    NoEndpointsError,
+    RetryError,
+    RetryTimeoutError,
+)
+from .instance import Instance
+from .publisher import EndpointSet, Factory, Publisher, Subscription
+from .retry import Retry, deadline, remaining
+
+__all__ = [
+    "Balancer",
+    "DiscoveryError",
+    "EndpointSet",
+    "Error",
+    "Factory",
+    "Instance",
+    "InvalidInstanceError",
+    "NoEndpointsError",
+    "Publisher",
+    "Random",
+    "Retry",
+    "RetryError",
+    "RetryTimeoutError",
+    "RoundRobin",
+    "Subscription",
+    "deadline",
+    "remaining",
+]

@@ -1,0 +1,172 @@
+"""Balancers: pick one endpoint from a publisher's latest set.
+
+A balancer subscribes to its publisher and keeps its own view of the set; a pick reads that
+view without a lock, so picks are safe from any thread or task while the set changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, Generic, NoReturn, TypeVar
+
+from ._util import describe
+from .errors import NoEndpointsError
+from .publisher import EndpointSet, Publisher
+
+__all__ = ["Balancer", "Random", "RoundRobin"]
+
+E = TypeVar("E")
+
+
+class Balancer(ABC, Generic[E]):
+    """Base class: ``endpoint()`` returns one endpoint, or raises ``NoEndpointsError``.
+
+    A subclass sets up its own state, then calls ``super().__init__(publisher)``, which
+    subscribes ``_update`` to the publisher (called at once with the current set, then on
+    every change, on the publisher's thread).
+    """
+
+    def __init__(self, publisher: Publisher[E]) -> None:
+        if not isinstance(publisher, Publisher):
+            raise TypeError(f"a balancer needs a loadbalancer.Publisher, got {publisher!r}")
+        self._publisher = publisher
+        # The publisher must not keep a balancer alive: subscribe through a weak reference
+        # and unsubscribe when the balancer is collected.
+        ref = weakref.ref(self)
+
+        def update(endpoints: EndpointSet[E]) -> None:
+            balancer = ref()
+            if balancer is not None:
+                balancer._update(endpoints)
+
+        subscription = publisher.subscribe(update)
+        weakref.finalize(self, subscription.unsubscribe)
+
+    @property
+    def publisher(self) -> Publisher[E]:
+        """The publisher this balancer picks from."""
+        return self._publisher
+
+    @abstractmethod
+    def endpoint(self) -> E:
+        """Pick an endpoint; raise ``NoEndpointsError`` if there is none."""
+
+    @abstractmethod
+    def _update(self, endpoints: EndpointSet[E]) -> None:
+        """Take a new set from the publisher."""
+
+    def _no_endpoints(self, endpoints: EndpointSet[E]) -> NoReturn:
+        raise _no_endpoints_error(self._publisher, endpoints)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._publisher!r})"
+
+
+def _no_endpoints_error(publisher: Publisher[Any], endpoints: EndpointSet[Any]) -> NoEndpointsError:
+    message = f"no endpoints available from {publisher!r}"
+    if publisher.closed:
+        message += ": the publisher is closed"
+    elif endpoints.error is not None:
+        message += f": last refresh failed: {describe(endpoints.error)}"
+    return NoEndpointsError(message, error=endpoints.error)
+
+
+class _Ring:
+    """Holds the round robin's current list; kept apart so the pick chain holds no balancer."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: object) -> None:
+        self.items = items
+
+
+class _Empty:
+    """Stands in for an empty list in the ring: iterating it raises ``NoEndpointsError``.
+
+    An empty list would make the pick chain spin for ever. Once the ring holds a new list,
+    this iterator ends and the chain moves on to that list.
+    """
+
+    __slots__ = ("_endpoints", "_publisher", "_ring")
+
+    def __init__(self, ring: _Ring, publisher: Publisher[Any], endpoints: EndpointSet[Any]) -> None:
+        self._ring = ring
+        self._publisher = publisher
+        self._endpoints = endpoints
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> NoReturn:
+        if self._ring.items is not self:
+            raise StopIteration
+        raise _no_endpoints_error(self._publisher, self._endpoints)
+
+
+class RoundRobin(Balancer[E]):
+    """Hands out the endpoints in turn.
+
+    Each new set starts at a random position, so that a fleet of clients that learns of a
+    change together does not send its next requests to the same first endpoint.
+
+    >>> from loadbalancer import static
+    >>> lb = RoundRobin(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], str))
+    >>> sorted([lb.endpoint(), lb.endpoint()])
+    ['10.0.0.1:80', '10.0.0.2:80']
+    """
+
+    def __init__(self, publisher: Publisher[E]) -> None:
+        self._ring = _Ring(None)
+        self._offset = random.Random()
+        # The pick is the hottest path in the library, so it runs entirely in C: a chain
+        # over an endless repetition of the ring's current list. Python code runs only
+        # when a pass ends (once per len(set) picks) or the set is empty. _update clears
+        # the old list, which ends the pass in progress at once, so no pick returns an
+        # endpoint of a replaced set after _update returns.
+        lists = itertools.starmap(getattr, itertools.repeat((self._ring, "items")))
+        self.endpoint = itertools.chain.from_iterable(lists).__next__  # type: ignore[method-assign]
+        super().__init__(publisher)
+        if self._ring.items is None:  # the publisher has not read its source yet
+            self._update(publisher.endpoints())
+
+    def endpoint(self) -> E:  # replaced per instance by the C-level pick made in __init__
+        """The next endpoint in turn; ``NoEndpointsError`` if the set is empty."""
+        raise NotImplementedError
+
+    def _update(self, endpoints: EndpointSet[E]) -> None:
+        if endpoints:
+            start = self._offset.randrange(len(endpoints))
+            items: object = [*endpoints[start:], *endpoints[:start]]
+        else:
+            items = _Empty(self._ring, self._publisher, endpoints)
+        old, self._ring.items = self._ring.items, items
+        if type(old) is list:
+            old.clear()
+
+
+class Random(Balancer[E]):
+    """Picks an endpoint uniformly at random; ``seed`` makes the sequence reproducible.
+
+    >>> from loadbalancer import static
+    >>> lb = Random(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], str), seed=7)
+    >>> lb.endpoint() in ("10.0.0.1:80", "10.0.0.2:80")
+    True
+    """
+
+    def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
+        self._random = random.Random(seed).random
+        self._endpoints: EndpointSet[E] = publisher.endpoints()
+        super().__init__(publisher)
+
+    def _update(self, endpoints: EndpointSet[E]) -> None:
+        self._endpoints = endpoints
+
+    def endpoint(self) -> E:
+        endpoints = self._endpoints
+        if not endpoints:
+            self._no_endpoints(endpoints)
+        return endpoints[int(self._random() * len(endpoints))]

@@ -1,0 +1,54 @@
+"""Errors that users of the library catch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Error(Exception):
+    """Base class of every error this library raises."""
+
+
+class InvalidInstanceError(Error, ValueError):
+    """An instance string or field is malformed: ``invalid instance 'a:b': port is not a number``."""
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid instance {value!r}: {reason}")
+
+
+class NoEndpointsError(Error, LookupError):
+    """A balancer was asked for an endpoint while its publisher has none.
+
+    ``error`` is the publisher's last refresh failure, if that is why the set is empty.
+    """
+
+    def __init__(self, message: str, *, error: BaseException | None = None) -> None:
+        self.error = error
+        super().__init__(message)
+
+
+class DiscoveryError(Error):
+    """A discovery source could not be read (timeout, refused connection, bad answer)."""
+
+
+class RetryError(Error):
+    """``Retry`` gave up.
+
+    ``errors`` holds every attempt's exception in order; ``final`` is the last one (and
+    also ``__cause__``).
+    """
+
+    def __init__(self, message: str, errors: Sequence[BaseException]) -> None:
+        self.errors: tuple[BaseException, ...] = tuple(errors)
+        super().__init__(message)
+
+    @property
+    def final(self) -> BaseException | None:
+        """The last attempt's exception (``None`` if no attempt was started)."""
+        return self.errors[-1] if self.errors else None
+
+
+class RetryTimeoutError(RetryError, TimeoutError):
+    """``Retry`` ran out of its overall deadline; both a ``RetryError`` and a ``TimeoutError``."""

@@ -1,0 +1,357 @@
+"""``Retry``: a balancer turned into one endpoint that retries on failure, within a deadline.
+
+The policy objects are tenacity's (``retry_if_exception_type``, ``stop_after_attempt``,
+``wait_exponential_jitter``, ...), evaluated on a ``tenacity.RetryCallState``. They are only
+consulted after a failure: a call that succeeds at once pays for a pick, a context-variable
+set and, for async endpoints, one entry in a deadline watchdog, not for tenacity's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from types import CoroutineType
+from typing import Any, Generic, TypeVar, cast
+
+import tenacity
+
+from ._log import get_logger
+from ._util import describe, seconds
+from .balancer import Balancer
+from .errors import RetryError, RetryTimeoutError
+
+__all__ = ["Retry", "deadline", "remaining"]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("loadbalancer.deadline", default=None)
+"""The ``time.monotonic()`` instant by which the current ``Retry`` call must be done.
+
+Set while an endpoint runs under ``Retry``; a factory's endpoint can read it and pass the
+remaining budget on as a per-request timeout (see ``remaining()``).
+"""
+
+RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool] | tenacity.retry_base
+
+_monotonic = time.monotonic
+
+
+def remaining() -> float | None:
+    """Seconds left before the current ``Retry`` deadline (never negative), or ``None`` outside one."""
+    end = deadline.get()
+    return None if end is None else max(0.0, end - _monotonic())
+
+
+def _retry_predicate(retry_on: RetryOn) -> tenacity.retry_base:
+    if isinstance(retry_on, tenacity.retry_base):
+        return retry_on
+    if isinstance(retry_on, type) and issubclass(retry_on, BaseException):
+        return tenacity.retry_if_exception_type(retry_on)
+    if (
+        isinstance(retry_on, tuple)
+        and retry_on
+        and all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in retry_on)
+    ):
+        return tenacity.retry_if_exception_type(retry_on)
+    if callable(retry_on) and not isinstance(retry_on, tuple | type):
+        return tenacity.retry_if_exception(retry_on)
+    raise TypeError(
+        f"retry_on must be an exception type, a tuple of them, a predicate or a tenacity retry, got {retry_on!r}"
+    )
+
+
+def _is_awaitable(result: object) -> bool:
+    kind = type(result)
+    return kind is CoroutineType or hasattr(kind, "__await__")
+
+
+class _Guard:
+    """One async Retry call registered with a watchdog."""
+
+    __slots__ = ("cancelling", "fired", "guards", "task")
+
+    def __init__(self, task: asyncio.Task[Any], guards: set[_Guard]) -> None:
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.fired = False
+        self.guards = guards
+        guards.add(self)
+
+    def disarm(self) -> None:
+        self.guards.discard(self)
+
+
+class _Watchdog:
+    """Cancels the tasks of async Retry calls whose deadline has passed.
+
+    ``asyncio.timeout()`` or a ``call_later`` per call costs several microseconds, more
+    than the rest of a successful call. Here deadlines share one timer per millisecond
+    slot: arming a call is a set insertion, disarming a removal, and the timer, set once
+    per slot, cancels whatever is still in it. A deadline fires at most 1 ms late.
+    """
+
+    RESOLUTION = 0.001
+
+    __slots__ = ("loop", "slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, set[_Guard]] = {}
+
+    def arm(self, end: float, task: asyncio.Task[Any]) -> _Guard:
+        slot = math.ceil(end / self.RESOLUTION)
+        guards = self.slots.get(slot)
+        if guards is None:
+            guards = self.slots[slot] = set()
+            self.loop.call_later(max(0.0, slot * self.RESOLUTION - _monotonic()), self._fire, slot)
+        return _Guard(task, guards)
+
+    def _fire(self, slot: int) -> None:
+        for guard in self.slots.pop(slot, ()):
+            guard.fired = True
+            guard.task.cancel()
+
+
+class Retry(Generic[Req, Resp]):
+    """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
+
+    Each attempt asks ``lb`` for an endpoint. The call ends at the first success, after
+    ``max_attempts`` attempts (``RetryError`` with every attempt's exception), at an error
+    that ``retry_on`` does not cover (raised as it is), or when ``timeout`` seconds have
+    passed (``RetryTimeoutError``, both a ``RetryError`` and a ``TimeoutError``).
+
+    Sync and async endpoints share the spelling: ``call(req)`` for sync endpoints,
+    ``await call(req)`` for ``async`` ones. An async attempt still running at the deadline
+    is cancelled. A sync attempt cannot be interrupted; it can read the deadline from
+    ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its own timeout,
+    or ``threaded=True`` runs each sync attempt on a worker thread so that the call returns
+    at the deadline even when an endpoint hangs (the attempt is abandoned; this costs a
+    thread hand-off per attempt).
+
+    ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
+    tenacity ``retry_*`` object; ``wait`` a tenacity wait strategy between attempts
+    (default: none); ``stop`` an extra tenacity stop condition.
+
+    >>> from loadbalancer import RoundRobin, static
+    >>> backends = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}")
+    >>> call = Retry(3, 5.0, RoundRobin(backends))
+    >>> call("ping").endswith("got ping")
+    True
+    """
+
+    def __init__(
+        self,
+        max_attempts: int,
+        timeout: float | timedelta,
+        lb: Balancer[Callable[[Req], Resp]],
+        *,
+        retry_on: RetryOn = Exception,
+        wait: tenacity.wait.wait_base | Callable[[tenacity.RetryCallState], float] | None = None,
+        stop: tenacity.stop.stop_base | None = None,
+        threaded: bool = False,
+        logger: Any = None,
+    ) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+        if not isinstance(lb, Balancer):
+            raise TypeError(f"lb must be a loadbalancer.Balancer, got {lb!r}")
+        self._max_attempts = max_attempts
+        self._timeout = seconds(timeout, "timeout", allow_zero=False)
+        self._lb = lb
+        self._pick = lb.endpoint
+        self._retry = _retry_predicate(retry_on)
+        stop_all = tenacity.stop_after_attempt(max_attempts) | tenacity.stop_after_delay(self._timeout)
+        self._stop = stop_all if stop is None else stop_all | stop
+        self._wait = tenacity.wait_none() if wait is None else wait
+        # Only a home for the strategies, for those that look at retry_state.retry_object.
+        self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
+        self._threaded = threaded
+        self._log = get_logger(logger)
+        self._watchdog: _Watchdog | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    @property
+    def balancer(self) -> Balancer[Callable[[Req], Resp]]:
+        """The balancer each attempt picks from."""
+        return self._lb
+
+    def __call__(self, request: Req) -> Resp:
+        start = _monotonic()
+        end = start + self._timeout
+        outer = deadline.get()
+        if outer is not None and outer < end:
+            end = outer  # an enclosing Retry's deadline is tighter
+        if self._threaded:
+            return self._call_threaded(request, start, end)
+        token = deadline.set(end)
+        try:
+            result = self._pick()(request)
+        except Exception as error:
+            deadline.reset(token)
+            return self._retry_sync(request, start, end, error)
+        deadline.reset(token)
+        if type(result) is CoroutineType or hasattr(type(result), "__await__"):
+            return cast(Resp, self._run_async(cast(Awaitable[Any], result), request, start, end))
+        return result
+
+    # -- after a failure -------------------------------------------------------------------
+
+    def _new_state(self, start: float, request: Req) -> tenacity.RetryCallState:
+        state = tenacity.RetryCallState(self._retrying, None, (request,), {})
+        state.start_time = start
+        return state
+
+    def _next_wait(self, state: tenacity.RetryCallState, errors: list[BaseException], end: float) -> float:
+        """Decide after a failed attempt: seconds to wait before the next, or raise."""
+        error = errors[-1]
+        attempt = len(errors)
+        state.attempt_number = attempt
+        state.set_exception((type(error), error, error.__traceback__))
+        if not self._retry(state):
+            self._log.info("retry_not_retryable", attempt=attempt, error=describe(error))
+            raise error
+        now = state.outcome_timestamp or _monotonic()
+        if now >= end:
+            raise self._timeout_error(errors, state.start_time, "")
+        if self._stop(state):
+            raise self._gave_up(errors, state.start_time)
+        delay = max(0.0, float(self._wait(state)))
+        if now + delay >= end:
+            raise self._timeout_error(
+                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)"
+            )
+        state.idle_for += delay
+        state.upcoming_sleep = delay
+        self._log.info("retry_attempt_failed", attempt=attempt, error=describe(error), wait=round(delay, 6))
+        return delay
+
+    def _summary(self, errors: list[BaseException]) -> str:
+        return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
+
+    def _gave_up(self, errors: list[BaseException], start: float) -> RetryError:
+        elapsed = _monotonic() - start
+        self._log.warning("retry_gave_up", attempts=len(errors), elapsed=round(elapsed, 6), error=describe(errors[-1]))
+        error = RetryError(f"gave up after {len(errors)} attempts in {elapsed:.3f}s: {self._summary(errors)}", errors)
+        error.__cause__ = errors[-1]
+        return error
+
+    def _timeout_error(self, errors: list[BaseException], start: float, why: str) -> RetryTimeoutError:
+        elapsed = _monotonic() - start
+        self._log.warning(
+            "retry_deadline_exceeded", attempts=len(errors), timeout=self._timeout, elapsed=round(elapsed, 6)
+        )
+        summary = f": {self._summary(errors)}" if errors else ""
+        error = RetryTimeoutError(
+            f"deadline of {self._timeout:g}s exceeded after {len(errors)} attempts{why}{summary}", errors
+        )
+        error.__cause__ = errors[-1] if errors else None
+        return error
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def _retry_sync(self, request: Req, start: float, end: float, error: Exception) -> Resp:
+        errors: list[BaseException] = [error]
+        state = self._new_state(start, request)
+        while True:
+            delay = self._next_wait(state, errors, end)
+            if delay:
+                time.sleep(delay)
+            token = deadline.set(end)
+            try:
+                result = self._pick()(request)
+            except Exception as failure:
+                errors.append(failure)
+                continue
+            finally:
+                deadline.reset(token)
+            self._log.debug("retry_succeeded", attempt=len(errors) + 1)
+            return result
+
+    def _call_threaded(self, request: Req, start: float, end: float) -> Resp:
+        errors: list[BaseException] = []
+        state = self._new_state(start, request)
+        executor = self._thread_pool()
+        while True:
+            context = contextvars.copy_context()
+            future = executor.submit(context.run, self._attempt_in_thread, request, end)
+            try:
+                result = future.result(max(0.0, end - _monotonic()))
+            except concurrent.futures.TimeoutError:
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
+                raise self._timeout_error(errors, start, "") from errors[-1]
+            except Exception as failure:
+                errors.append(failure)
+                delay = self._next_wait(state, errors, end)
+                if delay:
+                    time.sleep(delay)
+                continue
+            if errors:
+                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
+            return result
+
+    def _attempt_in_thread(self, request: Req, end: float) -> Resp:
+        deadline.set(end)  # this runs in a copied context: nothing to reset
+        result = self._pick()(request)
+        if _is_awaitable(result):
+            cast(Coroutine[Any, Any, Any], result).close()
+            raise TypeError("threaded=True runs sync endpoints; this endpoint is async: drop threaded=True")
+        return result
+
+    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="loadbalancer-retry")
+            return self._executor
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def _run_async(self, first: Awaitable[Any], request: Req, start: float, end: float) -> Any:
+        task = asyncio.current_task()
+        guard: _Guard | None = None
+        if task is not None:
+            loop = task.get_loop()
+            watchdog = self._watchdog
+            if watchdog is None or watchdog.loop is not loop:
+                watchdog = self._watchdog = _Watchdog(loop)
+            guard = watchdog.arm(end, task)
+        token = deadline.set(end)
+        errors: list[BaseException] = []
+        try:
+            try:
+                return await first
+            except Exception as error:
+                errors.append(error)
+            state = self._new_state(start, request)
+            while True:
+                delay = self._next_wait(state, errors, end)
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    result = self._pick()(request)
+                    if _is_awaitable(result):
+                        result = await cast(Awaitable[Any], result)
+                except Exception as error:
+                    errors.append(error)
+                    continue
+                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
+                return result
+        except asyncio.CancelledError:
+            if guard is not None and guard.fired and task is not None and task.uncancel() <= guard.cancelling:
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} cancelled at the deadline"))
+                raise self._timeout_error(errors, start, "") from errors[-1]
+            raise
+        finally:
+            if guard is not None:
+                guard.disarm()
+            deadline.reset(token)
+
+    def __repr__(self) -> str:
+        return f"Retry({self._max_attempts}, {self._timeout:g}, {self._lb!r})"
