@@ -1,0 +1,81 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+
+def eventually(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait until ``condition()`` is true; fail after ``timeout`` seconds (a bound, not a measurement)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.005)
+
+
+async def aeventually(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+class Endpoint:
+    """A sync endpoint that records its calls and whether it was called after being closed."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.calls = 0
+        self.closed = False
+        self.called_after_close = False
+        self.fail: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, request: object) -> str:
+        with self._lock:
+            self.calls += 1
+            if self.closed:
+                self.called_after_close = True
+        if self.fail is not None:
+            raise self.fail
+        return f"{self.address}:{request}"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.address!r})"
+
+
+class AsyncEndpoint(Endpoint):
+    """The async twin: ``await endpoint(request)``, closed with ``aclose()``."""
+
+    async def __call__(self, request: object) -> str:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return Endpoint.__call__(self, request)
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0)
+        self.closed = True
+
+
+class Factory:
+    """Counts calls per instance and keeps every endpoint it made."""
+
+    def __init__(self, kind: type[Endpoint] = Endpoint) -> None:
+        self.kind = kind
+        self.made: list[Endpoint] = []
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, address: str) -> Endpoint:
+        endpoint = self.kind(address)
+        with self._lock:
+            self.calls[address] = self.calls.get(address, 0) + 1
+            self.made.append(endpoint)
+        return endpoint

@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+import tenacity
+
+import loadbalancer
+from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
+from tests.helpers import Endpoint
+
+
+def balancer(*failures: BaseException | None) -> tuple[RoundRobin[Any], list[Endpoint]]:
+    """A round robin over one endpoint per entry; each fails with its entry, if any."""
+    publisher = static.Publisher([f"10.0.0.{i + 1}:80" for i in range(len(failures))], Endpoint)
+    endpoints = list(publisher.endpoints())
+    for endpoint, failure in zip(endpoints, failures, strict=True):
+        endpoint.fail = failure
+    return RoundRobin(publisher), endpoints
+
+
+def test_first_success_is_returned() -> None:
+    lb, [endpoint] = balancer(None)
+    call = Retry(3, 5.0, lb)
+    assert call("x") == "10.0.0.1:80:x"
+    assert endpoint.calls == 1
+
+
+def test_a_failure_is_retried_on_the_next_endpoint() -> None:
+    lb, endpoints = balancer(ConnectionRefusedError("down"), None, None)
+    call = Retry(3, 5.0, lb)
+    results = [call(i) for i in range(6)]
+    assert all(not r.startswith("10.0.0.1:") for r in results)
+    assert endpoints[0].calls in (2, 3)  # tried in turn (where the turn started decides), each time moved on from
+    assert endpoints[1].calls + endpoints[2].calls == 6
+
+
+def test_giving_up_carries_every_error(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="loadbalancer")
+    errors = [ConnectionRefusedError("a down"), TimeoutError("b slow"), OSError("c broken")]
+    lb, _ = balancer(*errors)
+    with pytest.raises(RetryError) as caught:
+        Retry(3, 5.0, lb)("x")
+    error = caught.value
+    assert not isinstance(error, TimeoutError)
+    assert sorted(map(str, error.errors)) == sorted(map(str, errors))
+    assert error.final is error.errors[-1]
+    assert error.__cause__ is error.final
+    assert str(error).startswith("gave up after 3 attempts in ")
+    assert "attempt 1: " in str(error) and "attempt 3: " in str(error)
+    assert [r.getMessage().split()[0] for r in caplog.records if r.getMessage().startswith("retry_")] == [
+        "retry_attempt_failed",
+        "retry_attempt_failed",
+        "retry_gave_up",
+    ]
+
+
+def test_non_retryable_errors_are_raised_at_once() -> None:
+    lb, endpoints = balancer(ValueError("bad request"), None)
+    call = Retry(3, 5.0, lb, retry_on=(ConnectionError, TimeoutError))
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(call("x"))
+        except ValueError as error:
+            outcomes.append(error)
+    assert sum(isinstance(o, ValueError) for o in outcomes) == 1
+    assert endpoints[0].calls == 1
+
+
+def test_retry_on_a_predicate_or_a_tenacity_object() -> None:
+    lb, _ = balancer(OSError(111, "refused"), None)
+    only_refused = Retry(2, 5.0, lb, retry_on=lambda e: isinstance(e, OSError) and e.errno == 111)
+    assert all(only_refused(i).startswith("10.0.0.2") for i in range(4))
+    lb, _ = balancer(KeyError("k"), None)
+    never = Retry(2, 5.0, lb, retry_on=tenacity.retry_never)
+    with pytest.raises(KeyError):
+        for i in range(2):
+            never(i)
+
+
+def test_no_endpoints_counts_as_a_failed_attempt() -> None:
+    lb = RoundRobin(static.Publisher([], Endpoint))
+    with pytest.raises(RetryError) as caught:
+        Retry(2, 5.0, lb)("x")
+    assert [type(e) for e in caught.value.errors] == [NoEndpointsError, NoEndpointsError]
+
+
+def test_wait_strategy_between_attempts() -> None:
+    seen: list[int] = []
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        seen.append(state.attempt_number)
+        assert isinstance(state.outcome.exception(), ConnectionError)  # type: ignore[union-attr]
+        return 0.01
+
+    calls = []
+
+    def twice_failing(request: object) -> str:
+        calls.append(request)
+        if len(calls) <= 2:
+            raise ConnectionError(f"failure {len(calls)}")
+        return "ok"
+
+    lb = RoundRobin(static.Publisher(["a:1"], lambda a: twice_failing))
+    assert Retry(3, 5.0, lb, wait=wait)("x") == "ok"
+    assert seen == [1, 2]
+
+
+def test_a_wait_past_the_deadline_gives_up_early() -> None:
+    lb, [endpoint] = balancer(ConnectionError("x"))
+    started = time.monotonic()
+    with pytest.raises(RetryTimeoutError, match="the next attempt would start after it"):
+        Retry(3, 0.5, lb, wait=tenacity.wait_fixed(30))("x")
+    assert time.monotonic() - started < 10  # did not sleep 30 s
+    assert endpoint.calls == 1
+
+
+def test_the_sync_deadline_is_visible_to_endpoints() -> None:
+    budgets: list[float | None] = []
+
+    def endpoint(request: object) -> float | None:
+        assert loadbalancer.deadline.get() is not None
+        budgets.append(loadbalancer.remaining())
+        return loadbalancer.deadline.get()
+
+    lb = RoundRobin(static.Publisher(["a:1"], lambda address: endpoint))
+    before = time.monotonic()
+    end = Retry(1, 2.0, lb)("x")
+    assert end is not None and before + 2.0 <= end <= time.monotonic() + 2.0
+    assert budgets[0] is not None and 0 < budgets[0] <= 2.0
+    assert loadbalancer.deadline.get() is None  # reset after the call
+    assert loadbalancer.remaining() is None
+
+
+def test_a_nested_retry_keeps_the_tighter_deadline() -> None:
+    inner_deadlines: list[float | None] = []
+    inner_lb = RoundRobin(
+        static.Publisher(["a:1"], lambda a: lambda r: inner_deadlines.append(loadbalancer.deadline.get()))
+    )
+    inner = Retry(1, 60.0, inner_lb)
+    outer_lb = RoundRobin(static.Publisher(["b:1"], lambda a: lambda r: (inner(r), loadbalancer.deadline.get())[1]))
+    outer_end = Retry(1, 1.0, outer_lb)("x")
+    assert inner_deadlines == [outer_end]
+
+
+def test_a_sync_failure_after_the_deadline_is_a_timeout() -> None:
+    def slow_failure(request: object) -> None:
+        time.sleep(0.3)
+        raise ConnectionError("late")
+
+    lb = RoundRobin(static.Publisher(["a:1"], lambda a: slow_failure))
+    with pytest.raises(RetryTimeoutError) as caught:
+        Retry(5, 0.2, lb)("x")
+    assert isinstance(caught.value, TimeoutError)
+    assert len(caught.value.errors) == 1
+    assert str(caught.value).startswith("deadline of 0.2s exceeded after 1 attempts")
+
+
+def test_threaded_sync_attempts_return_at_the_deadline() -> None:
+    release = threading.Event()
+    seen_deadline: list[float | None] = []
+
+    def hangs(request: object) -> str:
+        seen_deadline.append(loadbalancer.remaining())
+        release.wait(30)
+        return "late"
+
+    lb = RoundRobin(static.Publisher(["a:1"], lambda a: hangs))
+    started = time.monotonic()
+    try:
+        with pytest.raises(RetryTimeoutError, match="still running at the deadline"):
+            Retry(3, 0.2, lb, threaded=True)("x")
+        assert time.monotonic() - started < 10  # returned long before the endpoint
+    finally:
+        release.set()
+    assert seen_deadline and seen_deadline[0] is not None and seen_deadline[0] <= 0.2
+    ok = RoundRobin(static.Publisher(["a:1"], Endpoint))
+    assert Retry(2, 5.0, ok, threaded=True)("y") == "a:1:y"
+    flaky, _ = balancer(ConnectionError("x"), None)
+    assert Retry(2, 5.0, flaky, threaded=True)("z").startswith("10.0.0.2")
+
+
+async def test_async_endpoints_use_the_same_spelling() -> None:
+    async def endpoint(request: str) -> str:
+        await asyncio.sleep(0)
+        assert loadbalancer.remaining() is not None
+        return request.upper()
+
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: endpoint)))
+    assert await call("ping") == "PING"
+    assert loadbalancer.deadline.get() is None
+
+
+async def test_async_failure_is_retried_on_another_endpoint() -> None:
+    async def failing(request: object) -> str:
+        await asyncio.sleep(0)
+        raise ConnectionResetError("reset")
+
+    async def working(request: object) -> str:
+        return "ok"
+
+    publisher = static.Publisher(["a:1", "b:2"], lambda a: failing if a == "a:1" else working)
+    call = Retry(2, 5.0, RoundRobin(publisher))
+    assert [await call(i) for i in range(4)] == ["ok"] * 4
+    with pytest.raises(RetryError) as caught:
+        await Retry(2, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: failing)))("x")
+    assert [type(e) for e in caught.value.errors] == [ConnectionResetError, ConnectionResetError]
+
+
+async def test_async_deadline_cancels_a_hanging_endpoint() -> None:
+    cancelled = asyncio.Event()
+
+    async def hangs(request: object) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    call = Retry(3, 0.2, RoundRobin(static.Publisher(["a:1"], lambda a: hangs)))
+    started = time.monotonic()
+    with pytest.raises(RetryTimeoutError) as caught:
+        await call("x")
+    elapsed = time.monotonic() - started
+    assert elapsed < 10  # the 30 s sleep was cut short
+    assert cancelled.is_set()
+    assert isinstance(caught.value, TimeoutError)
+    assert "cancelled at the deadline" in str(caught.value)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the cancellation was taken back
+
+
+async def test_an_outside_cancellation_is_not_turned_into_a_timeout() -> None:
+    started = asyncio.Event()
+
+    async def hangs(request: object) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    call = Retry(3, 10.0, RoundRobin(static.Publisher(["a:1"], lambda a: hangs)))
+    task = asyncio.create_task(call("x"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_async_deadline_across_waits() -> None:
+    async def failing(request: object) -> None:
+        raise ConnectionError("nope")
+
+    call = Retry(100, 0.3, RoundRobin(static.Publisher(["a:1"], lambda a: failing)), wait=tenacity.wait_fixed(0.05))
+    with pytest.raises(RetryTimeoutError) as caught:
+        await call("x")
+    assert 2 <= len(caught.value.errors) < 100
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((0, 1.0), {}, ValueError, "max_attempts must be a positive integer, got 0"),
+        ((True, 1.0), {}, ValueError, "max_attempts must be a positive integer, got True"),
+        ((1, -1), {}, ValueError, "timeout must be positive, got -1.0"),
+        ((1, 0), {}, ValueError, "timeout must be positive, got 0.0"),
+        ((1, "5s"), {}, TypeError, "timeout must be a number of seconds or a timedelta, got '5s'"),
+        ((1, 1.0), {"retry_on": "ConnectionError"}, TypeError, "retry_on must be an exception type"),
+        ((1, 1.0), {"retry_on": ()}, TypeError, "retry_on must be an exception type"),
+    ],
+)
+def test_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    lb, _ = balancer(None)
+    with pytest.raises(error, match=message):
+        Retry(*args, lb, **kwargs)
+
+
+def test_lb_must_be_a_balancer() -> None:
+    with pytest.raises(TypeError, match="lb must be a loadbalancer.Balancer"):
+        Retry(1, 1.0, lambda: None)  # type: ignore[arg-type]
+
+
+def test_timedelta_timeout() -> None:
+    from datetime import timedelta
+
+    lb, _ = balancer(None)
+    assert repr(Retry(2, timedelta(milliseconds=1500), lb)).startswith("Retry(2, 1.5, RoundRobin(")
