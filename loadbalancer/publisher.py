@@ -188,8 +188,10 @@ class Publisher(Generic[E]):
     async def updates(self) -> AsyncIterator[EndpointSet[E]]:
         """Iterate over the current set, then each new one; ends when the publisher closes.
 
-        >>> async for endpoints in publisher.updates():  # doctest: +SKIP
-        ...     print(len(endpoints), "endpoints")
+        For example::
+
+            async for endpoints in publisher.updates():
+                print(len(endpoints), "endpoints")
 
 
         A slow consumer skips intermediate sets: it always gets the latest.
