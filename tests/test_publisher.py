@@ -332,3 +332,18 @@ def test_invalid_publisher_arguments() -> None:
         Source(Factory(), invalidate_after="soon")
     with pytest.raises(TypeError, match="callback must be callable"):
         static.Publisher([], Factory()).subscribe(None)  # type: ignore[arg-type]
+
+
+def test_a_structlog_logger_can_be_passed_in() -> None:
+    import structlog
+
+    def factory(address: str) -> str:
+        raise OSError("cannot connect")
+
+    with structlog.testing.capture_logs() as events:
+        static.Publisher(["a:1"], factory, logger=structlog.get_logger("app"))
+    [event] = [e for e in events if e["event"] == "factory_failed"]
+    assert event["service"] == "static"
+    assert event["instance"] == "a:1"
+    assert event["error"] == "OSError: cannot connect"
+    assert event["log_level"] == "error"
