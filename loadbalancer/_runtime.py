@@ -75,9 +75,22 @@ class Runtime:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
+            loop.call_soon_threadsafe(self._cancel_all_and_stop, loop)
             if thread is not threading.current_thread():
                 thread.join(timeout)
+
+    @staticmethod
+    def _cancel_all_and_stop(loop: asyncio.AbstractEventLoop) -> None:
+        # Publishers the application never closed still poll: cancel their tasks, let them
+        # unwind, then stop (else asyncio warns of pending tasks destroyed at exit).
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            gathered = asyncio.gather(*tasks, return_exceptions=True)
+            gathered.add_done_callback(lambda _: loop.stop())
+        else:
+            loop.stop()
 
     def _after_fork(self) -> None:
         # The thread does not exist in the child; the loop object is not usable there.

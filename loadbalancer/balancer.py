@@ -21,6 +21,8 @@ __all__ = ["Balancer", "Random", "RoundRobin"]
 
 E = TypeVar("E")
 
+_PASS = 256  # fewest picks per pass of the round robin's list (Python runs once a pass)
+
 
 class Balancer(ABC, Generic[E]):
     """Base class: ``endpoint()`` returns one endpoint, or raises ``NoEndpointsError``.
@@ -140,7 +142,10 @@ class RoundRobin(Balancer[E]):
     def _update(self, endpoints: EndpointSet[E]) -> None:
         if endpoints:
             start = self._offset.randrange(len(endpoints))
-            items: object = [*endpoints[start:], *endpoints[:start]]
+            ring = [*endpoints[start:], *endpoints[:start]]
+            if len(ring) < _PASS:
+                ring *= -(-_PASS // len(ring))  # the same order, repeated: fewer trips into Python
+            items: object = ring
         else:
             items = _Empty(self._ring, self._publisher, endpoints)
         old, self._ring.items = self._ring.items, items

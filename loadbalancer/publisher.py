@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from ._log import get_logger
 from ._runtime import RUNTIME
@@ -300,9 +300,12 @@ class Publisher(Generic[E]):
                 return
             self._last_error = error
             current = self._current
-            self._log.warning("refresh_failed", error=describe(error), kept=0 if current is None else len(current))
+            kept = 0 if current is None else len(current)
             if current is not None and current.error is not None:
-                return  # already stale: nothing new for subscribers
+                # already stale: logged when it turned so; nothing new for subscribers
+                self._log.info("refresh_failed", error=describe(error), kept=kept)
+                return
+            self._log.warning("refresh_failed", error=describe(error), kept=kept)
             stale: EndpointSet[E] = EndpointSet(current or (), current.instances if current else (), error)
             self._current = stale
             self._emit(stale)
@@ -427,13 +430,13 @@ class Publisher(Generic[E]):
         if running:
             await asyncio.gather(*(asyncio.wrap_future(f) for f in running), return_exceptions=True)
 
-    def __enter__(self) -> Publisher[E]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> Publisher[E]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
