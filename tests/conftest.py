@@ -1,0 +1,34 @@
+"""Shared fixtures. Real servers come from ``tests/servers.py``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import BindServer, require_named
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def bind() -> Iterator[BindServer]:
+    """One BIND 9 for the session (tests use names of their own: see ``srv_name``)."""
+    require_named()
+    with BindServer() as server:
+        yield server
+
+
+@pytest.fixture
+def private_bind() -> Iterator[BindServer]:
+    """A BIND 9 for one test, free to be stopped and restarted."""
+    require_named()
+    with BindServer() as server:
+        yield server
+
+
+@pytest.fixture
+def srv_name() -> str:
+    """A relative SRV name no other test uses (``"_t7._tcp"``)."""
+    return f"_t{next(_names)}._tcp"
