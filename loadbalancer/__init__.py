@@ -7,11 +7,13 @@ turns a balancer into a single endpoint that retries within a deadline::
 """
 
 from .balancer import Balancer, Random, RoundRobin
+from .budget import RetryBudget, retryable
 from .errors import (
     DiscoveryError,
     Error,
     InvalidInstanceError,
     NoEndpointsError,
+    RetryBudgetExhaustedError,
     RetryError,
     RetryTimeoutError,
 )
@@ -31,10 +33,13 @@ __all__ = [
     "Publisher",
     "Random",
     "Retry",
+    "RetryBudget",
+    "RetryBudgetExhaustedError",
     "RetryError",
     "RetryTimeoutError",
     "RoundRobin",
     "Subscription",
     "deadline",
     "remaining",
+    "retryable",
 ]

@@ -50,5 +50,9 @@ class RetryError(Error):
         return self.errors[-1] if self.errors else None
 
 
+class RetryBudgetExhaustedError(RetryError):
+    """``Retry`` stopped retrying because its ``RetryBudget`` is spent (retries would multiply load)."""
+
+
 class RetryTimeoutError(RetryError, TimeoutError):
     """``Retry`` ran out of its overall deadline; both a ``RetryError`` and a ``TimeoutError``."""

@@ -24,7 +24,8 @@ import tenacity
 from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
-from .errors import RetryError, RetryTimeoutError
+from .budget import RetryBudget, retryable
+from .errors import RetryBudgetExhaustedError, RetryError, RetryTimeoutError
 
 __all__ = ["Retry", "deadline", "remaining"]
 
@@ -41,6 +42,16 @@ remaining budget on as a per-request timeout (see ``remaining()``).
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool] | tenacity.retry_base
 
 _monotonic = time.monotonic
+# bound once: the successful call is the hot path, and each attribute lookup shows there
+_get_deadline, _set_deadline, _reset_deadline = deadline.get, deadline.set, deadline.reset
+
+# Full jitter (a uniform wait up to 10 ms, 20 ms, 40 ms, ..., at most 1 s): retries of many
+# clients spread out instead of arriving together; the deadline bounds the total anyway.
+_DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
+
+
+def _nothing() -> None:
+    pass
 
 
 def remaining() -> float | None:
@@ -136,8 +147,13 @@ class Retry(Generic[Req, Resp]):
     thread hand-off per attempt).
 
     ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
-    tenacity ``retry_*`` object; ``wait`` a tenacity wait strategy between attempts
-    (default: none); ``stop`` an extra tenacity stop condition.
+    tenacity ``retry_*`` object (default: ``loadbalancer.retryable``, everything but
+    programming errors such as ``TypeError`` or ``KeyError``); ``wait`` a tenacity wait
+    strategy between attempts (default: exponential backoff with full jitter, from 10 ms up
+    to 1 s; ``tenacity.wait_none()`` retries at once); ``stop`` an extra tenacity stop
+    condition. ``budget`` limits retries to a share of recent requests (default: a
+    ``RetryBudget()`` of its own, 20% plus 10 a second; pass one to share it, ``None`` for
+    no limit); a spent budget raises ``RetryBudgetExhaustedError`` instead of retrying.
 
     >>> from loadbalancer import RoundRobin, static
     >>> backends = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}")
@@ -152,9 +168,10 @@ class Retry(Generic[Req, Resp]):
         timeout: float | timedelta,
         lb: Balancer[Callable[[Req], Resp]],
         *,
-        retry_on: RetryOn = Exception,
+        retry_on: RetryOn = retryable,
         wait: tenacity.wait.wait_base | Callable[[tenacity.RetryCallState], float] | None = None,
         stop: tenacity.stop.stop_base | None = None,
+        budget: RetryBudget | bool | None = True,
         threaded: bool = False,
         logger: Any = None,
     ) -> None:
@@ -169,7 +186,16 @@ class Retry(Generic[Req, Resp]):
         self._retry = _retry_predicate(retry_on)
         stop_all = tenacity.stop_after_attempt(max_attempts) | tenacity.stop_after_delay(self._timeout)
         self._stop = stop_all if stop is None else stop_all | stop
-        self._wait = tenacity.wait_none() if wait is None else wait
+        self._wait = _DEFAULT_WAIT if wait is None else wait
+        if budget is True:
+            budget = RetryBudget()
+        elif budget is False:
+            budget = None
+        elif budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
+        self._budget = budget
+        # counting a request is the only cost a budget adds to a call: a C-level increment
+        self._deposit: Callable[[], object] = _nothing if budget is None else budget._requests.__next__
         # Only a home for the strategies, for those that look at retry_state.retry_object.
         self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
         self._threaded = threaded
@@ -186,20 +212,21 @@ class Retry(Generic[Req, Resp]):
         return self._lb
 
     def __call__(self, request: Req) -> Resp:
+        self._deposit()
         start = _monotonic()
         end = start + self._timeout
-        outer = deadline.get()
+        outer = _get_deadline()
         if outer is not None and outer < end:
             end = outer  # an enclosing Retry's deadline is tighter
         if self._threaded:
             return self._call_threaded(request, start, end)
-        token = deadline.set(end)
+        token = _set_deadline(end)
         try:
             result = self._pick()(request)
         except Exception as error:
-            deadline.reset(token)
+            _reset_deadline(token)
             return self._retry_sync(request, start, end, error)
-        deadline.reset(token)
+        _reset_deadline(token)
         kind = type(result)
         awaitable = self._awaitable.get(kind)
         if awaitable is None:
@@ -240,6 +267,13 @@ class Retry(Generic[Req, Resp]):
             raise self._timeout_error(
                 errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)"
             )
+        if self._budget is not None and not self._budget.withdraw():
+            self._log.warning("retry_budget_exhausted", attempts=attempt, error=describe(error))
+            exhausted = RetryBudgetExhaustedError(
+                f"retry budget exhausted after {attempt} attempts ({self._budget!r}): {self._summary(errors)}", errors
+            )
+            exhausted.__cause__ = error
+            raise exhausted
         state.idle_for += delay
         state.upcoming_sleep = delay
         self._log.info("retry_attempt_failed", attempt=attempt, error=describe(error), wait=round(delay, 6))

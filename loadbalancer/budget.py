@@ -1,0 +1,124 @@
+"""Which failures are worth retrying, and how many retries a client may send at all."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from datetime import timedelta
+
+from ._util import seconds
+from .errors import NoEndpointsError
+
+__all__ = ["RetryBudget", "retryable"]
+
+# Errors that say the request or the code is wrong: another endpoint will say the same.
+_PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    NameError,
+    LookupError,
+    AssertionError,
+    NotImplementedError,
+    ArithmeticError,
+    ImportError,
+    SyntaxError,
+    RecursionError,
+    MemoryError,
+)
+
+
+def retryable(error: BaseException) -> bool:
+    """``Retry``'s default classification: retry everything but programming errors.
+
+    Connection errors, timeouts, ``NoEndpointsError`` (discovery may catch up) and the
+    errors of client libraries (``httpx.TransportError``, ...) are retried; ``TypeError``,
+    ``ValueError``, ``KeyError``, ``AttributeError`` and their kin are raised at once,
+    since another endpoint would fail the same way.
+
+    >>> retryable(ConnectionRefusedError()), retryable(TimeoutError()), retryable(KeyError("x"))
+    (True, True, False)
+    """
+    if isinstance(error, NoEndpointsError):
+        return True
+    return not isinstance(error, _PROGRAMMING_ERRORS)
+
+
+class RetryBudget:
+    """Caps retries at a fraction of recent requests plus a small floor, as Finagle's RetryBudget.
+
+    Over the last ``window`` seconds, retries may reach ``ratio`` x the requests plus
+    ``min_per_second`` x ``window``. When a backend fails every request, a client then
+    sends ``1 + ratio`` times its normal load, not ``max_attempts`` times: retries cannot
+    multiply load during an outage. One budget may be shared by several ``Retry`` objects.
+
+    Counting a request is one atomic increment; the window is worked out only when a retry
+    asks for a token, from samples of that counter (the request rate since the oldest
+    sample in the window stands in for what came before it).
+
+    >>> budget = RetryBudget(ratio=0.2, min_per_second=0)
+    >>> for _ in range(10):
+    ...     budget.deposit()
+    >>> budget.withdraw(), budget.withdraw(), budget.withdraw()
+    (True, True, False)
+    """
+
+    def __init__(self, *, ratio: float = 0.2, min_per_second: float = 10.0, window: float | timedelta = 10.0) -> None:
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1000:
+            raise ValueError(f"ratio must be a number from 0 to 1000, got {ratio!r}")
+        if isinstance(min_per_second, bool) or not isinstance(min_per_second, int | float) or min_per_second < 0:
+            raise ValueError(f"min_per_second must be a non-negative number, got {min_per_second!r}")
+        self.ratio = float(ratio)
+        self.min_per_second = float(min_per_second)
+        self.window = seconds(window, "window", allow_zero=False)
+        self._requests = itertools.count()
+        self._lock = threading.Lock()
+        now = time.monotonic()
+        self._samples: list[tuple[float, int]] = [(now, 0)]  # (time, requests counted by then)
+        self._retries: list[float] = []  # when each retry in the window was granted
+        self._refused = 0
+
+    def deposit(self) -> None:
+        """Count one request (``Retry`` does it for every call)."""
+        next(self._requests)
+
+    def withdraw(self) -> bool:
+        """Take a token for one retry; ``False`` when the budget is spent."""
+        now = time.monotonic()
+        with self._lock:
+            count = self._count()
+            start = now - self.window
+            samples = self._samples
+            if now - samples[-1][0] >= min(1.0, self.window / 10):
+                samples.append((now, count))
+            while len(samples) > 2 and samples[1][0] <= start:
+                samples.pop(0)
+            retries = self._retries
+            while retries and retries[0] <= start:
+                retries.pop(0)
+            allowed = self.ratio * self._requests_since(start, now, count) + self.min_per_second * self.window
+            if len(retries) + 1 > allowed:
+                self._refused += 1
+                return False
+            retries.append(now)
+            return True
+
+    def _count(self) -> int:
+        # itertools.count has no read: its repr holds the next value (a C call, no lock)
+        return int(repr(self._requests)[6:-1])
+
+    def _requests_since(self, start: float, now: float, count: int) -> float:
+        when, then = self._samples[0]
+        if when >= start or now <= when:
+            return count - then
+        # the oldest sample predates the window: assume the same rate before and after start
+        return (count - then) * (now - start) / (now - when)
+
+    @property
+    def refused(self) -> int:
+        """How many retries this budget has refused (a counter for metrics)."""
+        return self._refused
+
+    def __repr__(self) -> str:
+        return f"RetryBudget(ratio={self.ratio:g}, min_per_second={self.min_per_second:g}, window={self.window:g})"
