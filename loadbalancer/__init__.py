@@ -17,6 +17,7 @@ from .errors import (
     RetryError,
     RetryTimeoutError,
 )
+from .hedge import Hedge
 from .instance import Instance
 from .publisher import EndpointSet, Factory, Publisher, Subscription
 from .retry import Retry, deadline, remaining
@@ -27,6 +28,7 @@ __all__ = [
     "EndpointSet",
     "Error",
     "Factory",
+    "Hedge",
     "Instance",
     "InvalidInstanceError",
     "NoEndpointsError",

@@ -1,0 +1,165 @@
+"""Hedged requests: when an attempt is slow, send a second one elsewhere; the first answer wins."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from ._log import get_logger
+from ._util import describe, seconds
+from .balancer import Balancer
+from .budget import RetryBudget
+
+__all__ = ["Hedge"]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+_SAMPLES = 1000  # latencies kept for the percentile
+_MIN_SAMPLES = 20  # below this, the initial delay stands
+
+
+class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
+    """Wraps a balancer of async endpoints: each call hedges against a slow endpoint.
+
+    A call starts on ``lb``'s endpoint; if it has not answered after the hedge delay, a second
+    attempt goes to another endpoint, and the first success wins: the other attempt is
+    cancelled. If both fail, the last error is raised (so a ``Retry`` around it can go on).
+    The delay is fixed (``after=`` seconds) or follows the latency of recent calls
+    (``percentile=0.95``: hedge the slowest 5%), starting from ``initial`` until enough
+    calls were seen. Hedges spend a ``RetryBudget`` (default: 10% of calls plus 10 a
+    second), so a slow fleet does not get twice the load. It is itself a balancer, so it
+    composes: ``Retry(3, 2.0, Hedge(RoundRobin(publisher), percentile=0.95))``.
+
+    >>> from loadbalancer import RoundRobin, static
+    >>> async def endpoint(request):
+    ...     return request
+    >>> hedged = Hedge(RoundRobin(static.Publisher(["a:1", "b:2"], lambda a: endpoint)), after=0.05)
+    >>> import asyncio; asyncio.run(hedged.endpoint()("ping"))
+    'ping'
+    """
+
+    def __init__(
+        self,
+        lb: Balancer[Callable[[Req], Awaitable[Resp]]],
+        *,
+        after: float | timedelta | None = None,
+        percentile: float | None = None,
+        initial: float | timedelta = 0.05,
+        budget: RetryBudget | bool | None = True,
+        logger: Any = None,
+    ) -> None:
+        if not isinstance(lb, Balancer):
+            raise TypeError(f"lb must be a loadbalancer.Balancer, got {lb!r}")
+        if (after is None) == (percentile is None):
+            raise ValueError("give exactly one of after= (seconds) or percentile= (such as 0.95)")
+        if percentile is not None and (
+            isinstance(percentile, bool) or not isinstance(percentile, int | float) or not 0 < percentile < 1
+        ):
+            raise ValueError(f"percentile must be between 0 and 1, got {percentile!r}")
+        self._lb = lb
+        self._after = None if after is None else seconds(after, "after")
+        self._percentile = percentile
+        self._initial = seconds(initial, "initial")
+        if budget is True:
+            budget = RetryBudget(ratio=0.1)
+        elif budget is False:
+            budget = None
+        elif budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
+        self._budget = budget
+        self._latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
+        self._stale_quantile = 0  # samples since the quantile was last worked out (every 50: a sort of 1,000)
+        self._delay = self._after if self._after is not None else self._initial
+        self._log = get_logger(logger)
+        self.hedges = 0  # counters a metrics layer can read
+        self.hedge_wins = 0
+        super().__init__(lb.publisher)
+
+    def _update(self, endpoints: Any) -> None:
+        pass  # the wrapped balancer follows the publisher
+
+    def endpoint(self) -> Callable[[Req], Awaitable[Resp]]:
+        """An endpoint that hedges each call across two of ``lb``'s endpoints."""
+        return self._call
+
+    def hedge_delay(self) -> float:
+        """Seconds an attempt may take before a hedge is sent (now)."""
+        if self._after is None and self._stale_quantile >= 50 and len(self._latencies) >= _MIN_SAMPLES:
+            ordered = sorted(self._latencies)
+            assert self._percentile is not None  # set whenever _after is not
+            self._delay = ordered[min(len(ordered) - 1, int(self._percentile * len(ordered)))]
+            self._stale_quantile = 0
+        return self._delay
+
+    def _record(self, latency: float) -> None:
+        self._latencies.append(latency)
+        self._stale_quantile += 1
+
+    async def _call(self, request: Req) -> Resp:
+        if self._budget is not None:
+            self._budget.deposit()
+        first = self._lb.endpoint()
+        started = time.monotonic()
+        primary: asyncio.Future[Resp] = asyncio.ensure_future(_awaitable(first(request), first))
+        hedge: asyncio.Future[Resp] | None = None
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=self.hedge_delay())
+            if done or (self._budget is not None and not self._budget.withdraw()):
+                result = await primary
+                self._record(time.monotonic() - started)
+                return result
+            second = self._other_than(first)
+            if second is None:  # nowhere else to go
+                result = await primary
+                self._record(time.monotonic() - started)
+                return result
+            self.hedges += 1
+            self._log.debug("hedge_sent", after=round(time.monotonic() - started, 6))
+            hedge_started = time.monotonic()
+            hedge = asyncio.ensure_future(_awaitable(second(request), second))
+            pending: set[asyncio.Future[Resp]] = {primary, hedge}
+            error: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for attempt in done:
+                    failure = attempt.exception()
+                    if failure is None:
+                        if attempt is hedge:
+                            self.hedge_wins += 1
+                            self._record(time.monotonic() - hedge_started)
+                        else:
+                            self._record(time.monotonic() - started)
+                        return attempt.result()
+                    error = failure
+            assert error is not None
+            raise error
+        finally:
+            for running in (primary, hedge):
+                if running is not None and not running.done():
+                    running.cancel()
+
+    def _other_than(self, first: object) -> Callable[[Req], Awaitable[Resp]] | None:
+        for _ in range(3):
+            try:
+                candidate = self._lb.endpoint()
+            except Exception as error:
+                self._log.debug("hedge_pick_failed", error=describe(error))
+                return None
+            if candidate is not first:
+                return candidate
+        return None
+
+    def __repr__(self) -> str:
+        how = f"after={self._after:g}" if self._after is not None else f"percentile={self._percentile:g}"
+        return f"Hedge({self._lb!r}, {how})"
+
+
+async def _awaitable(result: Awaitable[Resp], endpoint: object) -> Resp:
+    if not hasattr(type(result), "__await__"):
+        raise TypeError(f"Hedge needs async endpoints; {endpoint!r} returned {type(result).__name__}")
+    return await result
