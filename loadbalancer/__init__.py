@@ -6,6 +6,7 @@ turns a balancer into a single endpoint that retries within a deadline::
     call = Retry(3, 5.0, RoundRobin(dnssrv.Publisher("_api._tcp.example.", 5.0, factory)))
 """
 
+from ._feedback import TrackedEndpoint
 from .balancer import Balancer, Random, RoundRobin
 from .budget import RetryBudget, retryable
 from .errors import (
@@ -17,13 +18,17 @@ from .errors import (
     RetryError,
     RetryTimeoutError,
 )
+from .hashing import ConsistentHash
 from .hedge import Hedge
 from .instance import Instance
+from .least_loaded import LeastLoaded, PeakEwma
 from .publisher import EndpointSet, Factory, Publisher, Subscription
 from .retry import Retry, deadline, remaining
+from .weighted import SmoothWeightedRoundRobin, Weighted
 
 __all__ = [
     "Balancer",
+    "ConsistentHash",
     "DiscoveryError",
     "EndpointSet",
     "Error",
@@ -31,7 +36,9 @@ __all__ = [
     "Hedge",
     "Instance",
     "InvalidInstanceError",
+    "LeastLoaded",
     "NoEndpointsError",
+    "PeakEwma",
     "Publisher",
     "Random",
     "Retry",
@@ -40,7 +47,10 @@ __all__ = [
     "RetryError",
     "RetryTimeoutError",
     "RoundRobin",
+    "SmoothWeightedRoundRobin",
     "Subscription",
+    "TrackedEndpoint",
+    "Weighted",
     "deadline",
     "remaining",
     "retryable",
