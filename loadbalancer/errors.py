@@ -56,3 +56,7 @@ class RetryBudgetExhaustedError(RetryError):
 
 class RetryTimeoutError(RetryError, TimeoutError):
     """``Retry`` ran out of its overall deadline; both a ``RetryError`` and a ``TimeoutError``."""
+
+
+class UnhealthyError(Error):
+    """A health check found an instance unhealthy; the message says what it saw."""
