@@ -17,11 +17,14 @@ from .errors import (
     RetryBudgetExhaustedError,
     RetryError,
     RetryTimeoutError,
+    UnhealthyError,
 )
 from .hashing import ConsistentHash
+from .health import HealthChecker, HttpCheck
 from .hedge import Hedge
 from .instance import Instance
 from .least_loaded import LeastLoaded, PeakEwma
+from .outlier import OutlierDetector
 from .publisher import EndpointSet, Factory, Publisher, Subscription
 from .retry import Retry, deadline, remaining
 from .weighted import SmoothWeightedRoundRobin, Weighted
@@ -33,11 +36,14 @@ __all__ = [
     "EndpointSet",
     "Error",
     "Factory",
+    "HealthChecker",
     "Hedge",
+    "HttpCheck",
     "Instance",
     "InvalidInstanceError",
     "LeastLoaded",
     "NoEndpointsError",
+    "OutlierDetector",
     "PeakEwma",
     "Publisher",
     "Random",
@@ -50,6 +56,7 @@ __all__ = [
     "SmoothWeightedRoundRobin",
     "Subscription",
     "TrackedEndpoint",
+    "UnhealthyError",
     "Weighted",
     "deadline",
     "remaining",
