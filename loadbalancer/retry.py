@@ -47,6 +47,7 @@ _get_deadline, _set_deadline, _reset_deadline = deadline.get, deadline.set, dead
 
 # Full jitter (a uniform wait up to 10 ms, 20 ms, 40 ms, ..., at most 1 s): retries of many
 # clients spread out instead of arriving together; the deadline bounds the total anyway.
+_REPICKS = 3  # how many more picks a retry may ask for to avoid an endpoint that already failed
 _DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
 
 
@@ -221,18 +222,20 @@ class Retry(Generic[Req, Resp]):
         if self._threaded:
             return self._call_threaded(request, start, end)
         token = _set_deadline(end)
+        endpoint = None  # None if the pick itself failed
         try:
-            result = self._pick()(request)
+            endpoint = self._pick()
+            result = endpoint(request)
         except Exception as error:
             _reset_deadline(token)
-            return self._retry_sync(request, start, end, error)
+            return self._retry_sync(request, start, end, error, endpoint)
         _reset_deadline(token)
         kind = type(result)
         awaitable = self._awaitable.get(kind)
         if awaitable is None:
             awaitable = self._remember_kind(kind)
         if awaitable:
-            return cast(Resp, self._run_async(cast(Awaitable[Any], result), request, start, end))
+            return cast(Resp, self._run_async(cast(Awaitable[Any], result), endpoint, request, start, end))
         return result
 
     def _remember_kind(self, kind: type) -> bool:
@@ -279,6 +282,17 @@ class Retry(Generic[Req, Resp]):
         self._log.info("retry_attempt_failed", attempt=attempt, error=describe(error), wait=round(delay, 6))
         return delay
 
+    def _pick_other(self, failed: list[object]) -> Callable[[Req], Resp]:
+        """A pick for a retry: the balancer's, asked again (a few times) while it offers an
+        endpoint that already failed this call. Concurrent calls share a round robin's turn,
+        so without this a retry could land on the endpoint that just refused it."""
+        endpoint = self._pick()
+        for _ in range(_REPICKS):
+            if not any(endpoint is f for f in failed):
+                break
+            endpoint = self._pick()
+        return endpoint
+
     def _summary(self, errors: list[BaseException]) -> str:
         return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
 
@@ -303,18 +317,23 @@ class Retry(Generic[Req, Resp]):
 
     # -- sync ------------------------------------------------------------------------------
 
-    def _retry_sync(self, request: Req, start: float, end: float, error: Exception) -> Resp:
+    def _retry_sync(self, request: Req, start: float, end: float, error: Exception, endpoint: object) -> Resp:
         errors: list[BaseException] = [error]
+        failed: list[object] = [] if endpoint is None else [endpoint]
         state = self._new_state(start, request)
         while True:
             delay = self._next_wait(state, errors, end)
             if delay:
                 time.sleep(delay)
             token = deadline.set(end)
+            endpoint = None
             try:
-                result = self._pick()(request)
+                endpoint = self._pick_other(failed)
+                result = endpoint(request)
             except Exception as failure:
                 errors.append(failure)
+                if endpoint is not None:
+                    failed.append(endpoint)
                 continue
             finally:
                 deadline.reset(token)
@@ -359,7 +378,7 @@ class Retry(Generic[Req, Resp]):
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _run_async(self, first: Awaitable[Any], request: Req, start: float, end: float) -> Any:
+    async def _run_async(self, first: Awaitable[Any], endpoint: object, request: Req, start: float, end: float) -> Any:
         task = asyncio.current_task()
         guard: _Guard | None = None
         if task is not None:
@@ -375,17 +394,22 @@ class Retry(Generic[Req, Resp]):
                 return await first
             except Exception as error:
                 errors.append(error)
+            failed = [endpoint]
             state = self._new_state(start, request)
             while True:
                 delay = self._next_wait(state, errors, end)
                 if delay:
                     await asyncio.sleep(delay)
+                endpoint = None
                 try:
-                    result = self._pick()(request)
+                    endpoint = self._pick_other(failed)
+                    result = endpoint(request)
                     if _is_awaitable(result):
                         result = await cast(Awaitable[Any], result)
                 except Exception as error:
                     errors.append(error)
+                    if endpoint is not None:
+                        failed.append(endpoint)
                     continue
                 self._log.debug("retry_succeeded", attempt=len(errors) + 1)
                 return result

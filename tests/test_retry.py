@@ -11,7 +11,7 @@ import tenacity
 
 import loadbalancer
 from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
-from tests.helpers import Endpoint
+from tests.helpers import AsyncEndpoint, Endpoint
 
 
 def balancer(*failures: BaseException | None) -> tuple[RoundRobin[Any], list[Endpoint]]:
@@ -289,3 +289,38 @@ def test_timedelta_timeout() -> None:
 
     lb, _ = balancer(None)
     assert repr(Retry(2, timedelta(milliseconds=1500), lb)).startswith("Retry(2, 1.5, RoundRobin(")
+
+
+class _Offers(loadbalancer.Balancer[Any]):
+    """Offers the endpoints in the scripted order (index into the publisher's set)."""
+
+    def __init__(self, publisher: static.Publisher[Any], order: list[int]) -> None:
+        self._order = iter(order)
+        super().__init__(publisher)
+
+    def _update(self, endpoints: Any) -> None:
+        self._endpoints = list(endpoints)
+
+    def endpoint(self) -> Any:
+        return self._endpoints[next(self._order)]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_retry_asks_again_rather_than_return_to_an_endpoint_that_failed(kind: str) -> None:
+    # As concurrent calls sharing a round robin can make happen: the balancer offers the
+    # endpoint that just failed again; Retry asks for another before trying it twice.
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint if kind == "sync" else AsyncEndpoint)
+    bad, good = publisher.endpoints()
+    bad.fail = ConnectionRefusedError("refused")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 0, 0, 1]), wait=tenacity.wait_none())
+    result = call("ping") if kind == "sync" else await call("ping")
+    assert result == "10.0.0.2:80:ping" and bad.calls == 1 and good.calls == 1
+
+
+def test_a_retry_goes_back_to_a_failed_endpoint_when_the_balancer_offers_nothing_else() -> None:
+    publisher = static.Publisher(["10.0.0.1:80"], Endpoint)
+    (only,) = publisher.endpoints()
+    only.fail = ConnectionRefusedError("refused")
+    with pytest.raises(RetryError):
+        Retry(3, 5.0, RoundRobin(publisher), wait=tenacity.wait_none(), budget=None)("ping")
+    assert only.calls == 3
