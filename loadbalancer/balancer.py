@@ -10,7 +10,7 @@ import itertools
 import random
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._util import describe
@@ -153,6 +153,48 @@ class RoundRobin(Balancer[E]):
             old.clear()
 
 
+# Random picks index a table of _TABLE_SIZE endpoints with 16 random bits: one C call and
+# one index, about a third of what random() * len() costs. Each endpoint fills
+# _TABLE_SIZE // n or one more slots, so a share is off by at most n / _TABLE_SIZE of
+# itself (0.4% at 256 endpoints); larger sets pick exactly, at the slower cost.
+_TABLE_BITS = 16
+_TABLE_SIZE = 1 << _TABLE_BITS
+_TABLE_MAX_ENDPOINTS = 256
+
+
+def spread(endpoints: Sequence[E], counts: Sequence[int]) -> list[E]:
+    """A pick table: ``counts[i]`` copies of ``endpoints[i]`` in a row (built in C)."""
+    runs = itertools.starmap(itertools.repeat, zip(endpoints, counts, strict=True))
+    return list(itertools.chain.from_iterable(runs))
+
+
+class _Exact(Generic[E]):
+    """A large set's "table": ignores the random bits and picks exactly (``random() * n``)."""
+
+    __slots__ = ("_endpoints", "_random")
+
+    def __init__(self, endpoints: Sequence[E], random_: Callable[[], float]) -> None:
+        self._endpoints = tuple(endpoints)
+        self._random = random_
+
+    def __getitem__(self, _: int) -> E:
+        endpoints = self._endpoints
+        return endpoints[int(self._random() * len(endpoints))]
+
+
+class _NoTable:
+    """The table of an empty set: any lookup raises ``NoEndpointsError`` (no test on the hot path)."""
+
+    __slots__ = ("_endpoints", "_publisher")
+
+    def __init__(self, publisher: Publisher[Any], endpoints: EndpointSet[Any]) -> None:
+        self._publisher = publisher
+        self._endpoints = endpoints
+
+    def __getitem__(self, _: int) -> NoReturn:
+        raise _no_endpoints_error(self._publisher, self._endpoints)
+
+
 class Random(Balancer[E]):
     """Picks an endpoint uniformly at random; ``seed`` makes the sequence reproducible.
 
@@ -163,15 +205,24 @@ class Random(Balancer[E]):
     """
 
     def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
-        self._random = random.Random(seed).random
-        self._endpoints: EndpointSet[E] = publisher.endpoints()
+        rng = random.Random(seed)
+        self._bits = rng.getrandbits
+        self._random = rng.random
+        self._table: Any = None
         super().__init__(publisher)
+        if self._table is None:  # the publisher has not read its source yet
+            self._update(publisher.endpoints())
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
-        self._endpoints = endpoints
+        n = len(endpoints)
+        if not n:
+            self._table = _NoTable(self._publisher, endpoints)
+        elif n > _TABLE_MAX_ENDPOINTS:
+            self._table = _Exact(endpoints, self._random)
+        else:
+            share, extra = divmod(_TABLE_SIZE, n)
+            self._table = spread(endpoints, [share + (i < extra) for i in range(n)])
 
     def endpoint(self) -> E:
-        endpoints = self._endpoints
-        if not endpoints:
-            self._no_endpoints(endpoints)
-        return endpoints[int(self._random() * len(endpoints))]
+        """An endpoint at random; ``NoEndpointsError`` if the set is empty."""
+        return self._table[self._bits(_TABLE_BITS)]  # type: ignore[no-any-return]

@@ -81,6 +81,20 @@ def test_random_is_roughly_uniform() -> None:
         assert abs(count - 10_000) < 500  # ~5 standard deviations
 
 
+@pytest.mark.parametrize("n", [3, 7, 256, 257, 1000])
+def test_random_is_uniform_for_small_and_large_sets(n: int) -> None:
+    # Up to 256 endpoints a pick indexes a table (shares off by at most n / 65536 of
+    # themselves); larger sets pick exactly. Both must look uniform.
+    names = addresses(n)
+    lb = Random(static.Publisher(names, str), seed=n)
+    picks = 200 * n
+    counts = Counter(lb.endpoint() for _ in range(picks))
+    assert set(counts) == set(names)
+    expected = picks / n
+    chi_square = sum((counts[name] - expected) ** 2 / expected for name in names)
+    assert chi_square < n + 6 * (2 * n) ** 0.5  # about 6 standard deviations above n - 1
+
+
 def test_random_follows_updates_and_raises_when_empty() -> None:
     publisher = static.Publisher(["a:1"], str)
     lb = Random(publisher)

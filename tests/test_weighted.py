@@ -256,3 +256,25 @@ async def test_picks_from_tasks_while_the_set_changes(kind: type[Weighted[str]])
     await asyncio.gather(*tasks)
     assert set(seen) <= valid
     assert sum(seen.values()) > 0
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=256))
+def test_pick_tables_keep_every_share_within_one_slot(weights: list[int]) -> None:
+    from loadbalancer.weighted import table_counts
+
+    size = 1 << 16
+    counts = table_counts(weights, size)
+    total = sum(weights)
+    assert sum(counts) == size and min(counts) >= 1
+    for count, weight in zip(counts, weights, strict=True):
+        ideal = weight * size / total
+        # one slot of rounding; more only where tiny weights' floor of one slot is paid for
+        assert abs(count - ideal) <= max(1, ideal * 0.005), (count, ideal)
+
+
+def test_groups_larger_than_a_table_pick_exactly_by_weight() -> None:
+    instances = [Instance(f"10.0.{i // 250}.{i % 250}", 80, weight=1 + (i == 0) * 299) for i in range(300)]
+    lb = Weighted(static.Publisher(instances, str), seed=3)
+    picks = Counter(lb.endpoint() for _ in range(60_000))
+    assert 0.45 < picks["10.0.0.0:80"] / 60_000 < 0.55  # weight 300 of 599
+    assert len(picks) == 300
