@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import collections
 import http.server
+import logging
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -60,6 +62,8 @@ def factory(instance: str) -> Endpoint:
 
 
 def main() -> None:
+    # The library logs through the standard logger "loadbalancer"; show its warnings inline.
+    logging.basicConfig(level=logging.WARNING, format="  log: %(message)s", stream=sys.stdout)
     servers = [start_backend(), start_backend(), start_backend(failing=True)]
     instances = [f"127.0.0.1:{s.server_address[1]}" for s in servers]
     print("backends:", ", ".join(instances[:2]), "ok;", instances[2], "fails every request with 503")
@@ -92,6 +96,19 @@ def main() -> None:
     print(f"\nafter replace() drops the failing backend: 10 requests took {sum(attempts.values())} attempts")
 
     publisher.close()
+
+    # Outlier ejection: the failing backend is taken out after 3 failures in a row, so later
+    # requests stop paying an attempt for it (it is let back in to try again after 30 s).
+    detector = loadbalancer.OutlierDetector(static.Publisher(instances, factory), consecutive_failures=3)
+    call = loadbalancer.Retry(3, 2.0, RoundRobin(detector), retry_on=(urllib.error.URLError, OSError))
+    attempts.clear()
+    for i in range(30):
+        call(f"ejection-{i}")
+    print(
+        f"\nwith OutlierDetector(consecutive_failures=3): {detector.ejected()} ejected;"
+        f" 30 requests took {sum(attempts.values())} attempts, {attempts[instances[2]]} of them on the failing backend"
+    )
+    detector.close()
     for server in servers:
         server.shutdown()
         server.server_close()
