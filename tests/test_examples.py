@@ -1,0 +1,20 @@
+"""The quick start's demo runs and shows what the README says it shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_quickstart_spreads_requests_retries_failures_and_ejects_the_failing_backend() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")], capture_output=True, text=True, timeout=60, check=True
+    )
+    out = result.stdout
+    assert "30 answered, 0 failed" in out
+    assert "10 requests took 10 attempts" in out
+    assert "instance_ejected" in out and "30 requests took 33 attempts, 3 of them on the failing backend" in out
+    assert result.stderr == ""
