@@ -1,0 +1,215 @@
+"""A real ZooKeeper 3.8 on loopback, for tests, benchmarks and examples.
+
+``ZooKeeperServer`` runs a throwaway standalone ZooKeeper (the Debian ``zookeeper`` package's
+jar, started with ``java`` directly) on a free 127.0.0.1 port, with a short ``tickTime`` so
+that short session timeouts are allowed and tests stay fast. Only 127.0.0.1 is contacted.
+
+    with ZooKeeperServer() as zk:
+        client = zk.client()          # a started KazooClient; stop it when done
+        client.create("/services/api/a", b"127.0.0.1:8080", makepath=True)
+
+``stop()`` then ``start()`` brings it back on the same port with the same data directory,
+so sessions that have not expired and persistent nodes survive. A missing ``java`` or
+``zookeeper.jar`` is reported by ``require_zookeeper()``: ``pytest.skip`` outside CI,
+``pytest.fail`` when the environment variable ``CI`` is ``"true"``.
+
+The pytest fixtures built on it live in ``tests/zk_fixtures.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+JAVA = shutil.which("java")
+_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
+JARS = tuple(jar for jar in _JARS if os.path.exists(jar))
+MISSING = (
+    None
+    if JAVA is not None and _JARS[0] in JARS
+    else "ZooKeeper is not installed (apt-get install zookeeper, which needs java); the ZooKeeper tests need it"
+)
+
+
+def require_zookeeper() -> None:
+    """Skip the test when ZooKeeper cannot run here (fail instead when ``CI=true``)."""
+    import pytest
+
+    if MISSING is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(MISSING)
+        pytest.skip(MISSING)
+
+
+def require_zookeeper_or_exit() -> None:
+    """For scripts: exit with a message saying how to get ZooKeeper when it is missing."""
+    if MISSING is not None:
+        raise SystemExit(MISSING)
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def four_letter(port: int, command: bytes, timeout: float = 0.5) -> bytes:
+    """Send a four-letter command (``b"ruok"``, ``b"srvr"``) and return the reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(command)
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class ZooKeeperServer:
+    """A standalone ZooKeeper on ``127.0.0.1:port`` with its data in a temporary directory.
+
+    ``tick`` is ZooKeeper's ``tickTime`` in seconds; sessions may last from ``2 * tick`` to
+    60 s (the server's bounds, which a client's requested timeout is clamped to).
+    """
+
+    def __init__(self, *, port: int | None = None, tick: float = 0.1) -> None:
+        self.port = port or free_tcp_port()
+        self.tick = tick
+        self.dir = Path(tempfile.mkdtemp(prefix="lb-zk-"))
+        self.log = self.dir / "zookeeper.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        (self.dir / "data").mkdir()
+        tick_ms = max(1, round(tick * 1000))
+        (self.dir / "zoo.cfg").write_text(
+            f"""tickTime={tick_ms}
+dataDir={self.dir / "data"}
+clientPort={self.port}
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,mntr,cons
+minSessionTimeout={2 * tick_ms}
+maxSessionTimeout=60000
+"""
+        )
+
+    @property
+    def hosts(self) -> str:
+        """The connection string (``"127.0.0.1:PORT"``)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self, timeout: float = 30.0) -> ZooKeeperServer:
+        """Start ZooKeeper and wait until it answers ``ruok`` with ``imok``."""
+        if self.running:
+            return self
+        log = self.log.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [
+                    JAVA or "java",
+                    "-Xmx256m",
+                    "-XX:+UseSerialGC",
+                    "-XX:TieredStopAtLevel=1",
+                    "-cp",
+                    ":".join(JARS or _JARS),
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    str(self.dir / "zoo.cfg"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"ZooKeeper exited with {self._process.returncode}:\n{self.log_tail()}")
+            try:
+                # "imok" comes before the server takes sessions; "srvr" tells when it does
+                if four_letter(self.port, b"ruok") == b"imok" and b"Mode:" in four_letter(self.port, b"srvr"):
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"ZooKeeper did not answer on port {self.port} within {timeout}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop ZooKeeper (SIGTERM, then SIGKILL after 3 s); its data stays for ``start()``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ZooKeeperServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def client(self, *, chroot: str = "", session_timeout: float = 5.0, **options: Any) -> Any:
+        """A started ``KazooClient`` connected to this server (``chroot`` like ``"/apps"``)."""
+        from kazoo.client import KazooClient
+
+        client = KazooClient(
+            hosts=self.hosts + chroot,
+            timeout=session_timeout,
+            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.5},
+            **options,
+        )
+        client.start(timeout=10)
+        return client
+
+    def expire(self, client: Any) -> None:
+        """Expire ``client``'s session now, as the server would after a partition.
+
+        A second connection takes the session over with its id and password, then closes it:
+        the server ends the session and ``client`` learns on its next contact that it expired.
+        """
+        from kazoo.client import KazooClient
+
+        session = client.client_id
+        if session is None:
+            raise RuntimeError("the client has no session to expire (not connected)")
+        twin = KazooClient(hosts=self.hosts, client_id=session, timeout=client._session_timeout / 1000)
+        twin.start(timeout=10)
+        twin.stop()
+        twin.close()
