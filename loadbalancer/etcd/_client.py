@@ -1,0 +1,505 @@
+"""The HTTP side of the etcd backend: endpoints, TLS, authentication, member rotation, watch streams.
+
+Everything goes through etcd's v3 JSON gateway (``/v3/...``): keys and values are base64,
+64-bit numbers are JSON strings, zero values are left out. One ``Client`` holds one httpx
+connection pool and the list of cluster members; it is only used on the library's runtime
+loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import re
+import ssl
+from collections.abc import AsyncGenerator, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from .._runtime import RUNTIME
+from .._util import describe
+from ..errors import DiscoveryError
+
+__all__ = [
+    "DEFAULT_ENDPOINTS",
+    "Client",
+    "Connection",
+    "EtcdError",
+    "b64",
+    "key_prefix",
+    "parse_endpoints",
+    "range_end",
+]
+
+T = TypeVar("T")
+
+DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+_DEFAULT_PORT = 2379
+
+# gRPC status codes etcd reports (in the body, and as ``grpc_code`` in a stream's error line).
+UNAVAILABLE = 14  # no leader, request timed out, leader changed, member stopping
+_TRANSIENT_CODES = frozenset({1, 4, UNAVAILABLE})  # cancelled, deadline exceeded, unavailable
+_UNAUTHENTICATED = 16
+_OUT_OF_RANGE = 11  # "required revision has been compacted" / "... is a future revision"
+
+_ITEM = re.compile(
+    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[^\]/]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?(?P<path>/.*)?"
+)
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+class EtcdError(DiscoveryError):
+    """An etcd request failed; ``member`` is the member's URL, ``key`` the key or prefix concerned.
+
+    ``code`` is etcd's gRPC status code when it gave one (14: unavailable, 11: compacted or
+    future revision, 16: unauthenticated); ``reason`` is what went wrong, without the
+    context; ``transient`` says whether another member or a later attempt may succeed.
+
+    >>> error = EtcdError("etcd http://127.0.0.1:2379: range '/services/api/' failed: ConnectError",
+    ...                   member="http://127.0.0.1:2379", key="/services/api/", reason="ConnectError")
+    >>> error.member, error.key
+    ('http://127.0.0.1:2379', '/services/api/')
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        member: str | None = None,
+        key: str | None = None,
+        code: int | None = None,
+        transient: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        self.member = member
+        self.key = key
+        self.code = code
+        self.transient = transient
+        self.reason = message if reason is None else reason
+        super().__init__(message)
+
+    @property
+    def compacted(self) -> bool:
+        """Whether etcd said the revision asked for has been compacted away."""
+        return self.code == _OUT_OF_RANGE and "compacted" in str(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where a cluster is: its members' base URLs and the namespace every key goes under."""
+
+    members: tuple[str, ...]
+    namespace: str  # "" or "/name" (no trailing slash)
+
+
+def parse_endpoints(endpoints: str | Sequence[str], namespace: str | None = None) -> Connection:
+    """Read ``"http://h1:2379,h2:2379/namespace"`` or a sequence of member URLs.
+
+    A member without a scheme takes the scheme of the one before it (``http`` for the
+    first); one without a port gets 2379. A path after a member is the namespace; all
+    members must agree on it, and so must ``namespace=`` when given. Raises ``ValueError``
+    quoting the value.
+    """
+    if isinstance(endpoints, str):
+        items = endpoints.split(",")
+    elif isinstance(endpoints, Sequence) and all(isinstance(item, str) for item in endpoints):
+        items = list(endpoints)
+    else:
+        raise TypeError(f"etcd endpoints must be a string or a sequence of strings, got {endpoints!r}")
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"invalid etcd endpoints {endpoints!r}: {reason}")
+
+    if not items or not any(item.strip() for item in items):
+        raise bad("no member given")
+    members: list[str] = []
+    paths: set[str] = set()
+    scheme = "http"
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            raise bad("an empty member between commas")
+        match = _ITEM.fullmatch(item)
+        if match is None or "?" in item or "#" in item or "@" in item:
+            raise bad(f"{item!r} is not [scheme://]host[:port][/namespace]")
+        if match["scheme"]:
+            scheme = match["scheme"].lower()
+            if scheme not in ("http", "https"):
+                raise bad(f"scheme {match['scheme']!r} is not http or https")
+        host = match["host"]
+        if not host:
+            raise bad(f"{item!r} has no host")
+        if host.startswith("["):
+            try:
+                host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+            except ValueError:
+                raise bad(f"{host!r} is not an IPv6 address") from None
+        elif not _HOST.fullmatch(host):
+            raise bad(f"{host!r} is not a host name or address")
+        port = match["port"]
+        if port is None:
+            number = _DEFAULT_PORT
+        elif port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+            number = int(port)
+        else:
+            raise bad(f"port {port!r} is not a number in 1-65535")
+        members.append(f"{scheme}://{host}:{number}")
+        if match["path"] is not None:
+            paths.add(_namespace(match["path"]))
+    if len(paths) > 1:
+        raise bad(f"members name different namespaces: {sorted(paths)}")
+    found = paths.pop() if paths else ""
+    if namespace is not None:
+        wanted = _namespace(namespace)
+        if found and found != wanted:
+            raise bad(f"the namespace {found!r} differs from namespace={namespace!r}")
+        found = wanted
+    if len(set(members)) != len(members):
+        raise bad("a member is named twice")
+    return Connection(tuple(members), found)
+
+
+def _namespace(path: str) -> str:
+    inner = path.strip("/")
+    return f"/{inner}" if inner else ""
+
+
+def key_prefix(namespace: str, prefix: str) -> str:
+    """The key prefix watched: ``namespace + prefix + "/"`` (``"/ns" + "/services/api" + "/"``).
+
+    The prefix is used as given (a leading ``/`` is only added after a namespace), so that
+    ``"/services/api"`` never also matches ``"/services/api2/..."``.
+    """
+    if not isinstance(prefix, str):
+        raise TypeError(f"the etcd key prefix must be a string, got {prefix!r}")
+    body = prefix.strip().rstrip("/")
+    if not body and not prefix.strip().startswith("/"):
+        raise ValueError(f"invalid etcd key prefix {prefix!r}: it is empty")
+    if namespace and not body.startswith("/"):
+        body = "/" + body
+    return f"{namespace}{body}/"
+
+
+def b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The end of the key range that holds every key starting with ``prefix``."""
+    raw = bytearray(prefix)
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return b"\0"  # every key
+    raw[-1] += 1
+    return bytes(raw)
+
+
+def ssl_context(verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
+    """The TLS settings for ``https://`` members: CA checking (``verify``) and a client certificate."""
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise ValueError("give the client certificate in the SSLContext passed as verify=, not as cert=")
+        return verify
+    if isinstance(verify, bool):
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        try:
+            context = ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load the CA file {verify!r}: {describe(error)}") from error
+    else:
+        raise TypeError(f"verify must be a bool, a CA file path or an ssl.SSLContext, got {verify!r}")
+    if cert is not None:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load the client certificate {cert!r}: {describe(error)}") from error
+    return context
+
+
+def _decode(text: str) -> dict[str, Any]:
+    """The first JSON object of a gateway reply (a stream's first line), unwrapped from ``result``."""
+    for line in text.splitlines():
+        if line.strip():
+            message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError(f"expected a JSON object, got {line[:200]!r}")
+            result = message.get("result")
+            return result if isinstance(result, dict) and "error" not in message else message
+    raise ValueError("empty reply")
+
+
+def _error_of(message: dict[str, Any]) -> tuple[int | None, str] | None:
+    """``(code, text)`` if ``message`` reports an error (the unary form or a stream's error line)."""
+    error = message.get("error")
+    if error is None:
+        return None
+    if isinstance(error, dict):
+        code = error.get("grpc_code")
+        return (code if isinstance(code, int) else None), str(error.get("message", error))
+    code = message.get("code")
+    return (code if isinstance(code, int) else None), str(message.get("message") or error)
+
+
+class Client:
+    """A connection pool to the members of one etcd cluster, trying the next member when one fails.
+
+    Requests start at the current member; a failure that another member may not have (a
+    refused connection, a timeout, "no leader") moves on to the next, once around the
+    cluster. With ``username``, a token from ``/v3/auth/authenticate`` is sent with each
+    request and fetched again when etcd says it has expired (tokens are per member).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("give both username= and password=, or neither")
+        self.members = connection.members
+        self.namespace = connection.namespace
+        self.timeout = timeout
+        self._auth = None if username is None or password is None else (username, password)
+        tls = any(member.startswith("https:") for member in self.members)
+        self._verify: bool | ssl.SSLContext = ssl_context(verify, cert) if tls else True
+        self._pool: httpx.AsyncClient | None = None
+        self._closed = False
+        self._index = 0
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        # Made on first use, on the runtime loop that all of this client's requests run on.
+        if self._pool is None:
+            if self._closed:
+                raise RuntimeError("the etcd client is closed")
+            self._pool = httpx.AsyncClient(
+                verify=self._verify,
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=30.0),
+                trust_env=False,  # cluster traffic never goes through a proxy named in the environment
+            )
+        return self._pool
+
+    @property
+    def member(self) -> str:
+        """The member that requests go to first."""
+        return self.members[self._index]
+
+    def rotate(self, failed: str | None) -> None:
+        """Move on from ``failed`` to the next member (if it is still the current one)."""
+        if failed is None or failed == self.members[self._index]:
+            self._index = (self._index + 1) % len(self.members)
+
+    def forget_token(self, member: str) -> None:
+        self._tokens.pop(member, None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+    # -- unary requests --------------------------------------------------------------------
+
+    async def call(
+        self, path: str, body: dict[str, Any], *, what: str, key: str | None = None, within: float | None = None
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path``, trying each member once from the current one; the reply's JSON."""
+        errors: list[EtcdError] = []
+        for _ in range(len(self.members)):
+            member = self.member
+            try:
+                return await self.call_member(member, path, body, what=what, key=key, within=within)
+            except EtcdError as error:
+                if not error.transient:
+                    raise
+                errors.append(error)
+                self.rotate(member)
+        if len(errors) == 1:
+            raise errors[0]
+        reasons = "; ".join(f"{error.member}: {error.reason}" for error in errors)
+        last = errors[-1]
+        raise EtcdError(
+            f"etcd {what} {key!r} failed on every member: {reasons}",
+            member=last.member,
+            key=key,
+            code=last.code,
+            transient=True,
+        ) from last
+
+    async def call_member(
+        self,
+        member: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        what: str,
+        key: str | None = None,
+        within: float | None = None,
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on ``member`` only (fetching a fresh token once if the old one expired)."""
+        for attempt in range(2):
+            headers = await self._headers(member, what, key)
+            try:
+                response = await self._http.post(
+                    f"{member}{path}",
+                    json=body,
+                    headers=headers,
+                    timeout=self.timeout if within is None else within,
+                )
+                text = response.text
+            except (httpx.HTTPError, OSError) as error:  # OSError: an ssl.SSLError can come through unwrapped
+                raise _member_error(member, what, key, describe(error), transient=True) from error
+            try:
+                message = _decode(text)
+            except ValueError as error:
+                if response.status_code >= 500:
+                    raise _member_error(member, what, key, f"HTTP {response.status_code}", transient=True) from None
+                raise _member_error(member, what, key, f"unreadable reply ({error})") from None
+            problem = _error_of(message)
+            if problem is None and response.status_code == 200:
+                return message
+            code, reason = problem if problem is not None else (None, f"HTTP {response.status_code}")
+            if code == _UNAUTHENTICATED and self._auth is not None and attempt == 0 and member in self._tokens:
+                self.forget_token(member)  # expired: authenticate again, once
+                continue
+            transient = code in _TRANSIENT_CODES or (code is None and response.status_code >= 500)
+            raise _member_error(member, what, key, reason, code=code, transient=transient)
+        raise AssertionError("unreachable")
+
+    async def _headers(self, member: str, what: str, key: str | None) -> dict[str, str]:
+        if self._auth is None:
+            return {}
+        token = self._tokens.get(member)
+        if token is None:
+            name, password = self._auth
+            try:
+                response = await self._http.post(
+                    f"{member}/v3/auth/authenticate", json={"name": name, "password": password}
+                )
+                message = _decode(response.text)
+            except (httpx.HTTPError, OSError) as error:  # OSError: an ssl.SSLError can come through unwrapped
+                raise _member_error(member, "authenticate for " + what, key, describe(error), transient=True) from error
+            except ValueError as error:
+                raise _member_error(member, "authenticate for " + what, key, f"unreadable reply ({error})") from None
+            problem = _error_of(message)
+            token = message.get("token")
+            if problem is not None or not isinstance(token, str):
+                code, reason = problem or (None, f"no token in {message!r}")
+                raise _member_error(
+                    member,
+                    f"authenticate as {name!r} for {what}",
+                    key,
+                    reason,
+                    code=code,
+                    transient=code == UNAVAILABLE,
+                )
+            self._tokens[member] = token
+        return {"Authorization": token}
+
+    async def probe(self, member: str, within: float) -> None:
+        """Raise ``EtcdError`` unless ``member`` answers its status within ``within`` seconds and has a leader."""
+        status = await self.call_member(member, "/v3/maintenance/status", {}, what="status", within=within)
+        problems = [str(problem) for problem in status.get("errors", ())]
+        if any("no leader" in problem for problem in problems):
+            raise _member_error(member, "status", None, "; ".join(problems), code=UNAVAILABLE, transient=True)
+
+    # -- watch streams ---------------------------------------------------------------------
+
+    async def watch(self, member: str, body: dict[str, Any], *, key: str) -> AsyncGenerator[dict[str, Any], None]:
+        """The responses (``result`` objects) of a watch on ``member``; ``EtcdError`` when the stream fails or ends.
+
+        The watch asks etcd to end it when the member loses its leader (gRPC metadata
+        ``hasleader``), so that a member cut off from the cluster cannot keep a silent watch.
+        """
+        headers = await self._headers(member, "watch", key)
+        headers["Grpc-Metadata-Hasleader"] = "true"
+        try:
+            async with self._http.stream(
+                "POST",
+                f"{member}/v3/watch",
+                json=body,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout, read=None),  # liveness is checked by the caller
+            ) as response:
+                if response.status_code != 200:
+                    text = (await response.aread()).decode(errors="replace")
+                    try:
+                        problem = _error_of(_decode(text))
+                    except ValueError:
+                        problem = None
+                    code, reason = problem or (None, f"HTTP {response.status_code}")
+                    raise _member_error(
+                        member, "watch", key, reason, code=code, transient=code in _TRANSIENT_CODES or code is None
+                    )
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        raise _member_error(
+                            member, "watch", key, f"unreadable line {line[:200]!r}", transient=True
+                        ) from None
+                    problem = _error_of(message)
+                    if problem is not None:
+                        code, reason = problem
+                        raise _member_error(member, "watch", key, reason, code=code, transient=True)
+                    result = message.get("result")
+                    if isinstance(result, dict):
+                        yield result
+        except (httpx.HTTPError, OSError) as error:  # OSError: an ssl.SSLError can come through unwrapped
+            raise _member_error(member, "watch", key, describe(error), transient=True) from error
+        raise _member_error(member, "watch", key, "the stream ended", transient=True)
+
+
+def _member_error(
+    member: str,
+    what: str,
+    key: str | None,
+    reason: str,
+    *,
+    code: int | None = None,
+    transient: bool = False,
+) -> EtcdError:
+    """One member's failure: ``etcd http://127.0.0.1:2379: range '/services/api/' failed: ...``."""
+    subject = f" {key!r}" if key is not None else ""
+    return EtcdError(
+        f"etcd {member}: {what}{subject} failed: {reason}",
+        member=member,
+        key=key,
+        code=code,
+        transient=transient,
+        reason=reason,
+    )
+
+
+def wait_on_runtime(coro: Coroutine[Any, Any, T], what: str) -> T:
+    """Run ``coro`` on the library's runtime and wait for its result (from any other thread)."""
+    if RUNTIME.in_loop_thread():
+        coro.close()
+        raise RuntimeError(f"{what} would block the library's runtime thread; use its async form there")
+    return RUNTIME.submit(coro).result()
+
+
+async def await_on_runtime(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the library's runtime (where every etcd client lives) and await it from any loop."""
+    if RUNTIME.in_loop_thread():
+        return await coro
+    return await asyncio.wrap_future(RUNTIME.submit(coro))
