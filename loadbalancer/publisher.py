@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import itertools
 import threading
@@ -143,6 +144,8 @@ class Publisher(Generic[E]):
         self._closed = False
         self._task: concurrent.futures.Future[None] | None = None
         self._closing: set[asyncio.Future[None]] = set()
+        self._reads: set[concurrent.futures.Future[object]] = set()  # on-demand reads in progress
+        self._reads_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -221,11 +224,37 @@ class Publisher(Generic[E]):
                     changed.clear()
 
     def refresh(self) -> EndpointSet[E]:
-        """Read the source now (where it can be read on demand) and return the latest set."""
+        """Read the source now where it can be read on demand, wait, and return the latest set.
+
+        A failed read leaves the last good set in place: check ``.stale`` on the result, or
+        ``last_error``. Not callable on the library's runtime thread (where subscribers of
+        the backends are called), which does the reading: use ``await arefresh()`` there.
+        """
+        if type(self)._refresh is Publisher._refresh:
+            return self.endpoints()
+        if RUNTIME.in_loop_thread():
+            raise RuntimeError(
+                f"{self!r}.refresh() would block the library's runtime thread, which reads the source;"
+                " use `await publisher.arefresh()` in a coroutine there"
+            )
+        future = self._submit_refresh()
+        if future is not None:
+            with contextlib.suppress(concurrent.futures.CancelledError):  # closed meanwhile
+                future.result()
         return self.endpoints()
 
     async def arefresh(self) -> EndpointSet[E]:
-        """Async form of ``refresh()``."""
+        """Async form of ``refresh()``, callable from any event loop (the read runs on the runtime)."""
+        if type(self)._refresh is Publisher._refresh:
+            return self.endpoints()
+        future = self._submit_refresh()
+        if future is not None:
+            try:
+                await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not (future.cancelled() and self._closed) or (task is not None and task.cancelling()):
+                    raise  # the caller was cancelled, not the read by closing
         return self.endpoints()
 
     # -- what backends call ----------------------------------------------------------------
@@ -336,6 +365,28 @@ class Publisher(Generic[E]):
         """Run a backend's background coroutine (polling, watching) on the shared runtime."""
         self._task = RUNTIME.submit(coro)
 
+    async def _refresh(self) -> object:
+        """Read the source now and publish (or ``_publish_error``) what it says.
+
+        Runs on the runtime. A backend that can read its source on demand overrides it;
+        ``refresh()`` and ``arefresh()`` then run it, and closing cancels a read in progress.
+        """
+        return None
+
+    def _submit_refresh(self) -> concurrent.futures.Future[object] | None:
+        """Start ``_refresh()`` on the runtime (``None`` once closed); safe from any thread."""
+        if self._closed:
+            return None
+        future = RUNTIME.submit(self._refresh())
+        with self._reads_lock:
+            self._reads.add(future)
+        future.add_done_callback(self._refresh_done)
+        return future
+
+    def _refresh_done(self, future: concurrent.futures.Future[object]) -> None:
+        with self._reads_lock:
+            self._reads.discard(future)
+
     # -- subscribers and closing -----------------------------------------------------------
 
     def _emit(self, snapshot: EndpointSet[E]) -> None:
@@ -407,6 +458,10 @@ class Publisher(Generic[E]):
             self._current = EndpointSet()
             self._emit(self._current)  # the last word: nothing (ends ``updates()`` too)
             self._subscribers = {}
+        with self._reads_lock:
+            reads, self._reads = self._reads, set()
+        for future in reads:
+            future.cancel()
         self._log.debug("publisher_closed")
         return endpoints
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import copy
 import ipaddress
 import math
 import random
 import re
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -31,7 +29,7 @@ from .._runtime import RUNTIME
 from .._util import describe, seconds
 from ..errors import DiscoveryError, InvalidInstanceError
 from ..instance import Instance
-from ..publisher import EndpointSet, Factory
+from ..publisher import Factory
 from ..publisher import Publisher as _Base
 from ._wire import Key, Labels, Scan, UdpQuery, key_records, scan
 
@@ -157,8 +155,6 @@ class Publisher(_Base[E]):
         self._timer: asyncio.TimerHandle | None = None  # the next probe
         self._udp: UdpQuery | None = None  # the probe in flight
         self._busy = asyncio.Lock()  # one lookup at a time; binds to the runtime loop on first use
-        self._pending: set[concurrent.futures.Future[int | None]] = set()
-        self._pending_lock = threading.Lock()
         self._start(self._run())
 
     # -- public ----------------------------------------------------------------------------
@@ -168,68 +164,15 @@ class Publisher(_Base[E]):
         """The SRV name looked up, absolute (``"_api._tcp.example.com."``)."""
         return self.service
 
-    def refresh(self) -> EndpointSet[E]:
-        """Look the name up now, wait for the answer and return the latest set.
-
-        A failed lookup leaves the last good set in place: check ``.stale`` on the result,
-        or ``last_error``. Not callable on the library's runtime thread (where subscriber
-        callbacks run): use ``await arefresh()`` there.
-        """
-        if RUNTIME.in_loop_thread():
-            raise RuntimeError(
-                "dnssrv.Publisher.refresh() would block the library's runtime thread, which runs the lookup;"
-                " use `await publisher.arefresh()` in a coroutine there"
-            )
-        future = self._submit()
-        if future is not None:
-            try:
-                future.result()
-            except concurrent.futures.CancelledError:
-                pass  # closed meanwhile
-        return self.endpoints()
-
-    async def arefresh(self) -> EndpointSet[E]:
-        """Async form of ``refresh()``, callable from any event loop (the lookup runs on the runtime)."""
-        future = self._submit()
-        if future is not None:
-            try:
-                await asyncio.wrap_future(future)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not (future.cancelled() and self.closed) or (task is not None and task.cancelling()):
-                    raise
-        return self.endpoints()
-
     def refresh_soon(self) -> None:
         """Schedule a lookup without waiting for it; safe to call from a signal handler."""
         if not self.closed:
-            RUNTIME.call_soon(self._submit)
+            RUNTIME.call_soon(self._submit_refresh)
 
     def __repr__(self) -> str:
         return f"dnssrv.Publisher({self.service!r}, ttl={self._interval:g})"
 
     # -- polling ---------------------------------------------------------------------------
-
-    def _submit(self) -> concurrent.futures.Future[int | None] | None:
-        if self.closed:
-            return None
-        future = RUNTIME.submit(self._poll())
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        return future
-
-    def _forget(self, future: concurrent.futures.Future[int | None]) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
-
-    def _shutdown(self) -> list[E]:
-        endpoints = super()._shutdown()
-        with self._pending_lock:
-            pending, self._pending = self._pending, set()
-        for future in pending:
-            future.cancel()
-        return endpoints
 
     async def _run(self) -> None:
         spent = 0.0
@@ -252,6 +195,9 @@ class Publisher(_Base[E]):
     def _delay(self, ttl: int | None) -> float:
         # Jitter only shortens the wait: a change is still seen within the interval.
         return self._wait(ttl) * (1.0 - self._jitter * random.random())
+
+    async def _refresh(self) -> object:
+        return await self._poll()
 
     async def _poll(self, spent: float = 0.0) -> int | None:
         """One lookup through the resolver: publish what it found or record the failure.

@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import concurrent.futures
 import contextlib
 import random
 import ssl
-import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from .._runtime import RUNTIME
 from .._util import describe, seconds
 from ..errors import InvalidInstanceError
 from ..instance import Instance
-from ..publisher import EndpointSet, Factory
+from ..publisher import Factory
 from ..publisher import Publisher as _Base
 from ._client import DEFAULT_ENDPOINTS, Client, EtcdError, b64, key_prefix, parse_endpoints, range_end
 from ._values import parse_value
@@ -124,8 +121,6 @@ class Publisher(_Base[E]):
         self._reauthenticated = False  # a watch was just refused for its token and retried at once
         self._failures = 0  # consecutive broken watches, across members
         self._rounds = 0  # backoff doublings since the last good watch
-        self._pending: set[concurrent.futures.Future[None]] = set()
-        self._pending_lock = threading.Lock()
         self._start(self._run())
 
     # -- public ----------------------------------------------------------------------------
@@ -145,60 +140,10 @@ class Publisher(_Base[E]):
         """The URL of the member the publisher talks to now."""
         return self._client.member
 
-    def refresh(self) -> EndpointSet[E]:
-        """Read the prefix now, wait for the answer and return the latest set.
-
-        A failed read leaves the last good set in place, marked stale. Not callable on the
-        library's runtime thread (where subscriber callbacks run): use ``await arefresh()``.
-        """
-        if RUNTIME.in_loop_thread():
-            raise RuntimeError("etcd.Publisher.refresh() would block the library's runtime thread; use arefresh()")
-        future = self._submit()
-        if future is not None:
-            with contextlib.suppress(concurrent.futures.CancelledError):
-                future.result()
-        return self.endpoints()
-
-    async def arefresh(self) -> EndpointSet[E]:
-        """Async form of ``refresh()``, callable from any event loop (the read runs on the runtime)."""
-        if RUNTIME.in_loop_thread():
-            await self._refresh()
-            return self.endpoints()
-        future = self._submit()
-        if future is not None:
-            try:
-                await asyncio.wrap_future(future)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not (future.cancelled() and self.closed) or (task is not None and task.cancelling()):
-                    raise
-        return self.endpoints()
-
     def __repr__(self) -> str:
         return f"etcd.Publisher({self.service!r}, endpoints={','.join(self._client.members)!r})"
 
     # -- background ------------------------------------------------------------------------
-
-    def _submit(self) -> concurrent.futures.Future[None] | None:
-        if self.closed:
-            return None
-        future = RUNTIME.submit(self._refresh())
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        return future
-
-    def _forget(self, future: concurrent.futures.Future[None]) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
-
-    def _shutdown(self) -> list[E]:
-        endpoints = super()._shutdown()
-        with self._pending_lock:
-            pending, self._pending = self._pending, set()
-        for future in pending:
-            future.cancel()
-        return endpoints
 
     async def _refresh(self) -> None:
         try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -16,7 +14,7 @@ from .._runtime import RUNTIME
 from .._util import describe, seconds
 from ..errors import DiscoveryError
 from ..instance import Instance
-from ..publisher import EndpointSet, Factory
+from ..publisher import Factory
 from ..publisher import Publisher as _Base
 from ._link import (
     CONNECTION_ERRORS,
@@ -119,8 +117,6 @@ class Publisher(_Base[E]):
         self._retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()
-        self._pending: set[concurrent.futures.Future[None]] = set()
-        self._pending_lock = threading.Lock()
         self._start(self._run())
         self._link.start()
 
@@ -136,37 +132,6 @@ class Publisher(_Base[E]):
         """The kazoo client in use (the one given, or the publisher's own)."""
         return self._link.client
 
-    def refresh(self) -> EndpointSet[E]:
-        """Read the path now (waiting up to ``timeout`` for a connection) and return the latest set.
-
-        A failed read leaves the last good set in place, marked stale. Not callable on the
-        library's runtime thread (where subscribers are called): use ``await arefresh()``.
-        """
-        if RUNTIME.in_loop_thread():
-            raise RuntimeError(
-                "zookeeper.Publisher.refresh() would block the library's runtime thread, which reads ZooKeeper;"
-                " use `await publisher.arefresh()` in a coroutine there"
-            )
-        future = self._submit()
-        if future is not None:
-            try:
-                future.result()
-            except concurrent.futures.CancelledError:
-                pass  # closed meanwhile
-        return self.endpoints()
-
-    async def arefresh(self) -> EndpointSet[E]:
-        """Async form of ``refresh()``, callable from any event loop."""
-        future = self._submit()
-        if future is not None:
-            try:
-                await asyncio.wrap_future(future)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not (future.cancelled() and self.closed) or (task is not None and task.cancelling()):
-                    raise
-        return self.endpoints()
-
     def close(self) -> None:
         """Stop watching, close every endpoint, and stop the publisher's own client (if it has one)."""
         super().close()
@@ -181,27 +146,6 @@ class Publisher(_Base[E]):
         return f"zookeeper.Publisher({self._path!r}, hosts={self._link.hosts!r})"
 
     # -- on the runtime thread --------------------------------------------------------------
-
-    def _submit(self) -> concurrent.futures.Future[None] | None:
-        if self.closed:
-            return None
-        future = RUNTIME.submit(self._refresh())
-        with self._pending_lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        return future
-
-    def _forget(self, future: concurrent.futures.Future[None]) -> None:
-        with self._pending_lock:
-            self._pending.discard(future)
-
-    def _shutdown(self) -> list[E]:
-        endpoints = super()._shutdown()
-        with self._pending_lock:
-            pending, self._pending = self._pending, set()
-        for future in pending:
-            future.cancel()
-        return endpoints
 
     async def _refresh(self) -> None:
         if not await self._link.until_connected(self._timeout):
