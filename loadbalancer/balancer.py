@@ -195,14 +195,8 @@ class _NoTable:
         raise _no_endpoints_error(self._publisher, self._endpoints)
 
 
-class Random(Balancer[E]):
-    """Picks an endpoint uniformly at random; ``seed`` makes the sequence reproducible.
-
-    >>> from loadbalancer import static
-    >>> lb = Random(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], str), seed=7)
-    >>> lb.endpoint() in ("10.0.0.1:80", "10.0.0.2:80")
-    True
-    """
+class _TablePick(Balancer[E]):
+    """A balancer whose pick indexes ``self._table`` (set by ``_update``) with 16 random bits."""
 
     def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
         rng = random.Random(seed)
@@ -213,6 +207,21 @@ class Random(Balancer[E]):
         if self._table is None:  # the publisher has not read its source yet
             self._update(publisher.endpoints())
 
+    def endpoint(self) -> E:
+        """An endpoint at random; ``NoEndpointsError`` if the set is empty."""
+        # One attribute read takes the whole snapshot, so a pick never mixes two sets.
+        return self._table[self._bits(_TABLE_BITS)]  # type: ignore[no-any-return]
+
+
+class Random(_TablePick[E]):
+    """Picks an endpoint uniformly at random; ``seed`` makes the sequence reproducible.
+
+    >>> from loadbalancer import static
+    >>> lb = Random(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], str), seed=7)
+    >>> lb.endpoint() in ("10.0.0.1:80", "10.0.0.2:80")
+    True
+    """
+
     def _update(self, endpoints: EndpointSet[E]) -> None:
         n = len(endpoints)
         if not n:
@@ -222,7 +231,3 @@ class Random(Balancer[E]):
         else:
             share, extra = divmod(_TABLE_SIZE, n)
             self._table = spread(endpoints, [share + (i < extra) for i in range(n)])
-
-    def endpoint(self) -> E:
-        """An endpoint at random; ``NoEndpointsError`` if the set is empty."""
-        return self._table[self._bits(_TABLE_BITS)]  # type: ignore[no-any-return]

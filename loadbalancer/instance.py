@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from .errors import InvalidInstanceError
 
-__all__ = ["Instance", "parse_instance"]
+__all__ = ["Instance", "format_record", "parse_instance", "parse_record"]
 
 # RFC 1123 labels, plus "_" which service names (RFC 2782) and many internal zones use.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
@@ -152,3 +153,93 @@ def parse_instance(value: object, cls: type[Instance] = Instance, **attributes: 
     if not port:
         raise InvalidInstanceError(value, "port is empty")
     return cls(_check_host(host, value), _check_port(port, value), **attributes)
+
+
+# -- what registries (etcd, ZooKeeper, files) store for an instance ------------------------------
+
+
+def parse_record(raw: bytes | str) -> Instance:
+    """The instance a registry's record describes; ``InvalidInstanceError`` says what is wrong.
+
+    A record is ``host:port`` (``[v6addr]:port`` for IPv6; surrounding white space ignored)
+    or a JSON object: ``host`` (or Curator's ``address``) and ``port`` required (a port may
+    be a string of digits); ``weight`` (default 1) and ``priority`` (default 0) non-negative
+    integers; ``tags`` a list of strings; ``metadata`` an object of strings; ``name`` and
+    any other member ignored.
+
+    >>> parse_record(b'{"host": "10.0.0.7", "port": 8080, "weight": 5}').weight
+    5
+    >>> parse_record("10.0.0.7:8080")
+    Instance(host='10.0.0.7', port=8080)
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInstanceError(raw, "the record is not UTF-8 text") from None
+    text = raw.strip()
+    if not text:
+        raise InvalidInstanceError(raw, "the record is empty")
+    if not text.startswith("{"):
+        return parse_instance(text)
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise InvalidInstanceError(text, f"not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise InvalidInstanceError(text, "the JSON value is not an object")
+    host = document.get("host", document.get("address"))
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidInstanceError(text, "'host' is missing or not a string")
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = document.get("port")
+    if isinstance(port, str) and port.isascii() and port.isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidInstanceError(text, "'port' is missing or not a number")
+    tags = document.get("tags") or ()
+    if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
+        raise InvalidInstanceError(text, "'tags' must be a list of strings")
+    metadata = document.get("metadata") or {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidInstanceError(text, "'metadata' must be an object whose values are strings")
+    attributes: dict[str, Any] = {"tags": tuple(tags), "metadata": metadata}
+    for name, default in (("weight", 1), ("priority", 0)):
+        number = document.get(name)
+        number = default if number is None else number
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise InvalidInstanceError(text, f"{name!r} must be a non-negative integer, got {number!r}")
+        attributes[name] = number
+    try:
+        return Instance(host, port, **attributes)
+    except InvalidInstanceError as error:
+        raise InvalidInstanceError(text, error.reason) from None
+
+
+def format_record(instance: Instance, *, name: str | None = None, plain: bool = False) -> str:
+    """The record ``parse_record`` reads back as ``instance``: a JSON object (defaults left out,
+    keys sorted; ``name`` added if given), or with ``plain=True`` just ``host:port`` when the
+    instance has nothing more to say.
+
+    >>> format_record(Instance("10.0.0.7", 8080, weight=5))
+    '{"host":"10.0.0.7","port":8080,"weight":5}'
+    >>> format_record(Instance("10.0.0.7", 8080), plain=True)
+    '10.0.0.7:8080'
+    """
+    extras = instance.weight != 1 or instance.priority != 0 or instance.tags or instance.metadata
+    if plain and not extras and name is None:
+        return instance.address
+    document: dict[str, Any] = {"host": instance.host, "port": instance.port}
+    if name is not None:
+        document["name"] = name
+    if instance.weight != 1:
+        document["weight"] = instance.weight
+    if instance.priority != 0:
+        document["priority"] = instance.priority
+    if instance.tags:
+        document["tags"] = list(instance.tags)
+    if instance.metadata:
+        document["metadata"] = dict(instance.metadata)
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))

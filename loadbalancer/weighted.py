@@ -24,16 +24,16 @@ import math
 import operator
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .balancer import (
-    _TABLE_BITS,
     _TABLE_MAX_ENDPOINTS,
     _TABLE_SIZE,
     Balancer,
     _Empty,
     _NoTable,
     _Ring,
+    _TablePick,
     spread,
 )
 from .instance import Instance
@@ -67,7 +67,7 @@ def effective_weights(instances: Sequence[Instance]) -> list[int]:
     return [w // divisor for w in weights]
 
 
-class Weighted(Balancer[E]):
+class Weighted(_TablePick[E]):
     """Picks at random within the lowest priority group, in proportion to the weights (RFC 2782).
 
     See the module docstring for priority groups and weight 0. ``seed`` makes the sequence
@@ -84,21 +84,6 @@ class Weighted(Balancer[E]):
     >>> 0.72 < picks.count("10.0.0.1:80") / len(picks) < 0.78, "10.0.0.3:80" in picks
     (True, False)
     """
-
-    def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
-        rng = random.Random(seed)
-        self._bits = rng.getrandbits
-        self._random = rng.random
-        self._table: Any = None
-        super().__init__(publisher)
-        if self._table is None:  # the publisher has not read its source yet
-            self._update(publisher.endpoints())
-
-    def endpoint(self) -> E:
-        """An endpoint of the lowest priority group, at random by weight; ``NoEndpointsError`` if none."""
-        # One attribute read takes the whole snapshot, so a pick never mixes two sets; the
-        # table (as Random's) turns 16 random bits into an endpoint in one index.
-        return self._table[self._bits(_TABLE_BITS)]  # type: ignore[no-any-return]
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
         if not endpoints:

@@ -113,7 +113,7 @@ def test_node_data_forms(data: bytes, expected: Instance) -> None:
         (b"{}", "'host' is missing"),
         (b'{"host": "a"}', "'port' is missing"),
         (b'{"host": "a", "port": true}', "'port' is missing or not a number"),
-        (b'{"host": "a", "port": 1, "weight": -1}', "weight must be a non-negative integer"),
+        (b'{"host": "a", "port": 1, "weight": -1}', "'weight' must be a non-negative integer"),
         (b'{"host": "a", "port": 1, "tags": "x"}', "'tags' must be a list of strings"),
         (b'{"host": "a", "port": 1, "metadata": {"k": 1}}', "'metadata' must be an object"),
         (b'{"host": "bad host", "port": 1}', "not a valid host name"),

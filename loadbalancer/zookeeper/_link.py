@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import math
 import threading
 import urllib.parse
@@ -23,7 +22,7 @@ from kazoo.exceptions import ConnectionLoss, OperationTimeoutError, SessionExpir
 from .._runtime import RUNTIME
 from .._util import describe
 from ..errors import DiscoveryError, InvalidInstanceError
-from ..instance import Instance, parse_instance
+from ..instance import Instance, format_record, parse_record
 
 DEFAULT_HOSTS = "127.0.0.1:2181"
 
@@ -105,68 +104,19 @@ def parse_node(data: bytes | None) -> Instance:
 
     The document: ``{"host": ..., "port": ..., "weight": 1, "priority": 0, "tags": [...],
     "metadata": {...}}``; only ``host`` (or Curator's ``address``) and ``port`` are required,
-    other keys are ignored.
+    other keys are ignored (the format every registry backend shares: ``parse_record``).
     """
     if not data:
         raise InvalidNodeError("the node has no data")
     try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise InvalidNodeError("the data is not UTF-8 text") from None
-    if not text.startswith("{"):
-        try:
-            return parse_instance(text)
-        except InvalidInstanceError as error:
-            raise InvalidNodeError(error.reason) from None
-    try:
-        document = json.loads(text)
-    except ValueError as error:
-        raise InvalidNodeError(f"the data is not valid JSON ({error})") from None
-    if not isinstance(document, dict):
-        raise InvalidNodeError("the JSON document is not an object")
-    host = document.get("host", document.get("address"))
-    if not isinstance(host, str):
-        raise InvalidNodeError("'host' is missing or not a string")
-    port = document.get("port")
-    if isinstance(port, str) and port.isascii() and port.isdigit():
-        port = int(port)
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidNodeError("'port' is missing or not a number")
-    attributes: dict[str, Any] = {}
-    for name in ("weight", "priority"):
-        if document.get(name) is not None:
-            attributes[name] = document[name]
-    tags = document.get("tags")
-    if tags is not None:
-        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-            raise InvalidNodeError("'tags' must be a list of strings")
-        attributes["tags"] = tuple(tags)
-    metadata = document.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
-            raise InvalidNodeError("'metadata' must be an object whose values are strings")
-        attributes["metadata"] = metadata
-    text_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    try:
-        return parse_instance(f"{text_host}:{port}", **attributes)
+        return parse_record(data)
     except InvalidInstanceError as error:
         raise InvalidNodeError(error.reason) from None
 
 
 def encode_instance(instance: Instance) -> bytes:
     """A node's data for ``instance``: plain ``host:port`` when that says it all, else a JSON document."""
-    if instance.weight == 1 and instance.priority == 0 and not instance.tags and not instance.metadata:
-        return instance.address.encode()
-    document: dict[str, Any] = {"host": instance.host, "port": instance.port}
-    if instance.weight != 1:
-        document["weight"] = instance.weight
-    if instance.priority != 0:
-        document["priority"] = instance.priority
-    if instance.tags:
-        document["tags"] = list(instance.tags)
-    if instance.metadata:
-        document["metadata"] = dict(instance.metadata)
-    return json.dumps(document, separators=(",", ":")).encode()
+    return format_record(instance, plain=True).encode()
 
 
 def shown(data: bytes | None) -> str:
