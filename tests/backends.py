@@ -30,6 +30,8 @@ from typing import Any
 
 import loadbalancer
 
+from .daemon import free_tcp_port
+
 HOST = "127.0.0.1"
 
 
@@ -127,13 +129,14 @@ class BackendProcess:
     """The same server in a child process: ``kill()`` it (SIGKILL), ``start()`` it again on its port."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or free_tcp_port()
         self.address = f"{HOST}:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> BackendProcess:
         self._process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(self.port)],
+            [sys.executable, "-m", "tests.backends", str(self.port)],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -168,12 +171,6 @@ class BackendProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # -- clients: the factories tests give to publishers --------------------------------------------

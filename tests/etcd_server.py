@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -34,21 +33,16 @@ from typing import Any
 
 import httpx
 
+from .daemon import Daemon, free_tcp_port, missing
+
 ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
 _MISSING = "etcd is not installed (apt-get install etcd-server); the etcd tests need it"
-
-_ports_lock = threading.Lock()
-_ports_given: set[int] = set()  # handed out but perhaps not bound yet: never hand out twice
 
 
 def require_etcd() -> str:
     """The path of ``etcd``; skip the test without it (fail instead when ``CI=true``)."""
-    import pytest
-
     if ETCD is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(_MISSING)
-        pytest.skip(_MISSING)
+        missing(_MISSING)
     return ETCD
 
 
@@ -57,19 +51,6 @@ def require_etcd_or_exit() -> str:
     if ETCD is None:
         raise SystemExit(_MISSING.replace("the etcd tests need", "this script needs"))
     return ETCD
-
-
-def free_tcp_port() -> int:
-    """A TCP port free on 127.0.0.1, never handed out before in this process."""
-    with _ports_lock:
-        for _ in range(200):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                port: int = sock.getsockname()[1]
-            if port not in _ports_given:
-                _ports_given.add(port)
-                return port
-    raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
 def b64(text: str | bytes) -> str:
@@ -93,7 +74,7 @@ class EtcdError(RuntimeError):
     """A request from the test client failed."""
 
 
-class Member:
+class Member(Daemon):
     """One etcd process: its ports, data directory and lifecycle."""
 
     def __init__(self, name: str, root: Path, *, scheme: str = "http") -> None:
@@ -103,10 +84,8 @@ class Member:
         self.scheme = scheme
         self.dir = root / name
         self.dir.mkdir()
-        self.log = root / f"{name}.log"
+        super().__init__(root / f"{name}.log")
         self.args: list[str] = []
-        self._process: subprocess.Popen[bytes] | None = None
-        self.paused = False
 
     @property
     def url(self) -> str:
@@ -115,68 +94,6 @@ class Member:
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def spawn(self) -> None:
-        if self.running:
-            return
-        log = self.log.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [ETCD or "etcd", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
-
-    def stop(self, timeout: float = 3.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        if self.paused:
-            process.send_signal(signal.SIGCONT)
-            self.paused = False
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: the member disappears at once, as in a crash."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets open but answers nothing (a hung server)."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
-            self.paused = True
-
-    def resume(self) -> None:
-        if self._process is not None and self.paused:
-            self._process.send_signal(signal.SIGCONT)
-            self.paused = False
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 class EtcdCluster:
@@ -259,7 +176,7 @@ class EtcdCluster:
         """Start every member (or one) and wait until it reports itself healthy."""
         members = [member] if member is not None else self.members
         for one in members:
-            one.spawn()
+            one.spawn([ETCD or "etcd", *one.args])
         deadline = time.monotonic() + timeout
         for one in members:
             while not self.healthy(one):

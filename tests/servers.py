@@ -17,13 +17,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.flags
@@ -37,6 +35,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.update
 
+from .daemon import Server, missing
+
 NAMED = shutil.which("named") or ("/usr/sbin/named" if os.path.exists("/usr/sbin/named") else None)
 
 SrvRecord = tuple[int, int, int, str]
@@ -45,13 +45,8 @@ SrvRecord = tuple[int, int, int, str]
 
 def require_named() -> str:
     """The path of ``named``; skip the test without it (fail instead when ``CI=true``)."""
-    import pytest
-
     if NAMED is None:
-        message = "BIND 9 `named` is not installed (apt-get install bind9); the DNS SRV tests need it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("BIND 9 `named` is not installed (apt-get install bind9); the DNS SRV tests need it")
     return NAMED
 
 
@@ -75,7 +70,7 @@ def free_port() -> int:
     raise RuntimeError("no port free for both UDP and TCP on loopback")
 
 
-class BindServer:
+class BindServer(Server):
     """A BIND 9 primary for ``zone`` on ``127.0.0.1:port`` and ``[::1]:port``, accepting updates.
 
     ``stop()`` and ``start()`` may be called again: the server comes back on the same port
@@ -86,9 +81,7 @@ class BindServer:
         self.named = NAMED or "named"
         self.zone = dns.name.from_text(zone)
         self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="lb-bind-"))
-        self.log = self.dir / "named.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(Path(tempfile.mkdtemp(prefix="lb-bind-")), "named.log")
         self._write_config()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -125,29 +118,15 @@ ns  IN A   127.0.0.1
 """
         )
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self, timeout: float = 10.0) -> BindServer:
         """Start ``named`` and wait until it answers a SOA query."""
         if self.running:
             return self
-        log = self.log.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [self.named, "-g", "-n", "1", "-c", str(self.dir / "named.conf")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        self.spawn([self.named, "-g", "-n", "1", "-c", str(self.dir / "named.conf")])
         deadline = time.monotonic() + timeout
         query = dns.message.make_query(self.zone, "SOA")
         while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"named exited with {self._process.returncode}:\n{self.log_tail()}")
+            self.exited("named")
             try:
                 answer = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
                 if answer.rcode() == dns.rcode.NOERROR and answer.answer:
@@ -158,41 +137,6 @@ ns  IN A   127.0.0.1
                 self.stop()
                 raise RuntimeError(f"named did not answer on port {self.port} within {timeout}s:\n{self.log_tail()}")
             time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Stop ``named`` (SIGTERM, then SIGKILL after 3 s)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def close(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> BindServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     # -- names and resolvers ---------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import pytest
 import loadbalancer
 from loadbalancer import HealthChecker, HttpCheck, Instance, OutlierDetector, RoundRobin, static
 
-from .backends import Backend, free_port, sync_factory
+from .backends import Backend, sync_factory
+from .daemon import free_tcp_port
 from .helpers import Factory, aeventually, eventually
 
 
@@ -52,7 +53,7 @@ async def test_http_check_reads_status_and_json_state(backends: list[Backend], h
 
 async def test_http_check_of_a_closed_port_raises_connection_refused() -> None:
     with pytest.raises(ConnectionRefusedError):
-        await HttpCheck()(Instance("127.0.0.1", free_port()))
+        await HttpCheck()(Instance("127.0.0.1", free_tcp_port()))
 
 
 def test_an_instance_flips_out_after_failed_checks_and_back_after_passed_ones(

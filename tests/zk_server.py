@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from .daemon import Server, free_tcp_port, missing
 
 JAVA = shutil.which("java")
 _JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
@@ -40,26 +40,14 @@ MISSING = (
 
 def require_zookeeper() -> None:
     """Skip the test when ZooKeeper cannot run here (fail instead when ``CI=true``)."""
-    import pytest
-
     if MISSING is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(MISSING)
-        pytest.skip(MISSING)
+        missing(MISSING)
 
 
 def require_zookeeper_or_exit() -> None:
     """For scripts: exit with a message saying how to get ZooKeeper when it is missing."""
     if MISSING is not None:
         raise SystemExit(MISSING)
-
-
-def free_tcp_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def four_letter(port: int, command: bytes, timeout: float = 0.5) -> bytes:
@@ -72,7 +60,7 @@ def four_letter(port: int, command: bytes, timeout: float = 0.5) -> bytes:
         return b"".join(chunks)
 
 
-class ZooKeeperServer:
+class ZooKeeperServer(Server):
     """A standalone ZooKeeper on ``127.0.0.1:port`` with its data in a temporary directory.
 
     ``tick`` is ZooKeeper's ``tickTime`` in seconds; sessions may last from ``2 * tick`` to
@@ -82,9 +70,7 @@ class ZooKeeperServer:
     def __init__(self, *, port: int | None = None, tick: float = 0.1) -> None:
         self.port = port or free_tcp_port()
         self.tick = tick
-        self.dir = Path(tempfile.mkdtemp(prefix="lb-zk-"))
-        self.log = self.dir / "zookeeper.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(Path(tempfile.mkdtemp(prefix="lb-zk-")), "zookeeper.log")
         (self.dir / "data").mkdir()
         tick_ms = max(1, round(tick * 1000))
         (self.dir / "zoo.cfg").write_text(
@@ -104,41 +90,25 @@ maxSessionTimeout=60000
         """The connection string (``"127.0.0.1:PORT"``)."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def start(self, timeout: float = 30.0) -> ZooKeeperServer:
         """Start ZooKeeper and wait until it answers ``ruok`` with ``imok``."""
         if self.running:
             return self
-        log = self.log.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [
-                    JAVA or "java",
-                    "-Xmx256m",
-                    "-XX:+UseSerialGC",
-                    "-XX:TieredStopAtLevel=1",
-                    "-cp",
-                    ":".join(JARS or _JARS),
-                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                    str(self.dir / "zoo.cfg"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        self.spawn(
+            [
+                JAVA or "java",
+                "-Xmx256m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                ":".join(JARS or _JARS),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(self.dir / "zoo.cfg"),
+            ]
+        )
         deadline = time.monotonic() + timeout
         while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited with {self._process.returncode}:\n{self.log_tail()}")
+            self.exited("ZooKeeper")
             try:
                 # "imok" comes before the server takes sessions; "srvr" tells when it does
                 if four_letter(self.port, b"ruok") == b"imok" and b"Mode:" in four_letter(self.port, b"srvr"):
@@ -151,37 +121,6 @@ maxSessionTimeout=60000
                     f"ZooKeeper did not answer on port {self.port} within {timeout}s:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stop ZooKeeper (SIGTERM, then SIGKILL after 3 s); its data stays for ``start()``."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def close(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> ZooKeeperServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
     # -- clients ---------------------------------------------------------------------------
 
