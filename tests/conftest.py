@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -32,3 +33,10 @@ def private_bind() -> Iterator[BindServer]:
 def srv_name() -> str:
     """A relative SRV name no other test uses (``"_t7._tcp"``)."""
     return f"_t{next(_names)}._tcp"
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` recording the library's events from INFO up."""
+    caplog.set_level(logging.INFO, logger="loadbalancer")
+    return caplog

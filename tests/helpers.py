@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 
 def eventually(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
@@ -23,6 +26,11 @@ async def aeventually(condition: Callable[[], object], timeout: float = 5.0, wha
         if time.monotonic() > end:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.005)
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    """The records of the library's event ``name`` (the structlog event travels as ``record.event``)."""
+    return [record for record in caplog.records if getattr(record, "event", None) == name]
 
 
 class Endpoint:

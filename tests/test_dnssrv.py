@@ -6,7 +6,6 @@ Every query goes to 127.0.0.1 or ::1: each publisher gets a resolver naming the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import random
 import re
@@ -34,7 +33,7 @@ from loadbalancer import DiscoveryError, EndpointSet, RoundRobin, dnssrv, static
 from loadbalancer._runtime import RUNTIME
 from loadbalancer.dnssrv._publisher import _async_resolver
 from loadbalancer.dnssrv._wire import Key, Malformed, UdpQuery, key_records, read_name, scan
-from tests.helpers import Factory, aeventually, eventually
+from tests.helpers import Factory, aeventually, events, eventually
 from tests.servers import BindServer, BlackHole, FakeDNS, rcode_reply, srv_reply
 
 Resolver = dns.resolver.Resolver | dns.asyncresolver.Resolver
@@ -44,12 +43,6 @@ Resolver = dns.resolver.Resolver | dns.asyncresolver.Resolver
 def kind(request: pytest.FixtureRequest) -> str:
     """Which kind of dnspython resolver the publisher is given."""
     return str(request.param)
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="loadbalancer")
-    return caplog
 
 
 def resolver(port: int, kind: str = "sync", *, host: str = "127.0.0.1", timeout: float = 1.0) -> Resolver:
@@ -87,10 +80,6 @@ def addresses(endpoints: EndpointSet[Any]) -> list[str]:
 def host(srv_name: str, label: str) -> str:
     """A target name of this test's own: ``("_t7._tcp", "a")`` -> ``"t7-a"``."""
     return f"{srv_name.split('.')[0].lstrip('_')}-{label}"
-
-
-def events(logs: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
-    return [record for record in logs.records if getattr(record, "event", None) == event]
 
 
 # -- following the records ------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from loadbalancer import EndpointSet, Instance, InvalidInstanceError, NoEndpointsError, RoundRobin, etcd
 from loadbalancer.etcd._client import key_prefix, parse_endpoints
 from tests.etcd_server import EtcdServer, TcpProxy, free_tcp_port, make_certs, require_etcd, unique_prefix
-from tests.helpers import Factory, aeventually, eventually
+from tests.helpers import Factory, aeventually, events, eventually
 
 QUICK: dict[str, Any] = {"timeout": 1.0, "keepalive": 0.5, "max_backoff": 0.3, "close_delay": 0}
 
@@ -39,22 +39,12 @@ def prefix() -> str:
     return unique_prefix()
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="loadbalancer")
-    return caplog
-
-
 def publisher(server: EtcdServer, prefix: str, factory: Any = None, **options: Any) -> etcd.Publisher[Any]:
     return etcd.Publisher(prefix, factory or Factory(), endpoints=server.endpoints, **{**QUICK, **options})
 
 
 def addresses(p: etcd.Publisher[Any]) -> list[str]:
     return [str(instance) for instance in p.endpoints().instances]
-
-
-def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
 
 
 # -- publishing ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ Each test gets a cluster of its own on loopback (killing members is destructive)
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from loadbalancer import EndpointSet, etcd
 from tests.etcd_server import EtcdCluster, Member, require_etcd, unique_prefix
-from tests.helpers import Factory, eventually
+from tests.helpers import Factory, events, eventually
 
 QUICK: dict[str, Any] = {"timeout": 1.0, "keepalive": 0.5, "max_backoff": 0.3, "close_delay": 0}
 
@@ -24,16 +23,6 @@ def cluster() -> Iterator[EtcdCluster]:
     require_etcd()
     with EtcdCluster(3) as made:
         yield made
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="loadbalancer")
-    return caplog
-
-
-def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
 
 
 def addresses(p: etcd.Publisher[Any]) -> list[str]:

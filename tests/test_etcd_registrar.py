@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from loadbalancer import Instance, etcd
 from tests.etcd_server import EtcdCluster, EtcdServer, free_tcp_port, require_etcd, unique_prefix
-from tests.helpers import eventually
+from tests.helpers import events, eventually
 
 # Registers, says so, then sleeps (argv[5] == "sleep") or exits without closing.
 CHILD = """
@@ -39,16 +38,6 @@ def server() -> Iterator[EtcdServer]:
 @pytest.fixture
 def prefix() -> str:
     return unique_prefix()
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="loadbalancer")
-    return caplog
-
-
-def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
 
 
 def child(server: EtcdServer, prefix: str, instance: str, ttl: float, mode: str) -> subprocess.Popen[str]:

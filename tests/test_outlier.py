@@ -14,7 +14,7 @@ import loadbalancer
 from loadbalancer import OutlierDetector, Retry, RoundRobin, static
 
 from .backends import Backend, HttpStatusError, async_factory, sync_factory
-from .helpers import Endpoint, Factory, aeventually, eventually
+from .helpers import Endpoint, Factory, aeventually, events, eventually
 
 
 @pytest.fixture
@@ -33,10 +33,6 @@ def fail(call: object, times: int, path: str = "/") -> None:
 
 def addresses(publisher: loadbalancer.Publisher[object]) -> list[str]:
     return [instance.address for instance in publisher.endpoints().instances]
-
-
-def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if getattr(record, "event", None) == name]
 
 
 def test_ejected_after_n_consecutive_failures_and_back_after_the_ejection_time(

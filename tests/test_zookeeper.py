@@ -43,12 +43,6 @@ pytest_plugins = ["tests.zk_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="loadbalancer")
-    return caplog
-
-
 def addresses(endpoints: EndpointSet[Any]) -> list[str]:
     return [str(instance) for instance in endpoints.instances]
 
