@@ -110,10 +110,7 @@ async def test_hedging_over_real_http_wins_with_the_fast_backend_and_cancels_the
 
     async with static.Publisher([slow.address, fast.address], factory) as publisher:
         hedge = Hedge(SlowFirst(publisher), after=0.05)
-        started = time.monotonic()
-        answer = await Retry(1, 4.0, hedge)("/")
-        elapsed = time.monotonic() - started
+        answer = await Retry(1, 4.0, hedge)("/")  # the slow backend answers after 5 s: past the deadline
         await aeventually(lambda: cancelled, what="the slow attempt's cancellation")  # delivered after the win
     assert answer == str(fast.port)
-    assert elapsed < 4.0, "the call waited for the slow backend"
     assert cancelled == [slow.address] and hedge.hedges == 1 and hedge.hedge_wins == 1
