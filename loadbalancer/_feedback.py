@@ -272,8 +272,6 @@ class FeedbackBalancer(Balancer[E]):
         pick = map(operator.getitem, items, map(operator.gt, items, items)).__next__
         self.endpoint = pick  # type: ignore[method-assign,assignment]
         super().__init__(publisher)
-        if self._deck.items is None:  # the publisher has not read its source yet
-            self._update(publisher.endpoints())
 
     def endpoint(self) -> E:  # replaced per instance by the C-level pick made in __init__
         """Of two endpoints, the cheaper (a ``TrackedEndpoint``); ``NoEndpointsError`` if the set is empty."""

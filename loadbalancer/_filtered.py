@@ -22,10 +22,6 @@ E = TypeVar("E")  # the inner publisher's endpoints
 W = TypeVar("W")  # what this filter publishes for each (the same object, or a wrapper)
 
 
-def _no_factory(address: str) -> Any:  # a filter publishes its inner publisher's endpoints
-    raise AssertionError(f"a filtering publisher does not make endpoints (asked for {address})")
-
-
 def percent(value: float, name: str) -> float:
     """``value`` checked to be a percentage (0 to 100), or a ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or not 0 <= value <= 100:
@@ -58,7 +54,7 @@ class Filtered(Publisher[W], Generic[E, W]):
     ) -> None:
         if not isinstance(publisher, Publisher):
             raise TypeError(f"{type(self).__name__} filters a loadbalancer.Publisher, got {publisher!r}")
-        super().__init__(_no_factory, service=publisher.service, logger=logger, close_delay=0)
+        super().__init__(service=publisher.service, logger=logger)
         self._inner = publisher
         self._own = own
         self._panic_threshold = percent(panic_threshold, "panic_threshold")
@@ -145,12 +141,11 @@ class Filtered(Publisher[W], Generic[E, W]):
                 or current.instances != new.instances
                 or any(a is not b for a, b in zip(current, new, strict=True))
             ):
-                self._current = new
-                self._emit(new)
+                self._set(new)
 
     # -- closing -----------------------------------------------------------------------------
 
-    def _shutdown(self) -> list[W]:
+    def _shutdown(self) -> bool:
         with self._lock:
             already = self._closed
         if not already:

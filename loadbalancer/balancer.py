@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._util import describe
-from .errors import NoEndpointsError
-from .publisher import EndpointSet, Publisher
+from .errors import NoEndpointsError, NotReadyError, PublisherClosedError
+from .publisher import UNREAD, EndpointSet, Publisher
 
 __all__ = ["Balancer", "Random", "RoundRobin"]
 
@@ -28,8 +28,9 @@ class Balancer(ABC, Generic[E]):
     """Base class: ``endpoint()`` returns one endpoint, or raises ``NoEndpointsError``.
 
     A subclass sets up its own state, then calls ``super().__init__(publisher)``, which
-    subscribes ``_update`` to the publisher (called at once with the current set, then on
-    every change, on the publisher's thread).
+    subscribes ``_update`` to the publisher: it is called at once with the current set (an
+    empty one if the source has not answered yet), then on every change, on the
+    publisher's thread.
     """
 
     def __init__(self, publisher: Publisher[E]) -> None:
@@ -45,7 +46,10 @@ class Balancer(ABC, Generic[E]):
             if balancer is not None:
                 balancer._update(endpoints)
 
-        subscription = publisher.subscribe(update)
+        with publisher._lock:  # no change can slip in between the subscription and the first set
+            subscription = publisher.subscribe(update)
+            if publisher._current is None:  # not read yet: nothing was replayed
+                self._update(UNREAD)
         weakref.finalize(self, subscription.unsubscribe)
 
     @property
@@ -71,8 +75,13 @@ class Balancer(ABC, Generic[E]):
 def _no_endpoints_error(publisher: Publisher[Any], endpoints: EndpointSet[Any]) -> NoEndpointsError:
     message = f"no endpoints available from {publisher!r}"
     if publisher.closed:
-        message += ": the publisher is closed"
-    elif endpoints.error is not None:
+        return PublisherClosedError(f"{message}: the publisher is closed")
+    if endpoints is UNREAD and not publisher.ready:
+        return NotReadyError(
+            f"{message} yet: its source has not answered yet; wait for it with publisher.wait_ready(timeout)"
+            " (Retry and Hedge wait by themselves)"
+        )
+    if endpoints.error is not None:
         message += f": last refresh failed: {describe(endpoints.error)}"
     return NoEndpointsError(message, error=endpoints.error)
 
@@ -132,8 +141,6 @@ class RoundRobin(Balancer[E]):
         lists = itertools.starmap(getattr, itertools.repeat((self._ring, "items")))
         self.endpoint = itertools.chain.from_iterable(lists).__next__  # type: ignore[method-assign]
         super().__init__(publisher)
-        if self._ring.items is None:  # the publisher has not read its source yet
-            self._update(publisher.endpoints())
 
     def endpoint(self) -> E:  # replaced per instance by the C-level pick made in __init__
         """The next endpoint in turn; ``NoEndpointsError`` if the set is empty."""
@@ -204,8 +211,6 @@ class _TablePick(Balancer[E]):
         self._random = rng.random
         self._table: Any = None
         super().__init__(publisher)
-        if self._table is None:  # the publisher has not read its source yet
-            self._update(publisher.endpoints())
 
     def endpoint(self) -> E:
         """An endpoint at random; ``NoEndpointsError`` if the set is empty."""

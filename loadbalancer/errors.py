@@ -29,6 +29,19 @@ class NoEndpointsError(Error, LookupError):
         super().__init__(message)
 
 
+class NotReadyError(NoEndpointsError):
+    """A balancer was asked for an endpoint before its publisher's source first answered.
+
+    Wait for the first answer with ``publisher.wait_ready(timeout)`` (or ``await
+    publisher.ready_wait(timeout)``); ``Retry`` and ``Hedge`` wait for it themselves, within
+    their deadline.
+    """
+
+
+class PublisherClosedError(NoEndpointsError):
+    """A balancer was asked for an endpoint after its publisher was closed: no retry can help."""
+
+
 class DiscoveryError(Error):
     """A discovery source could not be read (timeout, refused connection, bad answer)."""
 

@@ -1,15 +1,14 @@
-"""The ``Publisher`` base: subscriptions, the latest snapshot, the endpoint cache, staleness.
+"""The ``Publisher`` base: the latest snapshot of a service's endpoints and its subscribers.
 
-A discovery backend subclasses ``Publisher`` and only tells it what it found, through two
-protected methods:
+A publisher has three jobs, each in its own room:
 
-- ``self._publish(instances)``: here is the complete current set (``Instance`` objects or
-  ``"host:port"`` strings, in the source's order);
-- ``self._publish_error(error)``: this refresh failed; keep the last good set (stale beats
-  empty) until ``invalidate_after`` runs out.
-
-Everything else (calling the factory once per new instance, reusing endpoints of unchanged
-instances, closing endpoints of vanished ones, telling subscribers, logging) lives here.
+- this module: the snapshot (an immutable ``EndpointSet``), its subscribers, readiness (has
+  the source been read yet?), background work and closing. Every publisher is one of these,
+  the filters (``OutlierDetector``, ``HealthChecker``) included;
+- ``_endpoints.EndpointCache``: the factory, reuse of unchanged instances' endpoints, and
+  delayed closing of departed ones;
+- ``_discovery.DiscoveryPublisher``: an instance source (a backend) feeding the cache, with
+  stale-on-error, invalidation, tags and on-demand refresh.
 """
 
 from __future__ import annotations
@@ -17,29 +16,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import itertools
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ._bridge import wait_on_runtime
 from ._log import get_logger
 from ._runtime import RUNTIME
 from ._util import describe, seconds
-from .errors import InvalidInstanceError
-from .instance import Instance, parse_instance
+from .instance import Instance
 
 __all__ = ["EndpointSet", "Factory", "Publisher", "Subscription"]
 
 E = TypeVar("E")
-Factory = Callable[[str], E]
-"""Turns an instance's ``"host:port"`` into an endpoint (any object; usually a callable)."""
+Factory = Callable[[str], E] | Callable[[Instance], E]
+"""Turns an instance into an endpoint (any object; usually a callable).
 
-_CLOSE_WAIT = 5.0  # how long a sync close() waits for async closers on the runtime
-
-_Running = asyncio.Future[None] | concurrent.futures.Future[None]
+It receives the instance's ``"host:port"``, or the ``Instance`` itself (weight, tags,
+metadata) when its first parameter is annotated ``Instance``.
+"""
 
 
 class EndpointSet(tuple[E, ...]):
@@ -76,7 +73,8 @@ class EndpointSet(tuple[E, ...]):
         return f"EndpointSet([{', '.join(map(str, self.instances))}]{stale})"
 
 
-_NOTHING: EndpointSet[Any] = EndpointSet()
+# What ``endpoints()`` returns before the source has been read (``publisher.ready`` is false).
+UNREAD: EndpointSet[Any] = EndpointSet()
 
 
 class Subscription:
@@ -104,70 +102,97 @@ class Subscription:
 class Publisher(Generic[E]):
     """Publishes the latest set of endpoints of a service to its subscribers.
 
-    Subclasses say where instances come from; this base turns each new instance into an
-    endpoint with ``factory`` (once per instance), reuses the endpoints of instances that
-    stay, and closes (``aclose()`` or ``close()``) those of instances that go,
-    ``close_delay`` seconds later so that calls in flight can finish. A failed refresh keeps
-    the last good set (stale beats empty); with ``invalidate_after=`` seconds, a set that
-    stays stale that long is dropped and picks fail until a refresh succeeds.
+    ``endpoints()`` is the latest snapshot; ``subscribe(callback)`` is called at once with
+    it (once the source has been read) and after every change; ``async for endpoints in
+    publisher.updates()`` iterates them. ``ready`` says whether the source has answered
+    yet (with instances, with none, or with an error); ``wait_ready(timeout)`` and ``await
+    publisher.ready_wait()`` wait for that first answer.
 
     >>> from loadbalancer import static
-    >>> with static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hostport: hostport) as p:
-    ...     list(p.endpoints())
+    >>> with static.Publisher(["10.0.0.1:80", "10.0.0.2:80"]) as p:
+    ...     [str(instance) for instance in p.endpoints()]
     ['10.0.0.1:80', '10.0.0.2:80']
     """
 
-    def __init__(
-        self,
-        factory: Factory[E],
-        *,
-        service: str,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
-    ) -> None:
-        if not callable(factory):
-            raise TypeError(f"factory must be callable, got {factory!r}")
-        self._factory = factory
+    def __init__(self, *, service: str, logger: Any = None, log_name: str | None = None) -> None:
         self._service = service
-        self._log = get_logger(logger, service=service)
-        self._invalidate_after = None if invalidate_after is None else seconds(invalidate_after, "invalidate_after")
-        self._close_delay = seconds(close_delay, "close_delay")
+        self._log = get_logger(logger, name=log_name or type(self).__module__, service=service)
         self._lock = threading.RLock()
-        self._keys = itertools.count()
+        self._next_key = itertools.count()
         self._subscribers: dict[int, Callable[[EndpointSet[E]], object]] = {}
         self._current: EndpointSet[E] | None = None
-        self._cache: dict[str, tuple[Instance, E]] = {}  # address -> (instance, endpoint)
-        self._parsed: dict[str, Instance] = {}  # the current set's instance strings, parsed
-        self._generation = 0  # counts good refreshes; an invalidation timer checks it
-        self._last_error: BaseException | None = None
+        self._ready = threading.Event()
         self._closed = False
         self._task: concurrent.futures.Future[None] | None = None
-        self._closing: set[asyncio.Future[None]] = set()
         self._reads: set[concurrent.futures.Future[object]] = set()  # on-demand reads in progress
         self._reads_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
 
     def endpoints(self) -> EndpointSet[E]:
-        """The latest snapshot (empty until the source has been read)."""
+        """The latest snapshot (empty until the source has been read: see ``ready``)."""
         current = self._current
-        return _NOTHING if current is None else current
+        return UNREAD if current is None else current
 
     @property
     def service(self) -> str:
-        """What this publisher discovers (a DNS name, a key prefix, ``"static"``)."""
+        """What this publisher discovers (a DNS name, a key prefix, a service name)."""
         return self._service
 
     @property
     def last_error(self) -> BaseException | None:
         """The most recent refresh failure; cleared by the next good refresh."""
-        return self._last_error
+        current = self._current
+        return None if current is None else current.error
 
     @property
     def closed(self) -> bool:
         """Whether ``close()`` or ``aclose()`` has been called."""
         return self._closed
+
+    @property
+    def ready(self) -> bool:
+        """Whether the source has answered at least once (instances, none, or an error), or the publisher is closed."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: for ever) for the source's first answer; return ``ready``.
+
+        Not callable on the library's runtime thread, which reads the sources (use ``await
+        ready_wait()`` there).
+        """
+        if self._ready.is_set():
+            return True
+        if RUNTIME.in_loop_thread():
+            raise RuntimeError(
+                f"{self!r}.wait_ready() would block the library's runtime thread, which reads the source;"
+                " use `await publisher.ready_wait()` in a coroutine there"
+            )
+        limit = None if timeout is None else seconds(timeout, "timeout")
+        return self._ready.wait(limit)
+
+    async def ready_wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - wait_ready's twin
+        """Async form of ``wait_ready()``, callable from any event loop."""
+        if self._ready.is_set():
+            return True
+        limit = None if timeout is None else seconds(timeout, "timeout")
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def on_ready(_: object) -> None:
+            loop.call_soon_threadsafe(settle)
+
+        with self.subscribe(on_ready):
+            if self._closed:
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await done
+        return self._ready.is_set()
 
     def subscribe(self, callback: Callable[[EndpointSet[E]], object]) -> Subscription:
         """Call ``callback(endpoints)`` now with the current set, if one is known, then on every change.
@@ -178,7 +203,7 @@ class Publisher(Generic[E]):
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         with self._lock:
-            key = next(self._keys)
+            key = next(self._next_key)
             self._subscribers = {**self._subscribers, key: callback}
             if self._current is not None:
                 self._notify(callback, self._current)
@@ -227,26 +252,17 @@ class Publisher(Generic[E]):
         """Read the source now where it can be read on demand, wait, and return the latest set.
 
         A failed read leaves the last good set in place: check ``.stale`` on the result, or
-        ``last_error``. Not callable on the library's runtime thread (where subscribers of
-        the backends are called), which does the reading: use ``await arefresh()`` there.
+        ``last_error``. A read already in progress is waited for rather than repeated. Not
+        callable on the library's runtime thread: use ``await arefresh()`` there.
         """
-        if type(self)._refresh is Publisher._refresh:
-            return self.endpoints()
-        if RUNTIME.in_loop_thread():
-            raise RuntimeError(
-                f"{self!r}.refresh() would block the library's runtime thread, which reads the source;"
-                " use `await publisher.arefresh()` in a coroutine there"
-            )
         future = self._submit_refresh()
         if future is not None:
             with contextlib.suppress(concurrent.futures.CancelledError):  # closed meanwhile
-                future.result()
+                wait_on_runtime(future, f"{self!r}.refresh()", "await publisher.arefresh()")
         return self.endpoints()
 
     async def arefresh(self) -> EndpointSet[E]:
         """Async form of ``refresh()``, callable from any event loop (the read runs on the runtime)."""
-        if type(self)._refresh is Publisher._refresh:
-            return self.endpoints()
         future = self._submit_refresh()
         if future is not None:
             try:
@@ -257,139 +273,12 @@ class Publisher(Generic[E]):
                     raise  # the caller was cancelled, not the read by closing
         return self.endpoints()
 
-    # -- what backends call ----------------------------------------------------------------
+    # -- what subclasses use ---------------------------------------------------------------
 
-    def _publish(self, items: Iterable[Instance | str], *, strict: bool = False) -> None:
-        """Make ``items`` the current set.
-
-        Strings are parsed; a malformed one is logged and skipped, or with ``strict=True``
-        raises ``InvalidInstanceError`` before anything changes.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            instances = self._resolve(items, strict)
-            old, new = self._cache, {}
-            kept: list[Instance] = []
-            endpoints: list[E] = []
-            added = 0
-            for instance in instances:
-                address = instance.address
-                if address in new:
-                    continue  # the source listed it twice; the first one stands
-                entry = old.get(address)
-                if entry is None:
-                    try:
-                        endpoint = self._factory(address)
-                    except Exception as error:
-                        self._log.error("factory_failed", instance=address, error=describe(error), exc_info=error)
-                        continue
-                    added += 1
-                else:
-                    endpoint = entry[1]
-                new[address] = (instance, endpoint)
-                kept.append(instance)
-                endpoints.append(endpoint)
-            removed = [entry[1] for address, entry in old.items() if address not in new]
-            self._cache = new
-            self._generation += 1
-            self._last_error = None
-            current = self._current
-            if current is None or current.error is not None or tuple(kept) != current.instances:
-                self._current = EndpointSet(endpoints, kept, None)
-                self._log.info("endpoints_updated", count=len(kept), added=added, removed=len(removed))
-                self._emit(self._current)
-        self._retire(removed)
-
-    def _resolve(self, items: Iterable[Instance | str], strict: bool) -> list[Instance]:
-        memo, parsed = self._parsed, {}
-        result: list[Instance] = []
-        for item in items:
-            if isinstance(item, Instance):
-                result.append(item)
-                continue
-            instance = memo.get(item) if isinstance(item, str) else None
-            if instance is None:
-                try:
-                    instance = parse_instance(item)
-                except InvalidInstanceError as error:
-                    if strict:
-                        raise
-                    self._log.error("invalid_instance", instance=item, error=error.reason)
-                    continue
-            parsed[item] = instance
-            result.append(instance)
-        self._parsed = parsed
-        return result
-
-    def _publish_error(self, error: BaseException) -> None:
-        """Record a failed refresh: keep the last good set, mark it stale, log."""
-        with self._lock:
-            if self._closed:
-                return
-            self._last_error = error
-            current = self._current
-            kept = 0 if current is None else len(current)
-            if current is not None and current.error is not None:
-                # already stale: logged when it turned so; nothing new for subscribers
-                self._log.info("refresh_failed", error=describe(error), kept=kept)
-                return
-            self._log.warning("refresh_failed", error=describe(error), kept=kept)
-            stale: EndpointSet[E] = EndpointSet(current or (), current.instances if current else (), error)
-            self._current = stale
-            self._emit(stale)
-            if self._invalidate_after is not None and stale:
-                if self._invalidate_after == 0:
-                    self._invalidate(self._generation)
-                else:
-                    RUNTIME.call_later(self._invalidate_after, self._invalidate, self._generation)
-
-    def _invalidate(self, generation: int) -> None:
-        with self._lock:
-            current = self._current
-            if self._closed or generation != self._generation or current is None or current.error is None:
-                return  # a good refresh came in the meantime
-            self._log.warning(
-                "stale_endpoints_dropped",
-                count=len(current),
-                after=self._invalidate_after,
-                error=describe(current.error),
-            )
-            removed = [entry[1] for entry in self._cache.values()]
-            self._cache = {}
-            self._current = EndpointSet((), (), current.error)
-            self._emit(self._current)
-        self._retire(removed)
-
-    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a backend's background coroutine (polling, watching) on the shared runtime."""
-        self._task = RUNTIME.submit(coro)
-
-    async def _refresh(self) -> object:
-        """Read the source now and publish (or ``_publish_error``) what it says.
-
-        Runs on the runtime. A backend that can read its source on demand overrides it;
-        ``refresh()`` and ``arefresh()`` then run it, and closing cancels a read in progress.
-        """
-        return None
-
-    def _submit_refresh(self) -> concurrent.futures.Future[object] | None:
-        """Start ``_refresh()`` on the runtime (``None`` once closed); safe from any thread."""
-        if self._closed:
-            return None
-        future = RUNTIME.submit(self._refresh())
-        with self._reads_lock:
-            self._reads.add(future)
-        future.add_done_callback(self._refresh_done)
-        return future
-
-    def _refresh_done(self, future: concurrent.futures.Future[object]) -> None:
-        with self._reads_lock:
-            self._reads.discard(future)
-
-    # -- subscribers and closing -----------------------------------------------------------
-
-    def _emit(self, snapshot: EndpointSet[E]) -> None:
+    def _set(self, snapshot: EndpointSet[E]) -> None:
+        """Make ``snapshot`` current and tell the subscribers (call with ``_lock`` held)."""
+        self._current = snapshot
+        self._ready.set()
         for callback in self._subscribers.values():
             self._notify(callback, snapshot)
 
@@ -399,91 +288,60 @@ class Publisher(Generic[E]):
         except Exception as error:
             self._log.error("subscriber_failed", subscriber=repr(callback), error=describe(error), exc_info=error)
 
-    def _retire(self, endpoints: list[E]) -> None:
-        if not endpoints:
-            return
-        if self._close_delay > 0:
-            RUNTIME.call_later(self._close_delay, self._close_endpoints, endpoints)
-        else:
-            self._close_endpoints(endpoints)
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run the publisher's background coroutine (polling, watching) on the shared runtime."""
+        self._task = RUNTIME.submit(coro)
 
-    def _close_endpoints(self, endpoints: Iterable[E]) -> list[_Running]:
-        """Close each endpoint (``aclose()`` preferred to ``close()``); return what still runs.
+    async def _refresh(self) -> object:
+        """Read the source now and publish what it says. Runs on the runtime.
 
-        An async closer runs in the caller's event loop when there is one (where an async
-        client was most likely used), else on the runtime.
+        A publisher that can read its source on demand overrides it; ``refresh()`` and
+        ``arefresh()`` then run it, and closing cancels a read in progress.
         """
-        running: list[_Running] = []
-        for endpoint in endpoints:
-            closer = getattr(endpoint, "aclose", None)
-            if not callable(closer):
-                closer = getattr(endpoint, "close", None)
-                if not callable(closer):
-                    continue
-            try:
-                result = closer()
-            except Exception as error:
-                self._log.error("endpoint_close_failed", endpoint=repr(endpoint), error=describe(error))
-                continue
-            if not inspect.isawaitable(result):
-                continue
-            coro = self._await_close(result, endpoint)
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                running.append(RUNTIME.submit(coro))
-            else:
-                task = loop.create_task(coro)
-                self._closing.add(task)  # hold a reference so the task is not collected early
-                task.add_done_callback(self._closing.discard)
-                running.append(task)
-        return running
+        return None
 
-    async def _await_close(self, awaitable: Awaitable[object], endpoint: object) -> None:
-        try:
-            await awaitable
-        except Exception as error:
-            self._log.error("endpoint_close_failed", endpoint=repr(endpoint), error=describe(error))
+    def _submit_refresh(self) -> concurrent.futures.Future[object] | None:
+        """Start ``_refresh()`` on the runtime (``None`` once closed or if there is nothing to read); any thread."""
+        if self._closed or type(self)._refresh is Publisher._refresh:
+            return None
+        with self._reads_lock:
+            for future in self._reads:
+                return future  # one read at a time: join the one in progress
+            future = RUNTIME.submit(self._refresh())
+            self._reads.add(future)
+        future.add_done_callback(self._refresh_done)
+        return future
 
-    def _shutdown(self) -> list[E]:
-        """Mark closed, stop background work, tell subscribers the set is gone."""
+    def _refresh_done(self, future: concurrent.futures.Future[object]) -> None:
+        with self._reads_lock:
+            self._reads.discard(future)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _shutdown(self) -> bool:
+        """Mark closed, stop background work, tell subscribers the set is gone; whether it was open."""
         with self._lock:
             if self._closed:
-                return []
+                return False
             self._closed = True
             if self._task is not None:
                 self._task.cancel()
-            endpoints = [entry[1] for entry in self._cache.values()]
-            self._cache = {}
-            self._current = EndpointSet()
-            self._emit(self._current)  # the last word: nothing (ends ``updates()`` too)
+            self._set(EndpointSet())  # the last word: nothing (ends ``updates()`` too)
             self._subscribers = {}
         with self._reads_lock:
             reads, self._reads = self._reads, set()
         for future in reads:
             future.cancel()
         self._log.debug("publisher_closed")
-        return endpoints
+        return True
 
     def close(self) -> None:
-        """Stop discovery and close every endpoint now; idempotent.
-
-        Async closers run on the library's background loop and ``close()`` waits a few
-        seconds for them; in async code prefer ``await aclose()``, which runs them in the
-        caller's loop.
-        """
-        for future in self._close_endpoints(self._shutdown()):
-            if isinstance(future, concurrent.futures.Future) and not RUNTIME.in_loop_thread():
-                try:
-                    future.result(_CLOSE_WAIT)
-                except concurrent.futures.TimeoutError:
-                    self._log.warning("endpoint_close_slow", waited=_CLOSE_WAIT)
+        """Stop discovery and release what the publisher holds; idempotent."""
+        self._shutdown()
 
     async def aclose(self) -> None:
-        """Stop discovery and close every endpoint, awaiting async closers in this loop."""
-        running = self._close_endpoints(self._shutdown())
-        if running:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in running), return_exceptions=True)
+        """Async form of ``close()``."""
+        self._shutdown()
 
     def __enter__(self) -> Self:
         return self

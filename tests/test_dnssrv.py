@@ -397,7 +397,7 @@ def test_wrong_types_are_type_errors() -> None:
     with pytest.raises(TypeError, match="resolver must be a dns.resolver.Resolver"):
         dnssrv.Publisher("a.example.", 5.0, str, resolver="127.0.0.1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="factory must be callable"):
-        dnssrv.Publisher("a.example.", 5.0, None, resolver=resolver(1))  # type: ignore[arg-type]
+        dnssrv.Publisher("a.example.", 5.0, 42, resolver=resolver(1))  # type: ignore[arg-type]
 
 
 def test_durations_accept_timedelta_and_names_may_be_relative(bind: BindServer, srv_name: str) -> None:
@@ -724,3 +724,15 @@ async def test_udp_query_gives_up_on_silence_and_ignores_other_ids() -> None:
         assert reply is not None and reply[:2] == sent[:2]
         seen = scan(reply, sent, glue=False)
         assert seen is not None and seen.key.records == ((1, 1, 80, (b"a", b"example", b"")),)
+
+
+def test_refresh_right_after_construction_joins_the_first_lookup(logs: pytest.LogCaptureFixture) -> None:
+    # The first lookup starts in the constructor; a refresh asked for meanwhile waits for it
+    # instead of starting a second one (a dead server would make the caller wait twice).
+    with BlackHole() as hole:
+        resolver = hole.resolver(timeout=0.3, lifetime=0.3)
+        with dnssrv.Publisher("_api._tcp.example.", 60.0, str, resolver=resolver) as publisher:
+            eventually(lambda: hole.queries >= 1)
+            endpoints = publisher.refresh()
+            assert endpoints.stale
+            assert len(events(logs, "srv_lookup_failed")) == 1  # the lookup under way answered the refresh

@@ -9,11 +9,11 @@ import pytest
 
 import loadbalancer
 from loadbalancer import EndpointSet, Instance, NoEndpointsError, RoundRobin, static
-from loadbalancer.publisher import Publisher
+from loadbalancer._discovery import DiscoveryPublisher
 from tests.helpers import AsyncEndpoint, Endpoint, Factory, aeventually, eventually
 
 
-class Source(Publisher[Any]):
+class Source(DiscoveryPublisher[Any]):
     """A publisher a test drives by hand, as a discovery backend would."""
 
     def __init__(self, factory: Any, **kwargs: Any) -> None:
@@ -175,7 +175,7 @@ def test_static_rejects_bad_input_and_changes_nothing() -> None:
     with pytest.raises(TypeError, match="not the string 'a:1'"):
         static.Publisher("a:1", factory)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="factory must be callable"):
-        static.Publisher(["a:1"], None)  # type: ignore[arg-type]
+        static.Publisher(["a:1"], 42)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="close_delay must be non-negative"):
         static.Publisher(["a:1"], factory, close_delay=-1)
 
@@ -286,7 +286,8 @@ def test_close_empties_the_set_closes_endpoints_and_tells_subscribers() -> None:
     assert all(e.closed for e in factory.made)
     with pytest.raises(NoEndpointsError, match="the publisher is closed"):
         lb.endpoint()
-    publisher.replace(["c:3"])  # ignored after close
+    with pytest.raises(RuntimeError, match="is closed"):  # a closed publisher says so, rather than drop it
+        publisher.replace(["c:3"])
     assert len(publisher.endpoints()) == 0
 
 

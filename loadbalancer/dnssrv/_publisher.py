@@ -8,6 +8,7 @@ import ipaddress
 import math
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -25,12 +26,12 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from .._discovery import DiscoveryPublisher as _Base
 from .._runtime import RUNTIME
 from .._util import describe, seconds
 from ..errors import DiscoveryError, InvalidInstanceError
 from ..instance import Instance
 from ..publisher import Factory
-from ..publisher import Publisher as _Base
 from ._wire import Key, Labels, Scan, UdpQuery, key_records, scan
 
 __all__ = ["Publisher"]
@@ -107,7 +108,7 @@ class Publisher(_Base[E]):
         self,
         name: str,
         ttl: float | timedelta,
-        factory: Factory[E],
+        factory: Factory[E] | None = None,
         *,
         resolver: dns.resolver.BaseResolver | None = None,
         logger: Any = None,
@@ -119,6 +120,7 @@ class Publisher(_Base[E]):
         resolve_targets: bool = False,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
+        tags: Iterable[str] | str | None = None,
     ) -> None:
         qname = _check_name(name)
         self._interval = seconds(ttl, "ttl", allow_zero=False)
@@ -141,6 +143,7 @@ class Publisher(_Base[E]):
             logger=logger,
             invalidate_after=invalidate_after,
             close_delay=close_delay,
+            tags=tags,
         )
         self._qname = qname
         self._query = self._probe_query()
@@ -155,6 +158,7 @@ class Publisher(_Base[E]):
         self._timer: asyncio.TimerHandle | None = None  # the next probe
         self._udp: UdpQuery | None = None  # the probe in flight
         self._busy = asyncio.Lock()  # one lookup at a time; binds to the runtime loop on first use
+        self._lookups = 0  # lookups done, so that a refresh can tell one ended while it waited
         self._start(self._run())
 
     # -- public ----------------------------------------------------------------------------
@@ -197,6 +201,13 @@ class Publisher(_Base[E]):
         return self._wait(ttl) * (1.0 - self._jitter * random.random())
 
     async def _refresh(self) -> object:
+        # A lookup already under way when this was asked for (the constructor's first one,
+        # or a poll) answers it: wait for that one rather than look up twice in a row.
+        if self._busy.locked():
+            lookups = self._lookups
+            async with self._busy:
+                if self._lookups != lookups:
+                    return None
         return await self._poll()
 
     async def _poll(self, spent: float = 0.0) -> int | None:
@@ -214,11 +225,13 @@ class Publisher(_Base[E]):
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._lookups += 1
                 if not isinstance(error, DiscoveryError):  # a bug here or below: still stale beats empty
                     self._log.error("srv_lookup_crashed", error=describe(error), exc_info=error)
                     error = self._error(error)
                 self._failed(error)
                 return None
+            self._lookups += 1
             self._failures = 0
             self._apply(result)
             return result.ttl

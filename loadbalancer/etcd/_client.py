@@ -8,19 +8,17 @@ loop.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
 import json
 import re
 import ssl
-from collections.abc import AsyncGenerator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
-from .._runtime import RUNTIME
 from .._util import describe
 from ..errors import DiscoveryError
 
@@ -488,18 +486,3 @@ def _member_error(
         transient=transient,
         reason=reason,
     )
-
-
-def wait_on_runtime(coro: Coroutine[Any, Any, T], what: str) -> T:
-    """Run ``coro`` on the library's runtime and wait for its result (from any other thread)."""
-    if RUNTIME.in_loop_thread():
-        coro.close()
-        raise RuntimeError(f"{what} would block the library's runtime thread; use its async form there")
-    return RUNTIME.submit(coro).result()
-
-
-async def await_on_runtime(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the library's runtime (where every etcd client lives) and await it from any loop."""
-    if RUNTIME.in_loop_thread():
-        return await coro
-    return await asyncio.wrap_future(RUNTIME.submit(coro))

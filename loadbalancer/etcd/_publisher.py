@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import bisect
 import contextlib
 import random
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
+from .._discovery import DiscoveryPublisher as _Base
 from .._util import describe, seconds
 from ..errors import InvalidInstanceError
 from ..instance import Instance
 from ..publisher import Factory
-from ..publisher import Publisher as _Base
 from ._client import DEFAULT_ENDPOINTS, Client, EtcdError, b64, key_prefix, parse_endpoints, range_end
 from ._values import parse_value
 
@@ -78,7 +77,7 @@ class Publisher(_Base[E]):
     def __init__(
         self,
         prefix: str,
-        factory: Factory[E],
+        factory: Factory[E] | None = None,
         *,
         endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS,
         namespace: str | None = None,
@@ -92,6 +91,7 @@ class Publisher(_Base[E]):
         logger: Any = None,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
+        tags: Iterable[str] | str | None = None,
     ) -> None:
         connection = parse_endpoints(endpoints, namespace)
         full = key_prefix(connection.namespace, prefix)
@@ -102,19 +102,16 @@ class Publisher(_Base[E]):
             connection, username=username, password=password, verify=verify, cert=cert, timeout=self._timeout
         )
         super().__init__(
-            factory, service=full, logger=logger, invalidate_after=invalidate_after, close_delay=close_delay
+            factory, service=full, logger=logger, invalidate_after=invalidate_after, close_delay=close_delay, tags=tags
         )
         self._client = client
         self._log = self._log.bind(backend="etcd")
         raw = full.encode()
         self._range = {"key": b64(raw), "range_end": b64(range_end(raw))}
-        self._values: dict[bytes, bytes] = {}  # key -> value
-        self._order: list[bytes] = []  # the keys, sorted
-        self._items: list[Instance | None] = []  # their instances, index for index (None: malformed value)
-        self._invalid = 0  # how many of ``_items`` are None
+        self._values: dict[bytes, bytes] = {}  # key -> value (malformed ones too: a repeat is no change)
         self._revision = 0  # the etcd revision of the last change applied
         self._published = 0  # the etcd revision of the set published
-        self._dirty = False  # changes applied and not yet published
+        self._unflushed = False  # changes applied and not yet published
         self._cluster: str | None = None
         self._heard = 0.0  # loop time of the last word from the watch
         self._created = False
@@ -220,13 +217,16 @@ class Publisher(_Base[E]):
         if newer_only and revision < self._revision:
             return
         self._check_cluster(header)
-        known = dict(zip(self._order, self._items, strict=True))
-        old, values, items = self._values, {}, []
-        for key, value in sorted(found):
-            values[key] = value
-            items.append(known[key] if old.get(key) == value else self._parse(key, value))
-        self._values, self._order, self._items = values, list(values), items
-        self._invalid = items.count(None)
+        old, values, pairs = self._values, {}, []
+        with self._lock:
+            known = self._by_key
+            for key, value in found:
+                values[key] = value
+                instance = known.get(key) if old.get(key) == value else self._parse(key, value)
+                if instance is not None:
+                    pairs.append((key, instance))
+            self._values = values
+            self._reset(pairs)
         self._revision = revision
         self._publish_current()
 
@@ -340,7 +340,7 @@ class Publisher(_Base[E]):
                     self._apply(events)
                 else:  # a progress notification: every change up to this revision has been sent
                     self._revision = max(self._revision, int(header.get("revision", 0)))
-                    if not self._dirty:
+                    if not self._unflushed:
                         self._published = self._revision
 
     async def _check_store(self, member: str, header: dict[str, Any]) -> None:
@@ -378,37 +378,32 @@ class Publisher(_Base[E]):
             value = b"" if deleted else base64.b64decode(kv.get("value", ""))
             changed |= self._change(key, None if deleted else value)
         self._revision = top
-        if changed and not self._dirty:
-            self._dirty = True
+        if changed and not self._unflushed:
+            self._unflushed = True
             asyncio.get_running_loop().call_soon(self._flush)
-        elif not self._dirty:
+        elif not self._unflushed:
             self._published = top
 
     def _change(self, key: bytes, value: bytes | None) -> bool:
-        """Put (``value``) or delete (``None``) one key; whether the instances changed."""
+        """Put (``value``) or delete (``None``) one key; whether anything changed."""
         old = self._values.get(key)
         if old == value:
             return False
-        index = bisect.bisect_left(self._order, key)
-        if old is not None:
-            self._invalid -= self._items[index] is None
+        with self._lock:
             if value is None:
-                del self._values[key], self._order[index], self._items[index]
+                del self._values[key]
+                self._delete(key)
                 return True
-        if value is None:
-            return False  # deleting a key we do not have
-        item = self._parse(key, value)
-        self._invalid += item is None
-        self._values[key] = value
-        if old is None:
-            self._order.insert(index, key)
-            self._items.insert(index, item)
-        else:
-            self._items[index] = item
+            self._values[key] = value
+            instance = self._parse(key, value)
+            if instance is None:
+                self._delete(key)  # a malformed value: its key publishes nothing
+            else:
+                self._put(key, instance)
         return True
 
     def _flush(self) -> None:
-        if self._dirty and not self.closed:
+        if self._unflushed and not self.closed:
             self._publish_current()
 
     def _parse(self, key: bytes, value: bytes) -> Instance | None:
@@ -424,7 +419,6 @@ class Publisher(_Base[E]):
             return None
 
     def _publish_current(self) -> None:
-        self._dirty = False
+        self._unflushed = False
         self._published = self._revision  # before publishing: subscribers may read it
-        items = self._items
-        self._publish(cast("list[Instance]", items) if not self._invalid else [i for i in items if i is not None])
+        self._commit()

@@ -14,6 +14,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from .._bridge import await_on_runtime, wait_on_runtime
 from .._log import get_logger
 from .._runtime import RUNTIME
 from .._util import describe, seconds
@@ -22,11 +23,9 @@ from ._client import (
     DEFAULT_ENDPOINTS,
     Client,
     EtcdError,
-    await_on_runtime,
     b64,
     key_prefix,
     parse_endpoints,
-    wait_on_runtime,
 )
 from ._values import encode_value
 

@@ -11,12 +11,13 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from .._bridge import await_on_runtime, wait_on_runtime
 from .._log import get_logger
 from .._util import seconds
 from ..errors import InvalidInstanceError
 from ..instance import Instance, parse_instance
 from ..publisher import Factory
-from ._client import Client, await_on_runtime, b64, key_prefix, parse_endpoints, range_end, wait_on_runtime
+from ._client import Client, b64, key_prefix, parse_endpoints, range_end
 from ._publisher import Publisher
 from ._registrar import Registrar
 from ._values import parse_value

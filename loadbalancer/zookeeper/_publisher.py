@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -10,12 +11,12 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
+from .._discovery import DiscoveryPublisher as _Base
 from .._runtime import RUNTIME
 from .._util import describe, seconds
 from ..errors import DiscoveryError
 from ..instance import Instance
 from ..publisher import Factory
-from ..publisher import Publisher as _Base
 from ._link import (
     CONNECTION_ERRORS,
     DEFAULT_HOSTS,
@@ -75,7 +76,7 @@ class Publisher(_Base[E]):
     def __init__(
         self,
         path: str,
-        factory: Factory[E],
+        factory: Factory[E] | None = None,
         *,
         hosts: str = DEFAULT_HOSTS,
         client: KazooClient | None = None,
@@ -85,6 +86,7 @@ class Publisher(_Base[E]):
         logger: Any = None,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
+        tags: Iterable[str] | str | None = None,
     ) -> None:
         self._path = check_path(path)
         if client is not None and hosts != DEFAULT_HOSTS:
@@ -97,7 +99,12 @@ class Publisher(_Base[E]):
         self._timeout = seconds(timeout, "timeout", allow_zero=False)
         self._max_backoff = seconds(max_backoff, "max_backoff", allow_zero=False)
         super().__init__(
-            factory, service=self._path, logger=logger, invalidate_after=invalidate_after, close_delay=close_delay
+            factory,
+            service=self._path,
+            logger=logger,
+            invalidate_after=invalidate_after,
+            close_delay=close_delay,
+            tags=tags,
         )
         self._link = Link(
             hosts,

@@ -1,0 +1,573 @@
+"""The backend protocol for registries, and what is written once on it for every backend.
+
+A registry backend (memory, etcd, Consul, Kubernetes, ...) implements ``Backend``: list a
+service's instances with a cursor (an etcd revision, a Consul index, a resourceVersion),
+watch from a cursor where it can (else it is polled), register an instance under a lease,
+keep the lease alive, deregister, list services, report its own health, close. On it:
+
+- ``Publisher(backend, service, factory=None, *, tags=...)``: list, then watch (or poll);
+  on an error, publish the stale set, back off (a tenacity wait strategy), and resume the
+  watch from the last cursor, or list again when the backend says the cursor is gone
+  (``CursorExpiredError``): no change is lost or applied twice;
+- ``Registrar(backend, service, instance, *, ttl=...)``: sync and async twins, ``with`` /
+  ``async with``, keep-alive at a third of the TTL, re-registration after a lost lease,
+  deregistration on close and at interpreter exit. Errors: ``register()`` raises (the
+  caller must know it is not registered); failures after that (keep-alive, re-register)
+  are logged and retried in the background, never raised into unrelated code;
+- ``Registry(backend)``: by service name, etcd-registry's ``join``/``leave``/``lookup``/
+  ``list`` and farp's ``register``/``deregister``/``discover(name, tags=)``/``watch``/
+  ``list_services``/``health``, each with an async twin where it does I/O.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import tenacity
+
+from . import _exit
+from ._bridge import await_on_runtime, wait_on_runtime
+from ._discovery import DiscoveryPublisher, check_tags
+from ._log import get_logger
+from ._util import describe, seconds
+from .errors import DiscoveryError
+from .instance import Instance, parse_instance
+from .publisher import Factory
+
+__all__ = [
+    "Backend",
+    "Change",
+    "CursorExpiredError",
+    "Health",
+    "Lease",
+    "LeaseLostError",
+    "Listing",
+    "Publisher",
+    "Registrar",
+    "Registry",
+]
+
+E = TypeVar("E")
+# Inside the classes below, the method ``list`` shadows the builtin.
+_Instances = list[Instance]
+_Names = list[str]
+_Registrars = list["Registrar"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A service's instances at one point: ``instances`` by key, and the ``cursor`` to watch from."""
+
+    instances: Mapping[Hashable, Instance]
+    cursor: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One key changed: it holds ``instance`` now, or is gone (``None``); a watch resumes after ``cursor``."""
+
+    key: Hashable
+    instance: Instance | None
+    cursor: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What ``Backend.register`` returns: the backend's handle on one registration."""
+
+    service: str
+    instance: Instance
+    ttl: float
+    handle: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A registry's own health: ``healthy``, and what it said (``detail``)."""
+
+    healthy: bool
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _order(key: Any) -> Any:
+    return key
+
+
+class CursorExpiredError(DiscoveryError):
+    """The watch cannot resume from the cursor (compacted, 410 Gone): list again."""
+
+
+class LeaseLostError(DiscoveryError):
+    """The registration's lease or session is gone (expired, revoked): register again."""
+
+
+class Backend(abc.ABC):
+    """A service registry. Every method runs on the library's runtime loop.
+
+    ``list`` is required; a backend that cannot watch leaves ``watch`` as it is (it is then
+    polled every ``poll_interval`` seconds); one that cannot register leaves the
+    registration methods raising ``NotImplementedError``.
+    """
+
+    name = "backend"
+    poll_interval = 5.0
+
+    @abc.abstractmethod
+    async def list(self, service: str) -> Listing:
+        """The instances of ``service`` now, with a cursor to watch from."""
+
+    def watch(self, service: str, cursor: Any) -> AsyncIterator[Sequence[Change]] | None:
+        """Changes after ``cursor``, in batches, until the watch breaks (raises) or ends; ``None``: poll instead.
+
+        The first batch, once the watch is established, may be empty: it tells the publisher
+        that the registry answers again (a stale set is fresh again). Raises
+        ``CursorExpiredError`` when it cannot resume from ``cursor``.
+        """
+        return None
+
+    async def register(self, service: str, instance: Instance, ttl: float) -> Lease:
+        """Register ``instance`` under ``service`` for ``ttl`` seconds unless kept alive."""
+        raise NotImplementedError(f"the {self.name} backend cannot register instances")
+
+    async def keepalive(self, lease: Lease) -> None:
+        """Renew ``lease``; raise ``LeaseLostError`` if it is gone."""
+        raise NotImplementedError(f"the {self.name} backend cannot register instances")
+
+    async def deregister(self, lease: Lease) -> None:
+        """Remove the registration (idempotent)."""
+        raise NotImplementedError(f"the {self.name} backend cannot register instances")
+
+    async def services(self) -> _Names:
+        """The names of the services registered."""
+        raise NotImplementedError(f"the {self.name} backend cannot list services")
+
+    async def health(self) -> Health:
+        """The registry's own health."""
+        return Health(True)
+
+    async def aclose(self) -> None:  # noqa: B027 - a backend without resources has nothing to close
+        """Release connections."""
+
+
+class Backoff:
+    """Waits between failed attempts, from a tenacity wait strategy (default: exponential, full jitter)."""
+
+    def __init__(self, wait: tenacity.wait.wait_base | None = None, *, first: float = 0.05, cap: float = 5.0) -> None:
+        self._wait = wait if wait is not None else tenacity.wait_random_exponential(multiplier=first, max=cap)
+        self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        self.failures = 0
+
+    def next(self) -> float:
+        """The wait after one more failure."""
+        self.failures += 1
+        self._state.attempt_number = self.failures
+        return max(0.0, float(self._wait(self._state)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+# -- the generic discovery publisher ---------------------------------------------------------
+
+
+class Publisher(DiscoveryPublisher[E]):
+    """Follows ``service`` on ``backend``: list, then watch (or poll), publishing each change as it comes.
+
+    A failure keeps the last good set (stale) and backs off (``wait``: a tenacity wait
+    strategy; default exponential with full jitter up to ``max_backoff``); the watch then
+    resumes from the last cursor seen, or the service is listed again if the backend says
+    the cursor is gone. ``factory``, ``tags``, ``invalidate_after`` and ``close_delay`` as
+    for every publisher.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        service: str,
+        factory: Factory[E] | None = None,
+        *,
+        tags: Iterable[str] | str | None = None,
+        wait: tenacity.wait.wait_base | None = None,
+        max_backoff: float | timedelta = 5.0,
+        logger: Any = None,
+        invalidate_after: float | timedelta | None = None,
+        close_delay: float | timedelta = 1.0,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a loadbalancer.backend.Backend, got {backend!r}")
+        if not isinstance(service, str) or not service:
+            raise ValueError(f"service must be a non-empty name, got {service!r}")
+        super().__init__(
+            factory,
+            service=service,
+            logger=logger,
+            invalidate_after=invalidate_after,
+            close_delay=close_delay,
+            tags=tags,
+        )
+        self._log = self._log.bind(backend=backend.name)
+        self._backend = backend
+        self._backoff = Backoff(wait, cap=seconds(max_backoff, "max_backoff", allow_zero=False))
+        self._cursor: Any = None
+        self._start(self._run())
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def cursor(self) -> Any:
+        """Where the published set stands in the backend's history (``None`` before the first read)."""
+        return self._cursor
+
+    async def _refresh(self) -> None:
+        try:
+            await self._list()
+        except Exception as error:
+            self._publish_error(error)
+
+    async def _list(self) -> None:
+        listing = await self._backend.list(self._service)
+        with self._lock:
+            self._reset(listing.instances.items())
+            self._cursor = listing.cursor
+        self._commit()
+
+    async def _run(self) -> None:
+        listed = False
+        while not self._closed:
+            try:
+                if not listed:
+                    await self._list()
+                    listed = True
+                stream = self._backend.watch(self._service, self._cursor)
+                if stream is None:
+                    self._backoff.reset()
+                    await asyncio.sleep(self._backend.poll_interval)
+                    listed = False
+                    continue
+                async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                    async for batch in stream:
+                        self._apply(batch)
+                listed = False  # the watch ended without an error: read afresh
+            except asyncio.CancelledError:
+                raise
+            except CursorExpiredError as error:
+                self._log.info("watch_resync", error=describe(error))
+                listed = False
+            except Exception as error:
+                self._publish_error(error)
+                delay = self._backoff.next()
+                self._log.info("watch_failed", error=describe(error), retry_in=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    def _apply(self, batch: Sequence[Change]) -> None:
+        with self._lock:
+            for change in batch:
+                if change.instance is None:
+                    self._delete(change.key)
+                else:
+                    self._put(change.key, change.instance)
+                if change.cursor is not None:
+                    self._cursor = change.cursor
+        self._backoff.reset()
+        self._commit()
+
+    def __repr__(self) -> str:
+        return f"backend.Publisher({self._backend.name}, {self._service!r})"
+
+
+# -- the generic registrar -------------------------------------------------------------------
+
+
+class Registrar:
+    """Keeps ``instance`` registered under ``service`` on ``backend`` while it lives.
+
+    ``register()`` raises if the registration fails; after that the lease is renewed every
+    ``ttl / 3`` seconds in the background, and registered again if lost (both logged, never
+    raised). ``deregister()`` / ``close()`` remove it, as does interpreter exit. Sync and
+    async twins: ``register``/``aregister``, ``deregister``/``aderegister``,
+    ``close``/``aclose``, ``with`` and ``async with``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        service: str,
+        instance: Instance | str,
+        *,
+        ttl: float | timedelta = 10.0,
+        logger: Any = None,
+    ) -> None:
+        self._backend = backend
+        self._service = service
+        self._instance = instance if isinstance(instance, Instance) else parse_instance(instance)
+        self._ttl = seconds(ttl, "ttl", allow_zero=False)
+        self._log = get_logger(logger, name=__name__, service=service, instance=self._instance.address)
+        self._lease: Lease | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def instance(self) -> Instance:
+        return self._instance
+
+    @property
+    def registered(self) -> bool:
+        return self._lease is not None
+
+    def register(self) -> None:
+        """Register now (raises ``DiscoveryError`` or the backend's error on failure)."""
+        wait_on_runtime(self._register(), f"{self!r}.register()", "await registrar.aregister()")
+
+    async def aregister(self) -> None:
+        """Async form of ``register()``."""
+        await await_on_runtime(self._register())
+
+    def deregister(self) -> None:
+        """Remove the registration (idempotent)."""
+        wait_on_runtime(self._deregister(), f"{self!r}.deregister()", "await registrar.aderegister()")
+
+    async def aderegister(self) -> None:
+        """Async form of ``deregister()``."""
+        await await_on_runtime(self._deregister())
+
+    def close(self) -> None:
+        """Deregister for good; idempotent."""
+        self._closed = True
+        self.deregister()
+
+    async def aclose(self) -> None:
+        """Async form of ``close()``."""
+        self._closed = True
+        await self.aderegister()
+
+    async def _register(self) -> None:
+        if self._closed:
+            raise DiscoveryError(f"cannot register {self._instance} under {self._service!r}: the registrar is closed")
+        if self._lease is not None:
+            return
+        self._lease = await self._backend.register(self._service, self._instance, self._ttl)
+        _exit.track(self)
+        self._keeper = asyncio.get_running_loop().create_task(self._keep())
+        self._log.info("registered", ttl=self._ttl)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3 * random.uniform(0.9, 1.0))
+            lease = self._lease
+            if lease is None:
+                return
+            try:
+                await self._backend.keepalive(lease)
+            except LeaseLostError as error:
+                self._log.warning("lease_lost", error=describe(error))
+                try:
+                    self._lease = await self._backend.register(self._service, self._instance, self._ttl)
+                    self._log.warning("reregistered", ttl=self._ttl)
+                except Exception as failure:
+                    self._log.warning("reregister_failed", error=describe(failure))
+            except Exception as error:
+                self._log.warning("keepalive_failed", error=describe(error))
+
+    async def _deregister(self) -> None:
+        lease, self._lease = self._lease, None
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        _exit.untrack(self)
+        if lease is not None:
+            await self._backend.deregister(lease)
+            self._log.info("deregistered")
+
+    async def _at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._deregister()
+
+    def __enter__(self) -> Self:
+        self.register()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        await self.aregister()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "registered" if self._lease is not None else "not registered"
+        return f"Registrar({self._backend.name}, {self._service!r}, {self._instance.address!r}, {state})"
+
+
+# -- the registry facade ---------------------------------------------------------------------
+
+
+class Registry:
+    """A registry by service name over ``backend`` (etcd-registry's and farp's vocabulary in one).
+
+    - ``register(name, instance, ttl=)`` / ``join`` keep ``instance`` registered (a
+      ``Registrar``, returned); ``deregister(name, instance=None)`` / ``leave`` remove what
+      this registry registered under ``name``;
+    - ``discover(name, tags=())`` / ``list`` return the instances now (those carrying every
+      tag); ``lookup(name)`` one at random (``None`` when there is none);
+    - ``watch(name, factory=None, tags=())`` a publisher following ``name``;
+    - ``list_services()``, ``health()``; async twins ``a...`` for each that does I/O;
+    - ``close()`` deregisters everything and closes the backend.
+    """
+
+    def __init__(self, backend: Backend, *, ttl: float | timedelta = 10.0, logger: Any = None) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a loadbalancer.backend.Backend, got {backend!r}")
+        self._backend = backend
+        self._ttl = seconds(ttl, "ttl", allow_zero=False)
+        self._logger = logger
+        self._registered: dict[str, _Registrars] = {}
+        self._closed = False
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    # registering
+    def register(self, name: str, instance: Instance | str, *, ttl: float | timedelta | None = None) -> Registrar:
+        """Register ``instance`` as one of ``name``'s and keep it registered; returns its registrar."""
+        registrar = self._registrar(name, instance, ttl)
+        registrar.register()
+        self._registered.setdefault(name, []).append(registrar)
+        return registrar
+
+    async def aregister(
+        self, name: str, instance: Instance | str, *, ttl: float | timedelta | None = None
+    ) -> Registrar:
+        """Async form of ``register()``."""
+        registrar = self._registrar(name, instance, ttl)
+        await registrar.aregister()
+        self._registered.setdefault(name, []).append(registrar)
+        return registrar
+
+    join, ajoin = register, aregister
+
+    def deregister(self, name: str, instance: Instance | str | None = None) -> None:
+        """Remove what this registry registered under ``name`` (only ``instance``, if given)."""
+        for registrar in self._take(name, instance):
+            registrar.close()
+
+    async def aderegister(self, name: str, instance: Instance | str | None = None) -> None:
+        """Async form of ``deregister()``."""
+        for registrar in self._take(name, instance):
+            await registrar.aclose()
+
+    leave, aleave = deregister, aderegister
+
+    def _registrar(self, name: str, instance: Instance | str, ttl: float | timedelta | None) -> Registrar:
+        if self._closed:
+            raise RuntimeError("the registry is closed")
+        return Registrar(self._backend, name, instance, ttl=self._ttl if ttl is None else ttl, logger=self._logger)
+
+    def _take(self, name: str, instance: Instance | str | None) -> list[Registrar]:
+        wanted = (
+            None if instance is None else (instance if isinstance(instance, Instance) else parse_instance(instance))
+        )
+        mine = self._registered.get(name, [])
+        taken = [r for r in mine if wanted is None or r.instance.address == wanted.address]
+        self._registered[name] = [r for r in mine if r not in taken]
+        return taken
+
+    # reading
+    def discover(self, name: str, tags: Iterable[str] | str | None = None) -> _Instances:
+        """The instances of ``name`` now (those carrying every tag in ``tags``), in key order."""
+        return wait_on_runtime(self._discover(name, tags), "Registry.discover()", "await registry.adiscover()")
+
+    async def adiscover(self, name: str, tags: Iterable[str] | str | None = None) -> _Instances:
+        """Async form of ``discover()``."""
+        return await await_on_runtime(self._discover(name, tags))
+
+    list, alist = discover, adiscover
+
+    async def _discover(self, name: str, tags: Iterable[str] | str | None) -> _Instances:
+        wanted = check_tags(tags)
+        listing = await self._backend.list(name)
+        found = listing.instances
+        return [found[k] for k in sorted(found, key=_order) if wanted.issubset(found[k].tags)]
+
+    def lookup(self, name: str) -> Instance | None:
+        """One instance of ``name`` at random; ``None`` when it has none."""
+        found = self.discover(name)
+        return random.choice(found) if found else None
+
+    async def alookup(self, name: str) -> Instance | None:
+        """Async form of ``lookup()``."""
+        found = await self.adiscover(name)
+        return random.choice(found) if found else None
+
+    def watch(
+        self, name: str, factory: Factory[E] | None = None, *, tags: Iterable[str] | str | None = None, **options: Any
+    ) -> Publisher[E]:
+        """A publisher following ``name`` (options as for ``backend.Publisher``)."""
+        return Publisher(self._backend, name, factory, tags=tags, logger=self._logger, **options)
+
+    def list_services(self) -> _Names:
+        """The names of the services registered."""
+        return wait_on_runtime(self._backend.services(), "Registry.list_services()", "its async form")
+
+    async def alist_services(self) -> _Names:
+        """Async form of ``list_services()``."""
+        return await await_on_runtime(self._backend.services())
+
+    def health(self) -> Health:
+        """The registry's own health."""
+        return wait_on_runtime(self._backend.health(), "Registry.health()", "await registry.ahealth()")
+
+    async def ahealth(self) -> Health:
+        """Async form of ``health()``."""
+        return await await_on_runtime(self._backend.health())
+
+    # closing
+    def _all(self) -> _Registrars:
+        self._closed = True
+        registered, self._registered = self._registered, {}
+        return [r for rs in registered.values() for r in rs]
+
+    def close(self) -> None:
+        """Deregister everything this registry registered and close the backend; idempotent."""
+        for registrar in self._all():
+            registrar.close()
+        wait_on_runtime(self._backend.aclose(), "Registry.close()", "await registry.aclose()")
+
+    async def aclose(self) -> None:
+        """Async form of ``close()``."""
+        for registrar in self._all():
+            await registrar.aclose()
+        await await_on_runtime(self._backend.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"Registry({self._backend.name})"
