@@ -197,6 +197,44 @@ class _AsyncTrackedEndpoint(TrackedEndpoint[E]):
         return result
 
 
+class _Fanout:
+    """Several observers of one tracker: a filter's (``OutlierDetector``) and a balancer's (``PeakEwma``)."""
+
+    __slots__ = ("observers",)
+
+    def __init__(self, *observers: _Observer) -> None:
+        self.observers = observers
+
+    def attach(self, tracked: TrackedEndpoint[Any]) -> None:
+        for observer in self.observers:
+            observer.attach(tracked)
+
+    def started(self, tracked: TrackedEndpoint[Any]) -> None:
+        for observer in self.observers:
+            observer.started(tracked)
+
+    def finished(self, tracked: TrackedEndpoint[Any], latency: float, error: BaseException | None) -> None:
+        for observer in self.observers:
+            observer.finished(tracked, latency, error)
+
+
+def adopt(tracked: TrackedEndpoint[Any], observer: _Observer | None, clock: Clock) -> bool:
+    """Let ``observer`` learn from an existing tracker's calls instead of wrapping it again.
+
+    So ``PeakEwma(OutlierDetector(p))`` times each call once. Not possible (``False``) when
+    the tracker already carries another observer's per-endpoint state or runs on another
+    clock: the caller then wraps it.
+    """
+    if observer is None:
+        return True  # the tracker's in-flight count is all a least-loaded pick needs
+    if tracked._state is not None or tracked._clock is not clock:
+        return False
+    observer.attach(tracked)
+    existing = tracked._observer
+    tracked._observer = observer if existing is None else _Fanout(existing, observer)
+    return True
+
+
 def _is_async(endpoint: object) -> bool:
     if inspect.iscoroutinefunction(endpoint):
         return True
@@ -295,10 +333,13 @@ class FeedbackBalancer(Balancer[E]):
         for endpoint, instance in zip(endpoints, endpoints.instances, strict=True):
             self._check(endpoint, instance)
             tracked = old.get(instance.address)
-            if tracked is None or tracked.endpoint is not endpoint:
-                tracked = track(endpoint, instance, self._observer, self._clock)
+            if tracked is not None and (tracked is endpoint or tracked.endpoint is endpoint):
+                if tracked is not endpoint:
+                    tracked.instance = instance
+            elif isinstance(endpoint, TrackedEndpoint) and adopt(endpoint, self._observer, self._clock):
+                tracked = endpoint  # a filter's tracker already times these calls: one wrapper, not two
             else:
-                tracked.instance = instance
+                tracked = track(endpoint, instance, self._observer, self._clock)
             new[instance.address] = tracked
             trackers.append(tracked)
         self._trackers = new

@@ -481,3 +481,25 @@ def test_instances_with_weights_keep_their_wrapper() -> None:
     publisher.replace([Instance("10.0.0.1", 80, weight=5)])
     assert lb.endpoint() is first
     assert first.instance.weight == 5
+
+
+@pytest.mark.parametrize("kind", [LeastLoaded, PeakEwma])
+def test_one_tracker_per_endpoint_under_an_outlier_detector(kind: Any) -> None:
+    from loadbalancer import OutlierDetector
+
+    factory = Factory()
+    detector = OutlierDetector(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], factory), consecutive_failures=2)
+    lb = kind(detector)
+    picked = lb.endpoint()
+    assert picked in list(detector.endpoints())  # the detector's own tracker, not a wrapper of it
+    assert not isinstance(picked.endpoint, TrackedEndpoint)  # which wraps the endpoint itself
+    picked("ping")
+    assert picked.endpoint.calls == 1
+    if kind is PeakEwma:
+        assert lb.latency(picked) is not None  # the balancer learned from that one call
+    picked.endpoint.fail = ConnectionRefusedError("down")
+    for _ in range(2):
+        with pytest.raises(ConnectionRefusedError):
+            picked("ping")
+    assert detector.ejected() == [str(picked)]  # and so did the detector
+    detector.close()
