@@ -11,9 +11,12 @@ keep the lease alive, deregister, list services, report its own health, close. O
   (``CursorExpiredError``): no change is lost or applied twice;
 - ``Registrar(backend, service, instance, *, ttl=...)``: sync and async twins, ``with`` /
   ``async with``, keep-alive at a third of the TTL, re-registration after a lost lease,
-  deregistration on close and at interpreter exit. Errors: ``register()`` raises (the
-  caller must know it is not registered); failures after that (keep-alive, re-register)
-  are logged and retried in the background, never raised into unrelated code;
+  deregistration on close and at interpreter exit. Errors, the same for every backend:
+  ``register()`` and ``deregister()`` raise when the registry cannot be told (the caller
+  asked, and must know; a registration that could not be removed lapses with its lease);
+  ``close()`` logs instead (it runs in ``finally`` blocks and at exit, where raising would
+  hide the error that matters); keep-alive and re-registration failures are logged and
+  retried in the background, never raised into unrelated code;
 - ``Registry(backend)``: by service name, etcd-registry's ``join``/``leave``/``lookup``/
   ``list`` and farp's ``register``/``deregister``/``discover(name, tags=)``/``watch``/
   ``list_services``/``health``, each with an async twin where it does I/O.
@@ -293,9 +296,16 @@ class Registrar:
 
     ``register()`` raises if the registration fails; after that the lease is renewed every
     ``ttl / 3`` seconds in the background, and registered again if lost (both logged, never
-    raised). ``deregister()`` / ``close()`` remove it, as does interpreter exit. Sync and
-    async twins: ``register``/``aregister``, ``deregister``/``aderegister``,
-    ``close``/``aclose``, ``with`` and ``async with``.
+    raised). ``deregister()`` removes it (and raises if the registry cannot be told);
+    ``close()`` does the same but logs a failure instead; interpreter exit deregisters what
+    is still registered. Sync and async twins: ``register``/``aregister``,
+    ``deregister``/``aderegister``, ``close``/``aclose``, ``with`` and ``async with``.
+
+    >>> from loadbalancer import memory
+    >>> backend = memory.Backend()
+    >>> with Registrar(backend, "api", "10.0.0.7:8080", ttl=10) as registrar:
+    ...     registrar.registered
+    True
     """
 
     def __init__(
@@ -341,14 +351,20 @@ class Registrar:
         await await_on_runtime(self._deregister())
 
     def close(self) -> None:
-        """Deregister for good; idempotent."""
+        """Deregister for good (a failure is logged, not raised); idempotent."""
         self._closed = True
-        self.deregister()
+        wait_on_runtime(self._close(), f"{self!r}.close()", "await registrar.aclose()")
 
     async def aclose(self) -> None:
         """Async form of ``close()``."""
         self._closed = True
-        await self.aderegister()
+        await await_on_runtime(self._close())
+
+    async def _close(self) -> None:
+        try:
+            await self._deregister()
+        except Exception as error:
+            self._log.warning("deregister_failed", error=describe(error), note="it lapses with its lease")
 
     async def _register(self) -> None:
         if self._closed:
@@ -386,12 +402,17 @@ class Registrar:
             await asyncio.gather(keeper, return_exceptions=True)
         _exit.untrack(self)
         if lease is not None:
-            await self._backend.deregister(lease)
+            try:
+                await self._backend.deregister(lease)
+            except Exception as error:
+                raise DiscoveryError(
+                    f"could not deregister {self._instance} from {self._service!r} on {self._backend.name}"
+                    f" ({describe(error)}); it lapses when its lease runs out ({self._ttl:g}s)"
+                ) from error
             self._log.info("deregistered")
 
     async def _at_exit(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._deregister()
+        await self._close()
 
     def __enter__(self) -> Self:
         self.register()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import Instance, RoundRobin, memory
+from loadbalancer import DiscoveryError, Instance, RoundRobin, memory
 from loadbalancer.backend import Backend, Change, CursorExpiredError, Listing, Publisher
-from tests.helpers import Factory, eventually
+from tests.helpers import Factory, events, eventually
 
 
 def addresses(publisher: Any) -> list[str]:
@@ -179,3 +179,54 @@ async def test_async_registrar_and_registry() -> None:
         await registry.aregister("api", "10.0.0.2:80")
         assert await registry.alookup("api") == Instance("10.0.0.2", 80)
     assert await memory.Registry(backend).adiscover("api") == []  # closing deregistered it
+
+
+def test_a_lost_lease_is_registered_again(logs: pytest.LogCaptureFixture) -> None:
+    backend = memory.Backend()
+    with memory.Registry(backend) as registry, registry.watch("api") as publisher:
+        registrar = registry.register("api", "10.0.0.1:80", ttl=0.3)
+        eventually(lambda: addresses(publisher) == ["10.0.0.1:80"])
+        lease = registrar._lease
+        assert lease is not None
+        from loadbalancer._runtime import RUNTIME
+
+        RUNTIME.submit(backend.deregister(lease)).result()  # revoked behind the registrar's back
+        eventually(lambda: addresses(publisher) == [])
+        eventually(lambda: addresses(publisher) == ["10.0.0.1:80"], timeout=10)  # at its next keep-alive
+        assert events(logs, "lease_lost") and events(logs, "reregistered")
+
+
+class Refusing(memory.Backend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = False
+
+    async def register(self, service: str, instance: Instance, ttl: float) -> Any:
+        if self.refuse:
+            raise ConnectionRefusedError("registry down")
+        return await super().register(service, instance, ttl)
+
+    async def deregister(self, lease: Any) -> None:
+        if self.refuse:
+            raise ConnectionRefusedError("registry down")
+        await super().deregister(lease)
+
+
+def test_register_and_deregister_raise_close_logs(logs: pytest.LogCaptureFixture) -> None:
+    backend = Refusing()
+    backend.refuse = True
+    with pytest.raises(ConnectionRefusedError), memory.Registrar(backend, "api", "10.0.0.1:80"):
+        pass
+    registrar = memory.Registrar(backend, "api", "10.0.0.2:80")
+    backend.refuse = False
+    registrar.register()
+    backend.refuse = True
+    with pytest.raises(DiscoveryError, match=r"could not deregister 10.0.0.2:80 from 'api' on memory.*lapses"):
+        registrar.deregister()
+    backend.refuse = False
+    registrar.register()
+    backend.refuse = True
+    registrar.close()  # logged, not raised
+    assert events(logs, "deregister_failed")
+    with pytest.raises(DiscoveryError, match="the registrar is closed"):
+        registrar.register()
