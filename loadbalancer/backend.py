@@ -47,6 +47,7 @@ from .publisher import Factory
 
 __all__ = [
     "Backend",
+    "Batch",
     "Change",
     "CursorExpiredError",
     "Health",
@@ -75,10 +76,22 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One key changed: it holds ``instance`` now, or is gone (``None``); a watch resumes after ``cursor``."""
+    """One key changed: it holds ``instance`` now, or is gone (``None``); ``cursor``: where it happened, if known."""
 
     key: Hashable
     instance: Instance | None
+    cursor: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a watch yields: ``changes`` (maybe none) and the ``cursor`` the watch has reached with them.
+
+    An empty batch says the watch is established or still alive (a progress notice): a
+    stale set is fresh again, and a later resume may start from ``cursor``.
+    """
+
+    changes: Sequence[Change] = ()
     cursor: Any = None
 
 
@@ -127,12 +140,20 @@ class Backend(abc.ABC):
     async def list(self, service: str) -> Listing:
         """The instances of ``service`` now, with a cursor to watch from."""
 
-    def watch(self, service: str, cursor: Any) -> AsyncIterator[Sequence[Change]] | None:
+    def watch(self, service: str, cursor: Any) -> AsyncIterator[Batch] | None:
         """Changes after ``cursor``, in batches, until the watch breaks (raises) or ends; ``None``: poll instead.
 
-        The first batch, once the watch is established, may be empty: it tells the publisher
-        that the registry answers again (a stale set is fresh again). Raises
-        ``CursorExpiredError`` when it cannot resume from ``cursor``.
+        Yield an empty batch once the watch is established: it tells the publisher that the
+        registry answers again (a stale set is fresh again). Raise ``CursorExpiredError``
+        when the watch cannot resume from ``cursor``: the publisher lists again.
+        """
+        return None
+
+    def position(self, cursor: Any) -> Any:
+        """A value that orders cursors (``None``: they are opaque, as a Kubernetes resourceVersion).
+
+        Lets a publisher drop a refresh older than what it has, and changes that a newer
+        read already reflects.
         """
         return None
 
@@ -188,7 +209,7 @@ class Publisher(DiscoveryPublisher[E]):
     strategy; default exponential with full jitter up to ``max_backoff``); the watch then
     resumes from the last cursor seen, or the service is listed again if the backend says
     the cursor is gone. ``factory``, ``tags``, ``invalidate_after`` and ``close_delay`` as
-    for every publisher.
+    for every publisher; ``own_backend``: close ``backend`` when the publisher closes.
     """
 
     def __init__(
@@ -203,6 +224,7 @@ class Publisher(DiscoveryPublisher[E]):
         logger: Any = None,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
+        own_backend: bool = False,
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a loadbalancer.backend.Backend, got {backend!r}")
@@ -219,7 +241,10 @@ class Publisher(DiscoveryPublisher[E]):
         self._log = self._log.bind(backend=backend.name)
         self._backend = backend
         self._backoff = Backoff(wait, cap=seconds(max_backoff, "max_backoff", allow_zero=False))
-        self._cursor: Any = None
+        self._cursor: Any = None  # where the changes applied stand
+        self._published_cursor: Any = None  # where the published set stands
+        self._pending = False  # changes applied, a commit scheduled
+        self._own_backend = own_backend
         self._start(self._run())
 
     @property
@@ -229,22 +254,41 @@ class Publisher(DiscoveryPublisher[E]):
     @property
     def cursor(self) -> Any:
         """Where the published set stands in the backend's history (``None`` before the first read)."""
-        return self._cursor
+        return self._published_cursor
 
     async def _refresh(self) -> None:
         try:
-            await self._list()
+            await self._list(newer_only=True)
+        except asyncio.CancelledError:
+            raise
         except Exception as error:
             self._publish_error(error)
 
-    async def _list(self) -> None:
+    async def _list(self, *, newer_only: bool = False) -> None:
         listing = await self._backend.list(self._service)
+        position = self._backend.position
+        if newer_only and self._cursor is not None:
+            new, old = position(listing.cursor), position(self._cursor)
+            if new is not None and old is not None and new < old:
+                return  # the watch has gone past this read
         with self._lock:
             self._reset(listing.instances.items())
             self._cursor = listing.cursor
+        self._publish_now()
+
+    def _publish_now(self) -> None:
+        self._pending = False
+        self._published_cursor = self._cursor  # before publishing: subscribers may read it
         self._commit()
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        finally:
+            if self._own_backend:
+                await self._backend.aclose()
+
+    async def _follow(self) -> None:
         listed = False
         while not self._closed:
             try:
@@ -260,29 +304,58 @@ class Publisher(DiscoveryPublisher[E]):
                 async with contextlib.aclosing(stream):  # type: ignore[type-var]
                     async for batch in stream:
                         self._apply(batch)
+                    self._flush()
                 listed = False  # the watch ended without an error: read afresh
             except asyncio.CancelledError:
                 raise
             except CursorExpiredError as error:
-                self._log.info("watch_resync", error=describe(error))
+                self._flush()
+                self._log.info(self._event("resync"), cursor=self._cursor, reason=str(error))
                 listed = False
             except Exception as error:
+                self._flush()
                 self._publish_error(error)
                 delay = self._backoff.next()
-                self._log.info("watch_failed", error=describe(error), retry_in=round(delay, 3))
+                self._log.info(self._event("watch_failed"), error=describe(error), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
 
-    def _apply(self, batch: Sequence[Change]) -> None:
+    def _apply(self, batch: Batch) -> None:
+        """Apply a watch's batch; publish once the watch has read what it already received.
+
+        A burst of changes costs one publication, a lone change is published at once (the
+        commit runs at the loop's next turn).
+        """
+        self._backoff.reset()
+        position = self._backend.position
+        base = None if self._cursor is None else position(self._cursor)
+        changed = False
         with self._lock:
-            for change in batch:
+            for change in batch.changes:
+                if base is not None and change.cursor is not None:
+                    at = position(change.cursor)
+                    if at is not None and at <= base:
+                        continue  # a read after it already reflects it
                 if change.instance is None:
                     self._delete(change.key)
                 else:
                     self._put(change.key, change.instance)
-                if change.cursor is not None:
-                    self._cursor = change.cursor
-        self._backoff.reset()
-        self._commit()
+                changed = True
+            if batch.cursor is not None and (base is None or (position(batch.cursor) or 0) >= base):
+                self._cursor = batch.cursor
+        stale = self.last_error is not None
+        if changed or stale:
+            if not self._pending:
+                self._pending = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        elif not self._pending:
+            self._published_cursor = self._cursor  # a progress notice: the set stands at the newer cursor
+
+    def _flush(self) -> None:
+        if self._pending and not self._closed:
+            self._publish_now()
+
+    def _event(self, what: str) -> str:
+        return f"{self._backend.name}_{what}"
 
     def __repr__(self) -> str:
         return f"backend.Publisher({self._backend.name}, {self._service!r})"

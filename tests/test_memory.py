@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from loadbalancer import DiscoveryError, Instance, RoundRobin, memory
-from loadbalancer.backend import Backend, Change, CursorExpiredError, Listing, Publisher
+from loadbalancer.backend import Backend, Batch, Change, CursorExpiredError, Listing, Publisher
 from tests.helpers import Factory, events, eventually
 
 
@@ -118,7 +118,7 @@ class Flaky(Backend):
         self.instances: dict[Any, Instance] = {1: Instance("10.0.0.1", 80)}
         self.revision = 1
         self.lists = 0
-        self.queue: asyncio.Queue[list[Change] | None] | None = None
+        self.queue: asyncio.Queue[Batch | None] | None = None
         self.expire = False
 
     async def list(self, service: str) -> Listing:
@@ -134,7 +134,7 @@ class Flaky(Backend):
         if self.down.is_set():
             raise ConnectionRefusedError("registry down")
         self.queue = asyncio.Queue()
-        yield []  # established
+        yield Batch()  # established
         while True:
             batch = await self.queue.get()
             if batch is None:
@@ -151,7 +151,7 @@ def test_generic_publisher_keeps_stale_set_resumes_and_relists_on_expired_cursor
         assert queue is not None
         from loadbalancer._runtime import RUNTIME
 
-        RUNTIME.call_soon(queue.put_nowait, [Change(2, Instance("10.0.0.2", 80), 2)])
+        RUNTIME.call_soon(queue.put_nowait, Batch([Change(2, Instance("10.0.0.2", 80))], 2))
         eventually(lambda: addresses(publisher) == ["10.0.0.1:80", "10.0.0.2:80"])
         assert publisher.cursor == 2
         lists = backend.lists

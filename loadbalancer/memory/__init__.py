@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..backend import (
     Backend as _Backend,
 )
 from ..backend import (
+    Batch,
     Change,
     CursorExpiredError,
     Health,
@@ -86,21 +87,24 @@ class Backend(_Backend):
         async with condition:
             condition.notify_all()
 
+    def position(self, cursor: Any) -> Any:
+        return cursor
+
     async def list(self, service: str) -> Listing:
         entries = self._services.get(service, {})
         return Listing({key: entry.instance for key, entry in entries.items()}, self._revision)
 
-    async def watch(self, service: str, cursor: Any) -> AsyncIterator[Sequence[Change]]:
+    async def watch(self, service: str, cursor: Any) -> AsyncIterator[Batch]:
         seen = int(cursor or 0)
         condition = self._condition()
-        yield []  # established
+        yield Batch((), seen)  # established
         while True:
             if self._history and seen < self._history[0][0] - 1:
                 raise CursorExpiredError(f"memory registry: revision {seen} is no longer kept")
-            batch = [change for revision, name, change in self._history if revision > seen and name == service]
+            changes = [change for revision, name, change in self._history if revision > seen and name == service]
             seen = self._revision
-            if batch:
-                yield batch
+            if changes:
+                yield Batch(changes, seen)
                 continue
             async with condition:
                 if self._revision == seen:
