@@ -97,12 +97,16 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """What ``Backend.register`` returns: the backend's handle on one registration."""
+    """What ``Backend.register`` returns: one registration, its ``ttl`` as granted, the backend's ``handle``.
+
+    ``id`` is what users and logs see of it (an etcd lease ID, a Consul service ID).
+    """
 
     service: str
     instance: Instance
     ttl: float
     handle: Any = None
+    id: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,11 +372,13 @@ class Registrar:
     """Keeps ``instance`` registered under ``service`` on ``backend`` while it lives.
 
     ``register()`` raises if the registration fails; after that the lease is renewed every
-    ``ttl / 3`` seconds in the background, and registered again if lost (both logged, never
-    raised). ``deregister()`` removes it (and raises if the registry cannot be told);
-    ``close()`` does the same but logs a failure instead; interpreter exit deregisters what
-    is still registered. Sync and async twins: ``register``/``aregister``,
+    half TTL (as granted) in the background, sooner after a failed renewal, and registered
+    again if lost (all logged, never raised). ``deregister()`` removes it and raises the
+    backend's error if the registry cannot be told (the registration then lapses with its
+    lease); ``close()`` does the same but logs a failure instead; interpreter exit
+    deregisters what is still registered. Sync and async twins: ``register``/``aregister``,
     ``deregister``/``aderegister``, ``close``/``aclose``, ``with`` and ``async with``.
+    Events carry the backend's name: ``memory_registered``, ``etcd_lease_lost``, ...
 
     >>> from loadbalancer import memory
     >>> backend = memory.Backend()
@@ -389,14 +395,20 @@ class Registrar:
         *,
         ttl: float | timedelta = 10.0,
         logger: Any = None,
+        own_backend: bool = False,
     ) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a loadbalancer.backend.Backend, got {backend!r}")
         self._backend = backend
         self._service = service
         self._instance = instance if isinstance(instance, Instance) else parse_instance(instance)
         self._ttl = seconds(ttl, "ttl", allow_zero=False)
-        self._log = get_logger(logger, name=__name__, service=service, instance=self._instance.address)
+        self._log = get_logger(logger, name=type(self).__module__, service=service, instance=self._instance.address)
+        self._own_backend = own_backend
         self._lease: Lease | None = None
+        self._registered = False
         self._keeper: asyncio.Task[None] | None = None
+        self._busy: asyncio.Lock | None = None  # made on the runtime loop
         self._closed = False
 
     @property
@@ -405,10 +417,21 @@ class Registrar:
 
     @property
     def registered(self) -> bool:
-        return self._lease is not None
+        """Whether ``register()`` succeeded and no deregistration followed (re-registrations included)."""
+        return self._registered
+
+    @property
+    def lease(self) -> Any:
+        """The backend's id of the current lease (``None`` while not registered)."""
+        return None if self._lease is None else self._lease.id
+
+    @property
+    def ttl(self) -> float:
+        """The lease's time to live, as the registry granted it (as asked for, before registering)."""
+        return self._ttl if self._lease is None else self._lease.ttl
 
     def register(self) -> None:
-        """Register now (raises ``DiscoveryError`` or the backend's error on failure)."""
+        """Register now; no-op if registered. Raises the backend's error on failure."""
         wait_on_runtime(self._register(), f"{self!r}.register()", "await registrar.aregister()")
 
     async def aregister(self) -> None:
@@ -416,7 +439,7 @@ class Registrar:
         await await_on_runtime(self._register())
 
     def deregister(self) -> None:
-        """Remove the registration (idempotent)."""
+        """Remove the registration; no-op if not registered. Raises the backend's error on failure."""
         wait_on_runtime(self._deregister(), f"{self!r}.deregister()", "await registrar.aderegister()")
 
     async def aderegister(self) -> None:
@@ -424,68 +447,104 @@ class Registrar:
         await await_on_runtime(self._deregister())
 
     def close(self) -> None:
-        """Deregister for good (a failure is logged, not raised); idempotent."""
-        self._closed = True
+        """Deregister for good (a failure is logged, not raised) and release the backend if owned; idempotent."""
         wait_on_runtime(self._close(), f"{self!r}.close()", "await registrar.aclose()")
 
     async def aclose(self) -> None:
         """Async form of ``close()``."""
-        self._closed = True
         await await_on_runtime(self._close())
 
-    async def _close(self) -> None:
-        try:
-            await self._deregister()
-        except Exception as error:
-            self._log.warning("deregister_failed", error=describe(error), note="it lapses with its lease")
+    # -- what a backend's registrar may change ---------------------------------------------
+
+    async def _grant(self) -> Lease:
+        """Register with the backend (a new lease each time)."""
+        return await self._backend.register(self._service, self._instance, self._ttl)
+
+    def _event(self, what: str) -> str:
+        return f"{self._backend.name}_{what}"
+
+    # -- on the runtime --------------------------------------------------------------------
+
+    def _lock(self) -> asyncio.Lock:
+        if self._busy is None:
+            self._busy = asyncio.Lock()
+        return self._busy
 
     async def _register(self) -> None:
-        if self._closed:
-            raise DiscoveryError(f"cannot register {self._instance} under {self._service!r}: the registrar is closed")
-        if self._lease is not None:
-            return
-        self._lease = await self._backend.register(self._service, self._instance, self._ttl)
-        _exit.track(self)
-        self._keeper = asyncio.get_running_loop().create_task(self._keep())
-        self._log.info("registered", ttl=self._ttl)
+        async with self._lock():
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            if self._registered:
+                return
+            self._lease = await self._grant()
+            self._registered = True
+            _exit.track(self)
+            self._keeper = asyncio.get_running_loop().create_task(self._keep(), name=f"keepalive {self!r}")
+        self._log.info(self._event("registered"), lease=self.lease, ttl=self.ttl)
 
     async def _keep(self) -> None:
+        delay = self.ttl / 2
         while True:
-            await asyncio.sleep(self._ttl / 3 * random.uniform(0.9, 1.0))
+            await asyncio.sleep(delay)
             lease = self._lease
+            try:
+                if lease is None:  # lost, and registering again failed last time
+                    self._lease = await self._grant()
+                    self._log.info(self._event("reregistered"), lease=self.lease, ttl=self.ttl)
+                else:
+                    try:
+                        await self._backend.keepalive(lease)
+                    except LeaseLostError as error:
+                        self._log.warning(self._event("lease_lost"), lease=lease.id, error=describe(error))
+                        self._lease = None
+                        self._lease = await self._grant()
+                        self._log.info(self._event("reregistered"), lease=self.lease, ttl=self.ttl)
+                delay = self.ttl / 2
+            except Exception as error:  # the registry's error, or a reply not as documented: keep trying
+                self._log.warning(self._event("keepalive_failed"), lease=None if lease is None else lease.id,
+                                  error=describe(error))  # fmt: skip
+                delay = min(self.ttl / 4, 1.0)  # again soon: the lease runs out meanwhile
+
+    async def _deregister(self) -> None:
+        async with self._lock():
+            if not self._registered:
+                return
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+            self._registered = False
+            _exit.untrack(self)
+            lease, self._lease = self._lease, None
             if lease is None:
                 return
             try:
-                await self._backend.keepalive(lease)
-            except LeaseLostError as error:
-                self._log.warning("lease_lost", error=describe(error))
-                try:
-                    self._lease = await self._backend.register(self._service, self._instance, self._ttl)
-                    self._log.warning("reregistered", ttl=self._ttl)
-                except Exception as failure:
-                    self._log.warning("reregister_failed", error=describe(failure))
-            except Exception as error:
-                self._log.warning("keepalive_failed", error=describe(error))
-
-    async def _deregister(self) -> None:
-        lease, self._lease = self._lease, None
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        _exit.untrack(self)
-        if lease is not None:
-            try:
                 await self._backend.deregister(lease)
             except Exception as error:
-                raise DiscoveryError(
-                    f"could not deregister {self._instance} from {self._service!r} on {self._backend.name}"
-                    f" ({describe(error)}); it lapses when its lease runs out ({self._ttl:g}s)"
-                ) from error
-            self._log.info("deregistered")
+                self._log.warning(
+                    self._event("deregister_failed"),
+                    lease=lease.id,
+                    error=describe(error),
+                    note=f"it lapses with its lease ({lease.ttl:g}s)",
+                )
+                raise
+        self._log.info(self._event("deregistered"), lease=lease.id)
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._deregister()
+        except Exception as error:
+            self._log.warning(self._event("close_incomplete"), error=describe(error))
+        finally:
+            if self._own_backend:
+                await self._backend.aclose()
 
     async def _at_exit(self) -> None:
-        await self._close()
+        with contextlib.suppress(Exception):
+            await self._deregister()
 
     def __enter__(self) -> Self:
         self.register()
@@ -504,7 +563,7 @@ class Registrar:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "registered" if self._lease is not None else "not registered"
+        state = "registered" if self._registered else "not registered"
         return f"Registrar({self._backend.name}, {self._service!r}, {self._instance.address!r}, {state})"
 
 

@@ -114,7 +114,7 @@ class Backend(_Backend):
         key = next(self._ids)
         entry = _Entry(instance)
         self._services.setdefault(service, {})[key] = entry
-        lease = Lease(service, instance, ttl, key)
+        lease = Lease(service, instance, ttl, key, key)
         self._arm(lease, entry)
         await self._record(service, key, instance)
         return lease
