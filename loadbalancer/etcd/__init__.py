@@ -3,7 +3,8 @@
 ``Publisher(prefix, factory)`` reads every key under ``prefix/`` and follows changes with a
 watch; ``Registrar(prefix, instance)`` keeps one instance registered under a lease;
 ``Registry(connection_string)`` offers both by service name (``join``, ``leave``,
-``lookup``, ``list``). They need ``httpx`` (``pip install loadbalancer[etcd]``) and an etcd
+``lookup``, ``list``). All three stand on ``Backend``, etcd on the generic backend protocol of
+``loadbalancer.backend``. They need ``httpx`` (``pip install loadbalancer[etcd]``) and an etcd
 3.x cluster with its gRPC gateway (on by default, at the client URLs).
 
     from loadbalancer import RoundRobin, etcd
@@ -38,10 +39,11 @@ non-negative integers; ``tags`` is a list of strings and ``metadata`` an object 
 (``etcd_value_invalid`` with the key and the value); it never stops the watch.
 """
 
+from ._backend import Backend
 from ._client import EtcdError
 from ._publisher import Publisher
 from ._registrar import Registrar
 from ._registry import Registry
 from ._values import encode_value, parse_value
 
-__all__ = ["EtcdError", "Publisher", "Registrar", "Registry", "encode_value", "parse_value"]
+__all__ = ["Backend", "EtcdError", "Publisher", "Registrar", "Registry", "encode_value", "parse_value"]

@@ -331,7 +331,7 @@ class Backend(_Backend):
             with contextlib.suppress(EtcdError):
                 await self._revoke(lease, key, self.client.timeout)
             raise
-        return Lease(service, instance, granted, (lease, key, value))
+        return Lease(service, instance, granted, (lease, key, value), lease)
 
     async def keepalive(self, lease: Lease) -> None:
         lease_id, key, _ = lease.handle
