@@ -7,7 +7,9 @@ The baseline is the cheapest of tenacity's spellings (all measured, the cheapest
   async: ``await retrying(ep, req)``, ``async for attempt in retrying: ...`` (built once),
          and ``async for attempt in AsyncRetrying(...): ...`` built per call.
 The subject includes the balancer pick; the baseline calls one endpoint directly. An async
-endpoint that suspends once (``await asyncio.sleep(0)``) is reported for information.
+endpoint that suspends once (``await asyncio.sleep(0)``) is reported for information, as are
+two parts of the async floor: ``await`` through one more coroutine layer, and what arming a
+deadline per call costs at the least (``asyncio.current_task()`` and one ``loop.call_at()``).
 """
 
 from __future__ import annotations
@@ -99,8 +101,19 @@ def async_cases(loop: asyncio.AbstractEventLoop, ep, call) -> dict[str, h.Sample
         assert loop.run_until_complete(fn("x")) == "x"
         return lambda n: loop.run_until_complete(run(n))
 
+    async def layer(req):
+        return await ep(req)
+
+    async def arm(req):
+        # what arming a deadline per call costs at the least: the task, and one timer handle
+        asyncio.current_task()
+        loop.call_at(1e9, _nothing).cancel()
+        return req
+
     return {
         "bare": sampler(ep),
+        "floor: one coroutine layer": sampler(layer),
+        "floor: current_task() + call_at()": sampler(arm),
         "await retrying(ep, req)": sampler(functools.partial(retrying, ep)),
         "async for attempt in retrying (built once)": sampler(loop_prebuilt),
         "async for attempt in AsyncRetrying(...) per call": sampler(loop_per_call),
@@ -108,8 +121,12 @@ def async_cases(loop: asyncio.AbstractEventLoop, ep, call) -> dict[str, h.Sample
     }
 
 
+def _nothing() -> None:
+    pass
+
+
 def compare(title: str, samples: dict[str, list[float]], subject_label: str, goal: float | None) -> None:
-    tenacity_forms = [name for name in samples if name not in ("bare", "subject")]
+    tenacity_forms = [name for name in samples if name not in ("bare", "subject") and not name.startswith("floor")]
     cheapest = min(tenacity_forms, key=lambda name: sorted(samples[name])[len(samples[name]) // 2])
     h.report(
         title,
@@ -125,6 +142,9 @@ def compare(title: str, samples: dict[str, list[float]], subject_label: str, goa
     print(f"    info      other tenacity forms: {others}")
     bare = h.Comparison(samples["bare"], samples["subject"])
     print(f"    info      bare ep(req) {h.fmt(bare.baseline).strip()}; subject = bare x {bare.ratio:.2f}")
+    for name in samples:
+        if name.startswith("floor"):
+            print(f"    info      {name}: {h.fmt(min(samples[name])).strip()}")
 
 
 def main() -> None:

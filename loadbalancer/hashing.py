@@ -5,7 +5,12 @@ a key's slot is ``crc32(key) & 0xffff``, and a slot belongs to the endpoint with
 highest score ``hash(endpoint, slot)`` (weighted: the lowest ``-ln(u) / weight``, ``u`` the
 score as a fraction). The owner of each slot is worked out the first time a key lands in
 it and kept in a table, so a pick is a hash and an index; a new set starts a new table,
-but a set that only lost endpoints keeps every slot whose owner stayed.
+but a set that only lost endpoints keeps every slot whose owner stayed. In front of the
+table, a key -> endpoint dict remembers the keys seen since the set last changed (emptied
+when it holds ``cache_size`` keys; not an LRU, whose bookkeeping would cost a pick more than
+it saves): a key that comes back (a session, a user id) costs one dict lookup instead of
+UTF-8 encoding and CRC-32. A key seen for the first time pays for the lookup and the insert
+on top of the hash; ``cache_size=0`` turns the cache off for keys that never repeat.
 
 Why rendezvous and not Maglev: both give O(1) picks from a table, but rendezvous moves
 exactly the keys it must and no others: when an endpoint leaves, only its keys move
@@ -98,6 +103,19 @@ class _NoTable(list[Any]):
         raise _no_endpoints_error(self.publisher, self.endpoints)
 
 
+class _Owners(dict[Any, Any]):
+    """One set's key -> endpoint cache, holding the table and the rendezvous it fills
+    from, so that a pick reads all three in one snapshot (one attribute read)."""
+
+    __slots__ = ("hrw", "limit", "table")
+
+    def __init__(self, table: list[Any], hrw: _Rendezvous[Any] | None, limit: int) -> None:
+        super().__init__()
+        self.table = table
+        self.hrw = hrw
+        self.limit = limit
+
+
 class ConsistentHash(Balancer[E]):
     """Sends each key to the same endpoint, and moves few keys when the set changes.
 
@@ -107,7 +125,9 @@ class ConsistentHash(Balancer[E]):
     leaves, only its keys move; when one joins, it takes about 1/(n+1) of the keys from the
     others, and no other key moves (rendezvous hashing; see the module docstring). Every
     client with the same set maps a key to the same endpoint. ``endpoint()`` without a key
-    raises ``TypeError``: this balancer cannot pick for ``Retry`` on its own.
+    raises ``TypeError``: this balancer cannot pick for ``Retry`` on its own. Up to
+    ``cache_size`` keys (0: none) are remembered with their endpoint until the set changes,
+    so a key that repeats is not hashed again.
 
     >>> from loadbalancer import static
     >>> publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], str)
@@ -120,10 +140,14 @@ class ConsistentHash(Balancer[E]):
     True
     """
 
-    def __init__(self, publisher: Publisher[E]) -> None:
+    def __init__(self, publisher: Publisher[E], *, cache_size: int = 16_384) -> None:
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be a non-negative integer, got {cache_size!r}")
+        self._cache_size = cache_size
         self._hrw: _Rendezvous[E] | None = None
         self._addresses: tuple[str, ...] = ()
         self._table: list[E | None] = []
+        self._owners = _Owners(self._table, None, cache_size)
         self._ready = False
         super().__init__(publisher)
         if not self._ready:
@@ -131,15 +155,35 @@ class ConsistentHash(Balancer[E]):
 
     def endpoint(self, key: str | bytes | None = None) -> E:
         """The endpoint that owns ``key``; ``NoEndpointsError`` if the set is empty."""
-        table = self._table
+        owners = self._owners
+        try:
+            found: E | None = owners.get(key)
+        except (TypeError, ValueError):  # unhashable (a bytearray): hashed every time, not cached
+            return self._owner(owners, key)
+        if found is None:
+            # Not seen since the cache was last emptied: CRC-32 of the key, then the table.
+            try:
+                slot = _crc32(key.encode() if type(key) is str else key) & _MASK  # type: ignore[arg-type]
+            except TypeError:
+                return self._owner(owners, key)
+            found = owners.table[slot]
+            if found is None:
+                found = self._fill(owners, slot)
+            if len(owners) >= owners.limit:
+                if not owners.limit:
+                    return found
+                owners.clear()  # not an LRU: cheaper, and a working set that fits stays
+            owners[key] = found
+        return found
+
+    def _owner(self, owners: _Owners, key: object) -> E:
+        """The pick without the cache, for keys it cannot hold (or bad ones)."""
         try:
             slot = _crc32(key.encode() if isinstance(key, str) else key) & _MASK  # type: ignore[arg-type]
         except TypeError:
             self._bad_key(key)
-        found = table[slot]
-        if found is None:
-            found = self._fill(table, slot)
-        return found
+        found: E | None = owners.table[slot]
+        return self._fill(owners, slot) if found is None else found
 
     def _bad_key(self, key: object) -> NoReturn:
         if key is None:
@@ -148,12 +192,13 @@ class ConsistentHash(Balancer[E]):
             ) from None
         raise TypeError(f"a {type(self).__name__} key must be str or bytes, got {type(key).__name__}") from None
 
-    def _fill(self, table: list[E | None], slot: int) -> E:
+    def _fill(self, owners: _Owners, slot: int) -> E:
         # Two threads may fill the same slot at once: they find the same owner.
-        hrw = self._hrw
-        if hrw is None:  # the set emptied since this pick read the table
+        hrw = owners.hrw
+        if hrw is None:  # unreachable: an empty set's table raises on lookup
             self._no_endpoints(self._publisher.endpoints())
-        owner = table[slot] = hrw.owner(slot)
+        owner: E = hrw.owner(slot)
+        owners.table[slot] = owner
         return owner
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
@@ -162,13 +207,17 @@ class ConsistentHash(Balancer[E]):
             self._hrw = None
             self._addresses = ()
             self._table = _NoTable(self._publisher, endpoints)
+            self._owners = _Owners(self._table, None, self._cache_size)
             return
         group, instances = priority_group(endpoints)
         addresses = tuple(instance.address for instance in instances)
         hrw = _Rendezvous(group, [_seed(address) for address in addresses], effective_weights(instances))
         table = self._kept_slots(hrw, addresses)
-        # The rendezvous first: a pick that reads the new table must fill it from the new set.
-        self._hrw, self._addresses, self._table = hrw, addresses, table
+        # A pick reads the table, the rendezvous that fills it and the key cache in one
+        # snapshot: a table is never filled from another set's rendezvous. The same
+        # owners keep their cache; any other change starts an empty one.
+        owners = self._owners if table is self._table else _Owners(table, hrw, self._cache_size)
+        self._hrw, self._addresses, self._table, self._owners = hrw, addresses, table, owners
 
     def _kept_slots(self, hrw: _Rendezvous[E], addresses: tuple[str, ...]) -> list[E | None]:
         """The new set's table: the old one, less the slots of departed endpoints, if that is

@@ -3,7 +3,8 @@
 The policy objects are tenacity's (``retry_if_exception_type``, ``stop_after_attempt``,
 ``wait_exponential_jitter``, ...), evaluated on a ``tenacity.RetryCallState``. They are only
 consulted after a failure: a call that succeeds at once pays for a pick, a context-variable
-set and, for async endpoints, one entry in a deadline watchdog, not for tenacity's loop.
+set and, for an async attempt that suspends, one entry in a deadline watchdog, not for
+tenacity's loop.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import contextvars
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
-from types import CoroutineType
+from types import CoroutineType, coroutine
 from typing import Any, Generic, TypeVar, cast
 
 import tenacity
@@ -82,6 +83,30 @@ def _retry_predicate(retry_on: RetryOn) -> tenacity.retry_base:
 def _is_awaitable(result: object) -> bool:
     kind = type(result)
     return kind is CoroutineType or hasattr(kind, "__await__")
+
+
+@coroutine
+def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Go on awaiting ``coro``, stepped by hand once already and suspended on ``pending``:
+    hand ``pending`` to the task, pass what comes back in, then delegate as ``await`` does."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as thrown:  # a cancellation, or whatever the driver throws in
+            try:
+                pending = coro.throw(thrown)
+            except StopIteration as done:
+                return done.value
+            continue
+        if sent is None:  # what an asyncio task always sends: plain delegation from here on
+            return (yield from coro.__await__())
+        try:
+            pending = coro.send(sent)
+        except StopIteration as done:
+            return done.value
 
 
 class _Guard:
@@ -230,12 +255,15 @@ class Retry(Generic[Req, Resp]):
             _reset_deadline(token)
             return self._retry_sync(request, start, end, error, endpoint)
         _reset_deadline(token)
+        # Casts are spelled as strings: a subscripted generic would be built on every call.
+        if type(result) is CoroutineType:  # an async endpoint's: no lookup, no cast of the argument
+            return cast("Resp", self._run_async(result, endpoint, request, start, end))
         kind = type(result)
         awaitable = self._awaitable.get(kind)
         if awaitable is None:
             awaitable = self._remember_kind(kind)
         if awaitable:
-            return cast(Resp, self._run_async(cast(Awaitable[Any], result), endpoint, request, start, end))
+            return cast("Resp", self._run_async(result, endpoint, request, start, end))
         return result
 
     def _remember_kind(self, kind: type) -> bool:
@@ -378,7 +406,38 @@ class Retry(Generic[Req, Resp]):
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _run_async(self, first: Awaitable[Any], endpoint: object, request: Req, start: float, end: float) -> Any:
+    async def _run_async(self, first: object, endpoint: object, request: Req, start: float, end: float) -> Any:
+        """Await ``first``, the awaitable the first attempt returned, with the deadline set;
+        on a failure, retry."""
+        token = _set_deadline(end)
+        try:
+            if type(first) is CoroutineType:
+                # Step the attempt by hand once: most successful attempts of a fast endpoint
+                # end without suspending, and an attempt that does not suspend cannot be
+                # cancelled, so the deadline watchdog (current_task() and an entry in a
+                # slot: more than the rest of the call) is armed only when it suspends.
+                try:
+                    pending = first.send(None)
+                except StopIteration as done:
+                    return done.value
+                except Exception as error:
+                    return await self._guarded(None, error, endpoint, request, start, end)
+                return await self._guarded(_resume(first, pending), None, endpoint, request, start, end)
+            return await self._guarded(cast("Awaitable[Any]", first), None, endpoint, request, start, end)
+        finally:
+            _reset_deadline(token)
+
+    async def _guarded(
+        self,
+        attempt: Awaitable[Any] | None,
+        error: Exception | None,
+        endpoint: object,
+        request: Req,
+        start: float,
+        end: float,
+    ) -> Any:
+        """The rest of an async call under the deadline watchdog: the first attempt (if it
+        is still running, ``attempt``; else it failed with ``error``), then the retries."""
         task = asyncio.current_task()
         guard: _Guard | None = None
         if task is not None:
@@ -387,13 +446,15 @@ class Retry(Generic[Req, Resp]):
             if watchdog is None or watchdog.loop is not loop:
                 watchdog = self._watchdog = _Watchdog(loop)
             guard = watchdog.arm(end, task)
-        token = deadline.set(end)
         errors: list[BaseException] = []
         try:
-            try:
-                return await first
-            except Exception as error:
-                errors.append(error)
+            if attempt is None:
+                errors.append(cast(Exception, error))
+            else:
+                try:
+                    return await attempt
+                except Exception as failure:
+                    errors.append(failure)
             failed = [endpoint]
             state = self._new_state(start, request)
             while True:
@@ -406,8 +467,8 @@ class Retry(Generic[Req, Resp]):
                     result = endpoint(request)
                     if _is_awaitable(result):
                         result = await cast(Awaitable[Any], result)
-                except Exception as error:
-                    errors.append(error)
+                except Exception as failure:
+                    errors.append(failure)
                     if endpoint is not None:
                         failed.append(endpoint)
                     continue
@@ -421,7 +482,6 @@ class Retry(Generic[Req, Resp]):
         finally:
             if guard is not None:
                 guard.disarm()
-            deadline.reset(token)
 
     def __repr__(self) -> str:
         return f"Retry({self._max_attempts}, {self._timeout:g}, {self._lb!r})"

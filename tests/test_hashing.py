@@ -240,3 +240,62 @@ async def test_picks_from_tasks_while_the_set_changes() -> None:
     await asyncio.gather(*tasks)
     assert set(seen) <= set(addresses(6))
     assert owners(lb, KEYS[:20]) == stable
+
+
+class _CountingCrc:
+    """Stands in for the module's CRC-32 and counts the keys it hashes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import zlib
+
+        import loadbalancer.hashing
+
+        self.keys: list[bytes] = []
+
+        def crc32(data: bytes) -> int:
+            self.keys.append(bytes(data))
+            return zlib.crc32(data)
+
+        monkeypatch.setattr(loadbalancer.hashing, "_crc32", crc32)
+
+
+def test_a_repeated_key_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    crc = _CountingCrc(monkeypatch)
+    lb = ConsistentHash(static.Publisher(addresses(5), str))
+    first = [lb.endpoint(key=k) for k in ("user-1", b"user-2", "user-1", b"user-2", "user-1")]
+    assert first[0] == first[2] == first[4] and first[1] == first[3]
+    assert crc.keys == [b"user-1", b"user-2"]
+    assert lb.endpoint(key=bytearray(b"user-2")) == first[1]  # unhashable: hashed, not cached
+    assert lb.endpoint(key=bytearray(b"user-2")) == first[1]
+    assert crc.keys == [b"user-1", b"user-2", b"user-2", b"user-2"]
+
+
+def test_the_key_cache_is_bounded_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    crc = _CountingCrc(monkeypatch)
+    lb = ConsistentHash(static.Publisher(addresses(5), str), cache_size=2)
+    for key in ("a", "b", "a", "b", "c", "a", "c"):  # "c" finds the cache full: it starts again
+        lb.endpoint(key=key)
+    assert crc.keys == [b"a", b"b", b"c", b"a"]
+    crc.keys.clear()
+    off = ConsistentHash(static.Publisher(addresses(5), str), cache_size=0)
+    assert [off.endpoint(key="a") for _ in range(3)] == [lb.endpoint(key="a")] * 3
+    assert crc.keys == [b"a"] * 3
+
+
+def test_the_key_cache_starts_again_when_the_set_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    crc = _CountingCrc(monkeypatch)
+    publisher = static.Publisher(addresses(5), str)
+    lb = ConsistentHash(publisher)
+    before = owners(lb, KEYS[:500])
+    gone = before["user-1"]
+    publisher.replace([a for a in addresses(5) if a != gone])
+    after = owners(lb, KEYS[:500])
+    assert after["user-1"] != gone and gone not in after.values()
+    assert all(after[k] == e for k, e in before.items() if e != gone)
+    assert len(crc.keys) == 1000  # every key hashed again, once
+
+
+@pytest.mark.parametrize("size", [-1, True, 1.5, "16"])
+def test_cache_size_must_be_a_non_negative_integer(size: object) -> None:
+    with pytest.raises(ValueError, match=f"cache_size must be a non-negative integer, got {size!r}"):
+        ConsistentHash(static.Publisher(addresses(2), str), cache_size=size)  # type: ignore[arg-type]

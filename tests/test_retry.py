@@ -324,3 +324,132 @@ def test_a_retry_goes_back_to_a_failed_endpoint_when_the_balancer_offers_nothing
     with pytest.raises(RetryError):
         Retry(3, 5.0, RoundRobin(publisher), wait=tenacity.wait_none(), budget=None)("ping")
     assert only.calls == 3
+
+
+class _CountingTimers:
+    """Counts the timers scheduled on a loop (``call_at`` is what ``call_later`` goes through)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        call_at = loop.call_at
+
+        def counting(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            self.count += 1
+            return call_at(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_at", counting)
+
+
+async def test_an_attempt_that_does_not_suspend_arms_no_deadline_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An attempt that ends without suspending cannot be cancelled: the watchdog is armed
+    # (a timer for the deadline's millisecond slot) only by an attempt that suspends.
+    async def at_once(request: str) -> str:
+        assert loadbalancer.remaining() is not None
+        return request
+
+    async def suspends(request: str) -> str:
+        await asyncio.sleep(0)
+        assert loadbalancer.remaining() is not None
+        return request
+
+    timers = _CountingTimers(asyncio.get_running_loop(), monkeypatch)
+    fast = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: at_once)))
+    assert [await fast(i) for i in "abc"] == ["a", "b", "c"]
+    assert timers.count == 0
+    assert loadbalancer.deadline.get() is None
+    slow = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: suspends)))
+    assert await slow("d") == "d"
+    assert timers.count == 1
+    assert loadbalancer.deadline.get() is None
+
+
+async def test_an_attempt_failing_before_it_suspends_is_retried_under_the_deadline() -> None:
+    calls: list[str] = []
+
+    async def fails_at_once(request: str) -> str:
+        calls.append("fail")
+        raise ConnectionRefusedError("refused")
+
+    async def hangs(request: str) -> str:
+        calls.append("hang")
+        await asyncio.sleep(30)
+        return "late"
+
+    publisher = static.Publisher(["a:1", "b:2"], lambda a: fails_at_once if a == "a:1" else hangs)
+    call = Retry(3, 0.2, _Offers(publisher, [0, 1]), wait=tenacity.wait_none())
+    started = time.monotonic()
+    with pytest.raises(RetryTimeoutError, match="cancelled at the deadline") as caught:
+        await call("x")
+    assert time.monotonic() - started < 10
+    assert calls == ["fail", "hang"]
+    assert [type(e) for e in caught.value.errors] == [ConnectionRefusedError, TimeoutError]
+
+
+async def test_nested_async_retries_keep_the_tighter_deadline() -> None:
+    seen: list[float | None] = []
+    cancelled = asyncio.Event()
+
+    async def hangs(request: str) -> str:
+        seen.append(loadbalancer.deadline.get())
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    inner = Retry(1, 60.0, RoundRobin(static.Publisher(["a:1"], lambda a: hangs)))
+
+    async def through_inner(request: str) -> str:
+        seen.append(loadbalancer.deadline.get())
+        return await inner(request)
+
+    outer = Retry(1, 0.2, RoundRobin(static.Publisher(["b:1"], lambda a: through_inner)))
+    started = time.monotonic()
+    with pytest.raises(RetryTimeoutError):
+        await outer("x")
+    assert time.monotonic() - started < 10  # the outer 0.2 s deadline, not the inner 60 s one
+    assert cancelled.is_set()
+    assert len(seen) == 2 and seen[0] is not None and seen[0] == seen[1]
+    assert loadbalancer.deadline.get() is None
+
+
+class _Ask:
+    """An awaitable that yields a question to whatever drives the coroutine and returns the reply."""
+
+    def __await__(self) -> Any:
+        reply = yield "question"
+        return reply
+
+
+async def test_a_suspended_attempt_gets_what_its_driver_sends_throws_and_closes() -> None:
+    # asyncio's task only ever sends None; other drivers send values, throw and close: the
+    # call passes each on to the attempt as a plain ``await`` would.
+    events: list[str] = []
+
+    async def asks(request: str) -> str:
+        try:
+            return f"{request}:{await _Ask()}"
+        except ValueError as error:
+            events.append(f"thrown {error}")
+            return f"{request}:{await _Ask()}"
+        finally:
+            events.append("finally")
+
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: asks)))
+    coro: Any = call("x")
+    assert coro.send(None) == "question"
+    with pytest.raises(StopIteration) as stopped:
+        coro.send("answer")
+    assert stopped.value.value == "x:answer"
+    coro = call("y")
+    assert coro.send(None) == "question"
+    assert coro.throw(ValueError("v")) == "question"
+    with pytest.raises(StopIteration) as stopped:
+        coro.send("again")
+    assert stopped.value.value == "y:again"
+    coro = call("z")
+    assert coro.send(None) == "question"
+    coro.close()
+    assert events == ["finally", "thrown v", "finally", "finally"]
+    assert loadbalancer.deadline.get() is None
