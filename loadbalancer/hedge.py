@@ -13,6 +13,8 @@ from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
 from .budget import RetryBudget
+from .errors import NotReadyError
+from .retry import remaining
 
 __all__ = ["Hedge"]
 
@@ -35,6 +37,9 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
     second), so a slow fleet does not get twice the load. It is itself a balancer, so it
     composes: ``Retry(3, 2.0, Hedge(RoundRobin(publisher), percentile=0.95))``.
 
+    A call made before the publisher's source first answered waits for that answer, up to
+    the enclosing ``Retry``'s deadline, or ``ready_timeout`` seconds outside one.
+
     >>> from loadbalancer import RoundRobin, static
     >>> async def endpoint(request):
     ...     return request
@@ -51,6 +56,7 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         percentile: float | None = None,
         initial: float | timedelta = 0.05,
         budget: RetryBudget | bool | None = True,
+        ready_timeout: float | timedelta = 5.0,
         logger: Any = None,
     ) -> None:
         if not isinstance(lb, Balancer):
@@ -75,7 +81,8 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         self._latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self._stale_quantile = 0  # samples since the quantile was last worked out (every 50: a sort of 1,000)
         self._delay = self._after if self._after is not None else self._initial
-        self._log = get_logger(logger)
+        self._ready_timeout = seconds(ready_timeout, "ready_timeout")
+        self._log = get_logger(logger, name=__name__, service=lb.publisher.service)
         self.hedges = 0  # counters a metrics layer can read
         self.hedge_wins = 0
         super().__init__(lb.publisher)
@@ -103,7 +110,12 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
     async def _call(self, request: Req) -> Resp:
         if self._budget is not None:
             self._budget.deposit()
-        first = self._lb.endpoint()
+        try:
+            first = self._lb.endpoint()
+        except NotReadyError:
+            left = remaining()
+            await self._lb.publisher.ready_wait(self._ready_timeout if left is None else left)
+            first = self._lb.endpoint()  # what the first answer says (NoEndpointsError if none)
         started = time.monotonic()
         primary: asyncio.Future[Resp] = asyncio.ensure_future(_awaitable(first(request), first))
         hedge: asyncio.Future[Resp] | None = None

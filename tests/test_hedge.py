@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,25 @@ def test_bad_arguments() -> None:
         Hedge(lb, percentile=95)  # type: ignore[var-annotated]
     with pytest.raises(TypeError, match="lb must be a loadbalancer.Balancer"):
         Hedge("lb", after=0.1)  # type: ignore[arg-type, var-annotated]
+
+
+async def test_a_call_before_the_first_answer_waits_for_it() -> None:
+    from loadbalancer import NotReadyError
+    from loadbalancer._discovery import DiscoveryPublisher
+
+    async def echo(request: str) -> str:
+        return request
+
+    class Late(DiscoveryPublisher[Any]):
+        def found(self) -> None:
+            self._publish(["10.0.0.1:80"])
+
+    publisher = Late(lambda address: echo, service="late")
+    hedged = Hedge(RoundRobin(publisher), after=1.0)
+    with pytest.raises(NotReadyError):
+        RoundRobin(publisher).endpoint()
+    asyncio.get_running_loop().call_later(0.05, publisher.found)
+    assert await hedged.endpoint()("ping") == "ping"
+    never = Late(lambda address: echo, service="never")
+    with pytest.raises(NotReadyError):  # outside a Retry: ready_timeout bounds the wait
+        await Hedge(RoundRobin(never), after=1.0, ready_timeout=0.05).endpoint()("ping")
