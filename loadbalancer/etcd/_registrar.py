@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import math
 import ssl
 import weakref
 from collections.abc import Sequence
@@ -43,11 +42,11 @@ class Registrar:
     """Registers ``instance`` under ``prefix`` in etcd for as long as it lives.
 
     The key is ``{namespace}{prefix}/{instance_id}`` (``instance_id`` defaults to the
-    instance's ``host:port``), attached to a lease of ``ttl`` seconds (rounded up to whole
-    seconds; etcd may raise it to its minimum). The value is ``value`` if given (a
-    ``"host:port"`` string suits readers that expect go-kit's plain form), else the JSON
-    document a ``loadbalancer.etcd.Publisher`` reads back as the instance with its weight,
-    priority, tags and metadata.
+    instance's ``host:port``), attached to a lease of ``ttl`` seconds: a whole number, at
+    least 1, since etcd grants leases in whole seconds (it may raise the TTL to its minimum).
+    The value is ``value`` if given (a ``"host:port"`` string suits readers that expect
+    go-kit's plain form), else the JSON document a ``loadbalancer.etcd.Publisher`` reads
+    back as the instance with its weight, priority, tags and metadata.
 
     ``register()`` grants the lease and puts the key; the lease is then kept alive every
     half TTL on the library's shared background loop. If etcd says the lease is gone (it
@@ -119,6 +118,10 @@ class Registrar:
     ) -> None:
         self._instance = instance if isinstance(instance, Instance) else parse_instance(instance)
         requested = seconds(ttl, "ttl", allow_zero=False)
+        # etcd grants leases in whole seconds: say so rather than round a fraction silently
+        if requested < 1 or not requested.is_integer():
+            bound = "at least 1 second" if requested < 1 else "a whole number of seconds"
+            raise ValueError(f"ttl must be {bound} (etcd leases are whole seconds), got {requested:g}")
         if instance_id is None:
             instance_id = self._instance.address
         elif not isinstance(instance_id, str) or not instance_id or "/" in instance_id:
@@ -130,7 +133,7 @@ class Registrar:
         self._client = client
         self._key = prefix + instance_id
         self._value = value.encode() if isinstance(value, str) else value
-        self._lease_ttl = max(1, math.ceil(requested))  # etcd leases live whole seconds
+        self._lease_ttl = int(requested)
         self._granted = float(self._lease_ttl)
         self._lease: int | None = None
         self._registered = False
