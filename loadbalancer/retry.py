@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import inspect
 import math
 import threading
 import time
@@ -77,6 +78,26 @@ def _retry_predicate(retry_on: RetryOn) -> tenacity.retry_base:
     raise TypeError(
         f"retry_on must be an exception type, a tuple of them, a predicate or a tenacity retry, got {retry_on!r}"
     )
+
+
+def _strategy(value: Any, name: str, base: type, example: str) -> Any:
+    """``value`` if it is a tenacity ``name`` strategy or a callable taking one ``RetryCallState``."""
+    if value is None or isinstance(value, base):
+        return value
+    expected = f"{name} must be a tenacity {name} strategy (such as {example}) or a callable taking a RetryCallState"
+    if isinstance(value, type):
+        raise TypeError(f"{expected}, got the class {value.__module__}.{value.__qualname__}: call it to make one")
+    if not callable(value):
+        raise TypeError(f"{expected}, got {value!r}")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return value
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(f"{expected}, got {value!r}, which cannot be called with one") from None
+    return value
 
 
 def _is_awaitable(result: object) -> bool:
@@ -150,11 +171,14 @@ class Retry(Generic[Req, Resp]):
     ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
     tenacity ``retry_*`` object (default: ``loadbalancer.retryable``, everything but
     programming errors such as ``TypeError`` or ``KeyError``); ``wait`` a tenacity wait
-    strategy between attempts (default: exponential backoff with full jitter, from 10 ms up
-    to 1 s; ``tenacity.wait_none()`` retries at once); ``stop`` an extra tenacity stop
-    condition. ``budget`` limits retries to a share of recent requests (default: a
-    ``RetryBudget()`` of its own, 20% plus 10 a second; pass one to share it, ``None`` for
-    no limit); a spent budget raises ``RetryBudgetExhaustedError`` instead of retrying.
+    strategy between attempts, or a callable taking a ``tenacity.RetryCallState`` and
+    returning seconds (default: exponential backoff with full jitter, from 10 ms up to 1 s;
+    ``tenacity.wait_none()`` retries at once); ``stop`` an extra tenacity stop condition (or
+    such a callable returning ``True`` to stop). ``max_attempts`` and ``timeout`` are both
+    required, as in go-kit: there is no "no limit" (``None``, ``inf``). ``budget`` limits
+    retries to a share of recent requests (default: a ``RetryBudget()`` of its own, 20% plus
+    10 a second; pass one to share it, ``None`` for no limit); a spent budget raises
+    ``RetryBudgetExhaustedError`` instead of retrying.
 
     >>> from loadbalancer import RoundRobin, static
     >>> backends = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}")
@@ -171,11 +195,20 @@ class Retry(Generic[Req, Resp]):
         *,
         retry_on: RetryOn = retryable,
         wait: tenacity.wait.wait_base | Callable[[tenacity.RetryCallState], float] | None = None,
-        stop: tenacity.stop.stop_base | None = None,
+        stop: tenacity.stop.stop_base | Callable[[tenacity.RetryCallState], bool] | None = None,
         budget: RetryBudget | bool | None = True,
         threaded: bool = False,
         logger: Any = None,
     ) -> None:
+        # Both bounds are required, as in go-kit: None is not "no limit" but a mistake to report.
+        for name, value, kind in (
+            ("max_attempts", max_attempts, "a positive integer"),
+            ("timeout", timeout, "a positive number of seconds or a timedelta"),
+        ):
+            if value is None:
+                raise TypeError(
+                    f"{name} is required: give {kind} (Retry always bounds both its attempts and its time), got None"
+                )
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
         if not isinstance(lb, Balancer):
@@ -185,8 +218,11 @@ class Retry(Generic[Req, Resp]):
         self._lb = lb
         self._pick = lb.endpoint
         self._retry = _retry_predicate(retry_on)
+        wait = _strategy(wait, "wait", tenacity.wait.wait_base, "tenacity.wait_fixed(0.1)")
+        stop = _strategy(stop, "stop", tenacity.stop.stop_base, "tenacity.stop_after_delay(1)")
         stop_all = tenacity.stop_after_attempt(max_attempts) | tenacity.stop_after_delay(self._timeout)
-        self._stop = stop_all if stop is None else stop_all | stop
+        # a plain callable is as good as a stop_base here: stop_any calls each with the state
+        self._stop = stop_all if stop is None else stop_all | cast(tenacity.stop.stop_base, stop)
         self._wait = _DEFAULT_WAIT if wait is None else wait
         if budget is True:
             budget = RetryBudget()

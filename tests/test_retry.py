@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -271,12 +272,33 @@ async def test_async_deadline_across_waits() -> None:
         ((1, "5s"), {}, TypeError, "timeout must be a number of seconds or a timedelta, got '5s'"),
         ((1, 1.0), {"retry_on": "ConnectionError"}, TypeError, "retry_on must be an exception type"),
         ((1, 1.0), {"retry_on": ()}, TypeError, "retry_on must be an exception type"),
+        ((None, 1.0), {}, TypeError, "max_attempts is required: give a positive integer .*, got None"),
+        ((3, None), {}, TypeError, "timeout is required: give a positive number of seconds .*, got None"),
+        ((3, math.inf), {}, ValueError, "timeout must be finite, got inf"),
+        ((3, math.nan), {}, ValueError, "timeout must be a number of seconds, got nan"),
+        ((3, 1.0), {"wait": 5}, TypeError, r"wait must be a tenacity wait strategy \(such as .*, got 5$"),
+        ((3, 1.0), {"wait": tenacity.wait_fixed}, TypeError, "got the class tenacity.wait.wait_fixed: call it"),
+        ((3, 1.0), {"wait": lambda: 0.1}, TypeError, "wait must be .*which cannot be called with one"),
+        ((3, 1.0), {"stop": 3}, TypeError, r"stop must be a tenacity stop strategy \(such as .*, got 3$"),
     ],
 )
 def test_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
     lb, _ = balancer(None)
     with pytest.raises(error, match=message):
         Retry(*args, lb, **kwargs)
+
+
+def test_wait_and_stop_may_be_plain_callables() -> None:
+    lb, _ = balancer(ConnectionError("down"), None)
+    stops: list[int] = []
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        stops.append(state.attempt_number)
+        return False
+
+    call = Retry(3, 5.0, lb, wait=lambda state: 0, stop=stop)
+    assert [call(i).startswith("10.0.0.2") for i in range(2)] == [True, True]
+    assert stops and set(stops) == {1}  # asked after each first attempt that failed
 
 
 def test_lb_must_be_a_balancer() -> None:
