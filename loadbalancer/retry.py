@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import tenacity
 
+from ._feedback import TrackedEndpoint
 from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
@@ -236,7 +237,12 @@ class Retry(Generic[Req, Resp]):
         # Only a home for the strategies, for those that look at retry_state.retry_object.
         self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
         self._threaded = threaded
-        self._log = get_logger(logger)
+        # A failed call raises to its caller, who decides what it is worth: its events are
+        # INFO (a library must not write a line to stderr per failed call of an application
+        # that has not set logging up). A spent budget is a fleet-level condition: a WARNING
+        # at most once per budget window, INFO for the refusals in between.
+        self._log = get_logger(logger, service=lb.publisher.service)
+        self._names: tuple[object, dict[int, str]] | None = None  # (snapshot, id(endpoint) -> address)
         self._watchdog: _Watchdog | None = None
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
         self._awaitable: dict[type, bool] = {CoroutineType: True}
@@ -287,27 +293,38 @@ class Retry(Generic[Req, Resp]):
         state.start_time = start
         return state
 
-    def _next_wait(self, state: tenacity.RetryCallState, errors: list[BaseException], end: float) -> float:
-        """Decide after a failed attempt: seconds to wait before the next, or raise."""
+    def _next_wait(
+        self, state: tenacity.RetryCallState, errors: list[BaseException], end: float, endpoint: object
+    ) -> float:
+        """Decide after an attempt on ``endpoint`` (``None``: the pick failed) failed: seconds
+        to wait before the next, or raise."""
         error = errors[-1]
         attempt = len(errors)
         state.attempt_number = attempt
         state.set_exception((type(error), error, error.__traceback__))
+        instance = self._instance_of(endpoint)
         if not self._retry(state):
-            self._log.info("retry_not_retryable", attempt=attempt, error=describe(error))
+            self._log.info("retry_not_retryable", attempt=attempt, instance=instance, error=describe(error))
             raise error
         now = state.outcome_timestamp or _monotonic()
         if now >= end:
-            raise self._timeout_error(errors, state.start_time, "")
+            raise self._timeout_error(errors, state.start_time, "", instance)
         if self._stop(state):
-            raise self._gave_up(errors, state.start_time)
+            raise self._gave_up(errors, state.start_time, instance)
         delay = max(0.0, float(self._wait(state)))
         if now + delay >= end:
             raise self._timeout_error(
-                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)"
+                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)", instance
             )
         if self._budget is not None and not self._budget.withdraw():
-            self._log.warning("retry_budget_exhausted", attempts=attempt, error=describe(error))
+            log = self._log.warning if self._budget._warning_due() else self._log.info
+            log(
+                "retry_budget_exhausted",
+                attempts=attempt,
+                instance=instance,
+                error=describe(error),
+                refused=self._budget.refused,
+            )
             exhausted = RetryBudgetExhaustedError(
                 f"retry budget exhausted after {attempt} attempts ({self._budget!r}): {self._summary(errors)}", errors
             )
@@ -315,8 +332,31 @@ class Retry(Generic[Req, Resp]):
             raise exhausted
         state.idle_for += delay
         state.upcoming_sleep = delay
-        self._log.info("retry_attempt_failed", attempt=attempt, error=describe(error), wait=round(delay, 6))
+        self._log.info(
+            "retry_attempt_failed", attempt=attempt, instance=instance, error=describe(error), wait=round(delay, 6)
+        )
         return delay
+
+    def _instance_of(self, endpoint: object) -> str | None:
+        """The address of the instance ``endpoint`` was made for, for the failure events.
+
+        Looked up in the publisher's current set (an index built once per set, and only
+        when a call fails); an endpoint that is no longer in it is named by its own
+        ``str()`` if its type defines one, else not at all (``None``, as for a failed pick).
+        """
+        if endpoint is None:
+            return None
+        if isinstance(endpoint, TrackedEndpoint):
+            return str(endpoint)  # its instance's address
+        endpoints = self._lb.publisher.endpoints()
+        names = self._names
+        if names is None or names[0] is not endpoints:
+            index = {id(e): str(i) for e, i in zip(endpoints, endpoints.instances, strict=True)}
+            names = self._names = (endpoints, index)  # the snapshot held keeps its ids valid
+        name = names[1].get(id(endpoint))
+        if name is None and type(endpoint).__str__ is not object.__str__:
+            name = str(endpoint)
+        return name
 
     def _pick_other(self, failed: list[object]) -> Callable[[Req], Resp]:
         """A pick for a retry: the balancer's, asked again (a few times) while it offers an
@@ -332,17 +372,29 @@ class Retry(Generic[Req, Resp]):
     def _summary(self, errors: list[BaseException]) -> str:
         return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
 
-    def _gave_up(self, errors: list[BaseException], start: float) -> RetryError:
+    def _gave_up(self, errors: list[BaseException], start: float, instance: str | None) -> RetryError:
         elapsed = _monotonic() - start
-        self._log.warning("retry_gave_up", attempts=len(errors), elapsed=round(elapsed, 6), error=describe(errors[-1]))
+        self._log.info(
+            "retry_gave_up",
+            attempts=len(errors),
+            elapsed=round(elapsed, 6),
+            instance=instance,
+            error=describe(errors[-1]),
+        )
         error = RetryError(f"gave up after {len(errors)} attempts in {elapsed:.3f}s: {self._summary(errors)}", errors)
         error.__cause__ = errors[-1]
         return error
 
-    def _timeout_error(self, errors: list[BaseException], start: float, why: str) -> RetryTimeoutError:
+    def _timeout_error(
+        self, errors: list[BaseException], start: float, why: str, instance: str | None
+    ) -> RetryTimeoutError:
         elapsed = _monotonic() - start
-        self._log.warning(
-            "retry_deadline_exceeded", attempts=len(errors), timeout=self._timeout, elapsed=round(elapsed, 6)
+        self._log.info(
+            "retry_deadline_exceeded",
+            attempts=len(errors),
+            timeout=self._timeout,
+            elapsed=round(elapsed, 6),
+            instance=instance,
         )
         summary = f": {self._summary(errors)}" if errors else ""
         error = RetryTimeoutError(
@@ -358,7 +410,7 @@ class Retry(Generic[Req, Resp]):
         failed: list[object] = [] if endpoint is None else [endpoint]
         state = self._new_state(start, request)
         while True:
-            delay = self._next_wait(state, errors, end)
+            delay = self._next_wait(state, errors, end, endpoint)
             if delay:
                 time.sleep(delay)
             token = deadline.set(end)
@@ -387,10 +439,10 @@ class Retry(Generic[Req, Resp]):
                 result = future.result(max(0.0, end - _monotonic()))
             except concurrent.futures.TimeoutError:
                 errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
-                raise self._timeout_error(errors, start, "") from errors[-1]
+                raise self._timeout_error(errors, start, "", None) from errors[-1]
             except Exception as failure:
                 errors.append(failure)
-                delay = self._next_wait(state, errors, end)
+                delay = self._next_wait(state, errors, end, None)
                 if delay:
                     time.sleep(delay)
                 continue
@@ -433,7 +485,7 @@ class Retry(Generic[Req, Resp]):
             failed = [endpoint]
             state = self._new_state(start, request)
             while True:
-                delay = self._next_wait(state, errors, end)
+                delay = self._next_wait(state, errors, end, endpoint)
                 if delay:
                     await asyncio.sleep(delay)
                 endpoint = None
@@ -452,7 +504,7 @@ class Retry(Generic[Req, Resp]):
         except asyncio.CancelledError:
             if guard is not None and guard.fired and task is not None and task.uncancel() <= guard.cancelling:
                 errors.append(TimeoutError(f"attempt {len(errors) + 1} cancelled at the deadline"))
-                raise self._timeout_error(errors, start, "") from errors[-1]
+                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
             raise
         finally:
             if guard is not None:

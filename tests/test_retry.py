@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Any
@@ -12,7 +15,7 @@ import tenacity
 
 import loadbalancer
 from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
-from tests.helpers import AsyncEndpoint, Endpoint
+from tests.helpers import AsyncEndpoint, Endpoint, events
 
 
 def balancer(*failures: BaseException | None) -> tuple[RoundRobin[Any], list[Endpoint]]:
@@ -346,3 +349,74 @@ def test_a_retry_goes_back_to_a_failed_endpoint_when_the_balancer_offers_nothing
     with pytest.raises(RetryError):
         Retry(3, 5.0, RoundRobin(publisher), wait=tenacity.wait_none(), budget=None)("ping")
     assert only.calls == 3
+
+
+def test_a_failed_call_logs_at_info_naming_service_and_instance(logs: pytest.LogCaptureFixture) -> None:
+    # The caller gets the exception; the log is for whoever looks, not a warning per call.
+    lb, _ = balancer(ConnectionRefusedError("a down"), ConnectionRefusedError("b down"))
+    with pytest.raises(RetryError):
+        Retry(2, 5.0, lb, wait=tenacity.wait_none())("x")
+    failed, gave_up = events(logs, "retry_attempt_failed"), events(logs, "retry_gave_up")
+    assert len(failed) == 1 and len(gave_up) == 1
+    assert {r.levelno for r in failed + gave_up} == {logging.INFO}
+    assert {r.service for r in failed + gave_up} == {"static"}  # type: ignore[attr-defined]
+    first, last = failed[0].instance, gave_up[0].instance  # type: ignore[attr-defined]
+    assert {first, last} == {"10.0.0.1:80", "10.0.0.2:80"}
+    assert f"instance='{last}'" in gave_up[0].getMessage()
+
+
+def test_a_deadline_is_logged_at_info_with_the_instance(logs: pytest.LogCaptureFixture) -> None:
+    def slow_failure(request: object) -> None:
+        time.sleep(0.3)
+        raise ConnectionError("late")
+
+    lb = RoundRobin(static.Publisher(["10.0.0.9:80"], lambda a: slow_failure))
+    with pytest.raises(RetryTimeoutError):
+        Retry(5, 0.2, lb)("x")
+    [record] = events(logs, "retry_deadline_exceeded")
+    assert record.levelno == logging.INFO
+    assert (record.service, record.instance) == ("static", "10.0.0.9:80")  # type: ignore[attr-defined]
+
+
+def test_a_tracked_endpoint_is_named_by_its_address(logs: pytest.LogCaptureFixture) -> None:
+    from loadbalancer.least_loaded import LeastLoaded
+
+    publisher = static.Publisher(["10.0.0.5:80"], Endpoint)
+    publisher.endpoints()[0].fail = ConnectionResetError("reset")
+    with pytest.raises(RetryError):
+        Retry(2, 5.0, LeastLoaded(publisher), wait=tenacity.wait_none(), budget=None)("x")
+    assert [r.instance for r in events(logs, "retry_gave_up")] == ["10.0.0.5:80"]  # type: ignore[attr-defined]
+
+
+def test_a_spent_budget_warns_once_per_window_and_then_informs(logs: pytest.LogCaptureFixture) -> None:
+    lb, _ = balancer(ConnectionRefusedError("down"))
+    budget = loadbalancer.RetryBudget(ratio=0, min_per_second=0, window=60)  # never a retry
+    call = Retry(3, 5.0, lb, wait=tenacity.wait_none(), budget=budget)
+    for _ in range(3):
+        with pytest.raises(loadbalancer.RetryBudgetExhaustedError):
+            call("x")
+    records = events(logs, "retry_budget_exhausted")
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO, logging.INFO]
+    assert [r.refused for r in records] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert {r.instance for r in records} == {"10.0.0.1:80"}  # type: ignore[attr-defined]
+
+
+def test_an_application_without_logging_setup_sees_nothing_of_a_failed_call() -> None:
+    # Python's last-resort handler prints WARNING and above to stderr when nothing is set up.
+    program = textwrap.dedent(
+        """
+        from loadbalancer import Retry, RetryError, RoundRobin, static
+        import tenacity
+
+        def down(request):
+            raise ConnectionRefusedError("down")
+
+        call = Retry(2, 5.0, RoundRobin(static.Publisher(["10.0.0.1:80"], lambda a: down)), wait=tenacity.wait_none())
+        try:
+            call("x")
+        except RetryError:
+            print("raised")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "raised\n", "")
