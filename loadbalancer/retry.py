@@ -12,7 +12,9 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import itertools
 import math
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -153,6 +155,68 @@ class _Watchdog:
             guard.task.cancel()
 
 
+class _Workers:
+    """The threads that run ``threaded=True`` attempts: an idle one takes the next attempt,
+    and when none is idle a new one starts.
+
+    A fixed pool (``ThreadPoolExecutor``) does not fit: attempts abandoned at their deadline
+    still hold their workers while their endpoint hangs, so a few hung calls use the whole
+    pool up and later calls to healthy endpoints time out waiting for a worker; and its
+    threads are joined at interpreter exit, so one hung attempt holds exit until it ends.
+    Here no attempt ever waits for a thread (as go-kit starts a goroutine per attempt): only
+    attempts in flight or hung hold one, and a hung one only until its endpoint returns;
+    the threads of a quiet spell end after ``IDLE`` seconds. They are daemon threads, so
+    an abandoned attempt does not hold the interpreter's exit.
+    """
+
+    IDLE = 30.0
+
+    __slots__ = ("_idle", "_lock", "_names")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[_Task]] = []  # the inboxes of idle threads, last idle last
+        self._names = itertools.count(1)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        task = (future, fn, args)
+        with self._lock:
+            if self._idle:
+                self._idle.pop().put(task)  # the most recently idle: the others may retire
+                return future
+        inbox: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        inbox.put(task)
+        name = f"loadbalancer-retry-{next(self._names)}"
+        threading.Thread(target=self._work, args=(inbox,), name=name, daemon=True).start()
+        return future
+
+    def _work(self, inbox: queue.SimpleQueue[_Task]) -> None:
+        task: _Task | None = inbox.get()
+        while task is not None:
+            future, fn, args = task
+            task = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:
+                    future.set_exception(error)
+            del future, fn, args  # hold nothing of the call while idle
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                task = inbox.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if any(idle is inbox for idle in self._idle):
+                        self._idle.remove(inbox)
+                        return
+                task = inbox.get()  # a submit() took this thread just now: its task is in the inbox
+
+
+_Task = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
 class Retry(Generic[Req, Resp]):
     """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
 
@@ -167,7 +231,8 @@ class Retry(Generic[Req, Resp]):
     ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its own timeout,
     or ``threaded=True`` runs each sync attempt on a worker thread so that the call returns
     at the deadline even when an endpoint hangs (the attempt is abandoned; this costs a
-    thread hand-off per attempt).
+    thread hand-off per attempt). Abandoned attempts never starve later calls (a new
+    thread starts when none is idle) nor hold the interpreter's exit (daemon threads).
 
     ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
     tenacity ``retry_*`` object (default: ``loadbalancer.retryable``, everything but
@@ -246,8 +311,7 @@ class Retry(Generic[Req, Resp]):
         self._watchdog: _Watchdog | None = None
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
         self._awaitable: dict[type, bool] = {CoroutineType: True}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._workers = _Workers() if threaded else None
 
     @property
     def balancer(self) -> Balancer[Callable[[Req], Resp]]:
@@ -429,40 +493,50 @@ class Retry(Generic[Req, Resp]):
             return result
 
     def _call_threaded(self, request: Req, start: float, end: float) -> Resp:
+        # The pick happens here, on the caller's thread, so that a retry steers away from
+        # the endpoints that already failed this call as the other paths do (_pick_other).
+        assert self._workers is not None
         errors: list[BaseException] = []
-        state = self._new_state(start, request)
-        executor = self._thread_pool()
+        failed: list[object] = []
+        state: tenacity.RetryCallState | None = None
+        endpoint: Callable[[Req], Resp] | None = None
         while True:
-            context = contextvars.copy_context()
-            future = executor.submit(context.run, self._attempt_in_thread, request, end)
-            try:
-                result = future.result(max(0.0, end - _monotonic()))
-            except concurrent.futures.TimeoutError:
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
-                raise self._timeout_error(errors, start, "", None) from errors[-1]
-            except Exception as failure:
-                errors.append(failure)
-                delay = self._next_wait(state, errors, end, None)
+            if errors:
+                if state is None:
+                    state = self._new_state(start, request)
+                delay = self._next_wait(state, errors, end, endpoint)
                 if delay:
                     time.sleep(delay)
+            endpoint = None
+            try:
+                endpoint = self._pick_other(failed)
+            except Exception as failure:
+                errors.append(failure)
+                continue
+            context = contextvars.copy_context()
+            future = self._workers.submit(context.run, self._attempt_in_thread, endpoint, request, end)
+            # wait() rather than result(timeout): an endpoint's own TimeoutError is a failed
+            # attempt, not the deadline (concurrent.futures.TimeoutError is TimeoutError).
+            if not concurrent.futures.wait((future,), max(0.0, end - _monotonic())).done:
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
+                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
+            try:
+                result: Resp = future.result()
+            except Exception as failure:
+                errors.append(failure)
+                failed.append(endpoint)
                 continue
             if errors:
                 self._log.debug("retry_succeeded", attempt=len(errors) + 1)
             return result
 
-    def _attempt_in_thread(self, request: Req, end: float) -> Resp:
+    def _attempt_in_thread(self, endpoint: Callable[[Req], Resp], request: Req, end: float) -> Resp:
         deadline.set(end)  # this runs in a copied context: nothing to reset
-        result = self._pick()(request)
+        result = endpoint(request)
         if _is_awaitable(result):
             cast(Coroutine[Any, Any, Any], result).close()
             raise TypeError("threaded=True runs sync endpoints; this endpoint is async: drop threaded=True")
         return result
-
-    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="loadbalancer-retry")
-            return self._executor
 
     # -- async -----------------------------------------------------------------------------
 

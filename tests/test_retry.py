@@ -189,6 +189,62 @@ def test_threaded_sync_attempts_return_at_the_deadline() -> None:
     assert Retry(2, 5.0, flaky, threaded=True)("z").startswith("10.0.0.2")
 
 
+def test_threaded_attempts_that_hang_do_not_starve_later_calls() -> None:
+    release = threading.Event()
+
+    def endpoint(request: str) -> str:
+        if request == "hang":
+            release.wait(60)
+        return request
+
+    call = Retry(1, 1.0, RoundRobin(static.Publisher(["a:1"], lambda a: endpoint)), threaded=True)
+    timeouts: list[RetryTimeoutError] = []
+
+    def hang() -> None:
+        with pytest.raises(RetryTimeoutError) as caught:
+            call("hang")
+        timeouts.append(caught.value)
+
+    # more calls hung at once than a default ThreadPoolExecutor has workers (min(32, cpus + 4))
+    callers = [threading.Thread(target=hang) for _ in range(40)]
+    try:
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(30)
+        assert len(timeouts) == 40
+        assert call("ok") == "ok"  # not queued behind the abandoned attempts
+    finally:
+        release.set()
+
+
+def test_an_abandoned_threaded_attempt_does_not_hold_interpreter_exit() -> None:
+    program = textwrap.dedent(
+        """
+        import time
+        from loadbalancer import Retry, RetryTimeoutError, RoundRobin, static
+
+        publisher = static.Publisher(["a:1"], lambda a: lambda request: time.sleep(20))
+        try:
+            Retry(1, 0.2, RoundRobin(publisher), threaded=True)("x")
+        except RetryTimeoutError:
+            print("gave up at the deadline")
+        """
+    )
+    # the timeout is a hang guard: before, the interpreter waited 20 s for the attempt at exit
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=10)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "gave up at the deadline\n", "")
+
+
+def test_a_threaded_endpoints_own_timeout_error_is_a_failed_attempt_not_the_deadline() -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint)
+    slow, fine = publisher.endpoints()
+    slow.fail = TimeoutError("read timed out")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 1]), threaded=True, wait=tenacity.wait_none())
+    assert call("x") == "10.0.0.2:80:x"
+    assert (slow.calls, fine.calls) == (1, 1)
+
+
 async def test_async_endpoints_use_the_same_spelling() -> None:
     async def endpoint(request: str) -> str:
         await asyncio.sleep(0)
@@ -330,15 +386,15 @@ class _Offers(loadbalancer.Balancer[Any]):
         return self._endpoints[next(self._order)]
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async", "threaded"])
 async def test_a_retry_asks_again_rather_than_return_to_an_endpoint_that_failed(kind: str) -> None:
     # As concurrent calls sharing a round robin can make happen: the balancer offers the
     # endpoint that just failed again; Retry asks for another before trying it twice.
-    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint if kind == "sync" else AsyncEndpoint)
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], AsyncEndpoint if kind == "async" else Endpoint)
     bad, good = publisher.endpoints()
     bad.fail = ConnectionRefusedError("refused")
-    call = Retry(2, 5.0, _Offers(publisher, [0, 0, 0, 1]), wait=tenacity.wait_none())
-    result = call("ping") if kind == "sync" else await call("ping")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 0, 0, 1]), wait=tenacity.wait_none(), threaded=kind == "threaded")
+    result = await call("ping") if kind == "async" else call("ping")
     assert result == "10.0.0.2:80:ping" and bad.calls == 1 and good.calls == 1
 
 
