@@ -9,6 +9,7 @@ set and, for async endpoints, one entry in a deadline watchdog, not for tenacity
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import concurrent.futures
 import contextvars
 import inspect
@@ -17,7 +18,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
 from types import CoroutineType
 from typing import Any, Generic, TypeVar, cast
@@ -48,6 +50,8 @@ RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[Base
 _monotonic = time.monotonic
 # bound once: the successful call is the hot path, and each attribute lookup shows there
 _get_deadline, _set_deadline, _reset_deadline = deadline.get, deadline.set, deadline.reset
+_get_running_loop = asyncio._get_running_loop  # None outside a running event loop; a C call
+_get_ident = threading.get_ident
 
 # Full jitter (a uniform wait up to 10 ms, 20 ms, 40 ms, ..., at most 1 s): retries of many
 # clients spread out instead of arriving together; the deadline bounds the total anyway.
@@ -106,6 +110,62 @@ def _strategy(value: Any, name: str, base: type, example: str) -> Any:
 def _is_awaitable(result: object) -> bool:
     kind = type(result)
     return kind is CoroutineType or hasattr(kind, "__await__")
+
+
+_ASYNC_HINT = (
+    "the endpoints are async, so call(request) made a coroutine, and no event loop runs in this thread"
+    " to await it: use `await call(request)` inside a coroutine (or `await call.acall(request)`, which"
+    " takes sync and async endpoints alike), or run it with asyncio.run(call(request))"
+)
+
+
+class _PendingCall(collections.abc.Coroutine[Any, Any, Any]):
+    """What ``call(request)`` returns over async endpoints where no event loop runs.
+
+    The call has not run. Awaited, or handed to asyncio (``asyncio.run(call(request))``,
+    ``loop.run_until_complete()``, ``asyncio.run_coroutine_threadsafe()``), it runs as the
+    coroutine it wraps. Used as if it were the response, it raises an ``AttributeError``
+    that says what to do; dropped without running, it warns (``RuntimeWarning``) the same.
+    Calls made inside a running loop return the coroutine itself: this costs them nothing.
+    """
+
+    __slots__ = ("_call", "_first")
+
+    def __init__(self, call: Coroutine[Any, Any, Any], first: object) -> None:
+        self._call = call
+        self._first = first  # the endpoint's awaitable, which the call would await first
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._call.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._call.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._call.throw(*args)
+
+    def close(self) -> None:
+        started = inspect.getcoroutinestate(self._call) != inspect.CORO_CREATED
+        self._call.close()
+        if not started:  # the endpoint's coroutine was never awaited: close it too, quietly
+            close = getattr(self._first, "close", None)
+            if close is not None:
+                close()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{name!r}: this is not the response: {_ASYNC_HINT}")
+
+    def __repr__(self) -> str:
+        return f"<pending Retry call, not run: {_ASYNC_HINT}>"
+
+    def __del__(self) -> None:
+        try:
+            call = self._call
+        except AttributeError:  # __init__ did not finish
+            return
+        if inspect.getcoroutinestate(call) == inspect.CORO_CREATED:
+            self.close()
+            warnings.warn(f"a Retry call was never run: {_ASYNC_HINT}", RuntimeWarning, stacklevel=2)
 
 
 class _Guard:
@@ -226,7 +286,10 @@ class Retry(Generic[Req, Resp]):
     passed (``RetryTimeoutError``, both a ``RetryError`` and a ``TimeoutError``).
 
     Sync and async endpoints share the spelling: ``call(req)`` for sync endpoints,
-    ``await call(req)`` for ``async`` ones. An async attempt still running at the deadline
+    ``await call(req)`` for ``async`` ones; ``await call.acall(req)`` takes either kind.
+    Over async endpoints, ``call(req)`` where no event loop runs returns the call unrun
+    (``asyncio.run(call(req))`` runs it); used as a response it raises an error saying to
+    await it. An async attempt still running at the deadline
     is cancelled. A sync attempt cannot be interrupted; it can read the deadline from
     ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its own timeout,
     or ``threaded=True`` runs each sync attempt on a worker thread so that the call returns
@@ -341,7 +404,25 @@ class Retry(Generic[Req, Resp]):
         if awaitable is None:
             awaitable = self._remember_kind(kind)
         if awaitable:
-            return cast(Resp, self._run_async(cast(Awaitable[Any], result), endpoint, request, start, end))
+            running = _get_running_loop()
+            call = self._run_async(cast(Awaitable[Any], result), endpoint, request, start, end, running)
+            if running is None:  # nothing can await the call in this thread now: see _PendingCall
+                return cast(Resp, _PendingCall(call, result))
+            return cast(Resp, call)
+        return result
+
+    async def acall(self, request: Req) -> Resp:
+        """``await call.acall(request)``: the call, whether the endpoints are sync or async.
+
+        ``await call(request)`` needs async endpoints (over sync ones, ``call(request)`` is
+        the response itself, and Python refuses to await it); ``call(request)`` outside a
+        coroutine needs sync ones. Code that may meet either kind awaits ``acall``. Sync
+        endpoints then run as under ``call(request)``: on this thread, which they block,
+        retries and their waits included.
+        """
+        result = self(request)
+        if _is_awaitable(result):
+            return cast(Resp, await cast(Awaitable[Any], result))
         return result
 
     def _remember_kind(self, kind: type) -> bool:
@@ -540,8 +621,22 @@ class Retry(Generic[Req, Resp]):
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _run_async(self, first: Awaitable[Any], endpoint: object, request: Req, start: float, end: float) -> Any:
-        task = asyncio.current_task()
+    async def _run_async(
+        self,
+        first: Awaitable[Any],
+        endpoint: object,
+        request: Req,
+        start: float,
+        end: float,
+        running: asyncio.AbstractEventLoop | None,
+    ) -> Any:
+        # ``running``: the loop __call__ found running in its thread (None: none). Given,
+        # current_task() skips its own look-up of the running loop, which costs a getpid()
+        # system call that __call__ already paid for; unless this coroutine is awaited on
+        # another thread than the one that made it (a loop runs on one thread).
+        if running is not None and getattr(running, "_thread_id", None) != _get_ident():
+            running = None
+        task = asyncio.current_task(running)
         guard: _Guard | None = None
         if task is not None:
             loop = task.get_loop()

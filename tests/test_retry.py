@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from typing import Any
 
 import pytest
@@ -476,3 +478,69 @@ def test_an_application_without_logging_setup_sees_nothing_of_a_failed_call() ->
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "raised\n", "")
+
+
+def test_a_sync_call_over_async_endpoints_says_to_await_it() -> None:
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], AsyncEndpoint)))
+    pending = call("x")  # no event loop runs here: nothing can run the async endpoint
+    with pytest.raises(AttributeError, match=r"not the response: the endpoints are async.*`await call\(request\)`"):
+        pending.upper()
+    assert "call.acall(request)" in repr(pending)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del pending
+        gc.collect()
+    # one warning that says what to do, not Python's two "coroutine ... was never awaited"
+    assert [str(w.message).split(":")[0] for w in caught] == ["a Retry call was never run"]
+    assert "`await call(request)`" in str(caught[0].message)
+
+
+def test_a_call_made_outside_a_loop_still_runs_when_handed_to_asyncio() -> None:
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], AsyncEndpoint)))
+    assert asyncio.run(call("x")) == "a:1:x"  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(call("y")) == "a:1:y"  # type: ignore[arg-type]
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        assert asyncio.run_coroutine_threadsafe(call("z"), loop).result(10) == "a:1:z"  # type: ignore[arg-type]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", [Endpoint, AsyncEndpoint])
+async def test_acall_takes_sync_and_async_endpoints_alike(kind: type[Endpoint]) -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], kind)
+    publisher.endpoints()[0].fail = ConnectionRefusedError("refused")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 1]), wait=tenacity.wait_none())
+    assert await call.acall("x") == "10.0.0.2:80:x"
+
+
+async def test_awaiting_a_sync_call_is_pythons_type_error() -> None:
+    # Over sync endpoints call(request) is the response itself; Python refuses to await it,
+    # and nothing can intercept that without taxing every call: acall() is the way (above).
+    call = Retry(2, 5.0, RoundRobin(static.Publisher(["a:1"], Endpoint)))
+    with pytest.raises(TypeError, match="can't be used in 'await' expression"):
+        await call("x")  # type: ignore[misc]
+
+
+async def test_a_call_made_on_one_loop_and_awaited_on_another_times_out_there() -> None:
+    async def hangs(request: object) -> None:
+        await asyncio.sleep(30)
+
+    call = Retry(1, 0.2, RoundRobin(static.Publisher(["a:1"], lambda a: hangs)))
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        made_here = call("x")  # made while this loop runs, awaited on the other one
+        future = asyncio.run_coroutine_threadsafe(made_here, other)  # type: ignore[arg-type]
+        with pytest.raises(RetryTimeoutError):
+            await asyncio.wrap_future(future)
+        await asyncio.sleep(0)  # this task was not the one cancelled at the deadline
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+        other.close()
