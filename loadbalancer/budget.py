@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from datetime import timedelta
@@ -78,6 +79,7 @@ class RetryBudget:
         self._samples: list[tuple[float, int]] = [(now, 0)]  # (time, requests counted by then)
         self._retries: list[float] = []  # when each retry in the window was granted
         self._refused = 0
+        self._warned = -math.inf  # when a refusal was last logged as a warning (see _warning_due)
 
     def deposit(self) -> None:
         """Count one request (``Retry`` does it for every call)."""
@@ -114,6 +116,19 @@ class RetryBudget:
             return count - then
         # the oldest sample predates the window: assume the same rate before and after start
         return (count - then) * (now - start) / (now - when)
+
+    def _warning_due(self) -> bool:
+        """Whether a refusal just made should be logged as a WARNING: once per window.
+
+        A spent budget is a condition of the fleet, worth a warning; one per refused call
+        would flood an application's log during the very outage the budget limits.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned < self.window:
+                return False
+            self._warned = now
+            return True
 
     @property
     def refused(self) -> int:

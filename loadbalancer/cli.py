@@ -111,16 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         sources = sub.add_subparsers(dest="source", metavar="SOURCE", required=True)
         registering = action == "register"
 
-        dns = sources.add_parser("dns", parents=[common], help="DNS SRV records", description="DNS SRV records.")
-        dns.add_argument("name", help="the SRV name, such as _api._tcp.example.com. (taken as absolute)")
-        dns.add_argument(
-            "--server",
-            metavar="HOST:PORT",
-            help="ask this nameserver (an IP address, port 53 by default) instead of the system's",
-        )
-        dns.add_argument(
-            "--ttl", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
-        )
+        if not registering:  # DNS SRV records belong to the zone's administrator
+            dns = sources.add_parser("dns", parents=[common], help="DNS SRV records", description="DNS SRV records.")
+            dns.add_argument("name", help="the SRV name, such as _api._tcp.example.com. (taken as absolute)")
+            dns.add_argument(
+                "--server",
+                metavar="HOST:PORT",
+                help="ask this nameserver (an IP address, port 53 by default) instead of the system's",
+            )
+            dns.add_argument(
+                "--ttl", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
+            )
 
         etcd = sources.add_parser("etcd", parents=[common], help="keys under an etcd prefix", description="etcd.")
         etcd.add_argument("prefix", help="the key prefix, such as /services/api")
@@ -131,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if registering:
             etcd.add_argument(
-                "--ttl", type=_positive, default=10.0, metavar="SECONDS", help="the lease's time to live (default: 10)"
+                "--ttl",
+                type=_positive,
+                default=10.0,
+                metavar="SECONDS",
+                help="the lease's time to live, whole seconds (default: 10)",
             )
 
         zookeeper = sources.add_parser(
@@ -151,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
-        static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
-        static.add_argument("instances", nargs="*" if registering else "+", metavar="HOST:PORT")
+        if not registering:  # a fixed list holds only what the command line gives
+            static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
+            static.add_argument("instances", nargs="+", metavar="HOST:PORT")
 
         if registering:
             for source in (etcd, zookeeper):
@@ -171,8 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="KEY=VALUE",
                     help="metadata (repeatable)",
                 )
-            dns.add_argument("instance", nargs="?", metavar="HOST:PORT")
     return parser
+
+
+def _cannot_register(argv: Sequence[str]) -> str | None:
+    """Why ``register SOURCE`` cannot work, for the sources ``register`` does not offer but users try."""
+    if len(argv) < 2 or argv[0] != "register":
+        return None
+    if argv[1] == "dns":
+        return (
+            "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
+            " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
+        )
+    if argv[1] == "static":
+        return "cannot register with a static list: it holds only what is given on the command line"
+    return None
 
 
 def _version() -> str:
@@ -429,13 +448,6 @@ def watch(args: argparse.Namespace, printer: _Printer, stop: threading.Event) ->
 
 
 def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event) -> int:
-    if args.source == "dns":
-        raise UsageError(
-            "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
-            " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
-        )
-    if args.source == "static":
-        raise UsageError("cannot register with a static list: it holds only what is given on the command line")
     try:
         instance = parse_instance(
             args.instance,
@@ -501,9 +513,12 @@ def _announce(printer: _Printer, event: str, instance: Instance, where: str | No
 
 @contextlib.contextmanager
 def _logging(verbosity: int) -> Iterator[None]:
-    """Library events to stderr while the command runs: errors only, or more with ``-v``."""
+    """Library events to stderr while the command runs: errors only, or more with ``-v``.
+
+    Each line names the logger it comes from (``loadbalancer``, ``kazoo.client``, ``httpx``).
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     levels = {
         "loadbalancer": (logging.ERROR, logging.INFO, logging.DEBUG)[min(verbosity, 2)],
         # kazoo and httpx report each reconnection attempt; the commands report the outcome
@@ -555,6 +570,11 @@ def _error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    reason = _cannot_register(argv)
+    if reason is not None:
+        _error(reason)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error already printed

@@ -17,6 +17,7 @@ __all__ = ["Instance", "format_record", "parse_instance", "parse_record"]
 # RFC 1123 labels, plus "_" which service names (RFC 2782) and many internal zones use.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # RFC 3986: "http://", "grpc+tls://", ...
 
 
 def _check_host(host: str, value: object) -> str:
@@ -133,7 +134,12 @@ def parse_instance(value: object, cls: type[Instance] = Instance, **attributes: 
     """Parse an instance string; see ``Instance.parse``."""
     if not isinstance(value, str):
         raise InvalidInstanceError(value, f"expected a 'host:port' string, got {type(value).__name__}")
-    text = value.strip()
+    text = value
+    if text != text.strip():
+        raise InvalidInstanceError(value, f"white space around it (did you mean {text.strip()!r}?)")
+    scheme = _SCHEME.match(text)
+    if scheme:
+        raise InvalidInstanceError(value, f"looks like a URL; give 'host:port' without {scheme.group()!r}")
     if text.startswith("["):
         close = text.find("]")
         if close < 0:

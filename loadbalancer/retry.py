@@ -10,11 +10,16 @@ tenacity's loop.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import concurrent.futures
 import contextvars
+import inspect
+import itertools
 import math
+import queue
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
 from types import CoroutineType, coroutine
@@ -22,6 +27,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import tenacity
 
+from ._feedback import TrackedEndpoint
 from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
@@ -45,6 +51,7 @@ RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[Base
 _monotonic = time.monotonic
 # bound once: the successful call is the hot path, and each attribute lookup shows there
 _get_deadline, _set_deadline, _reset_deadline = deadline.get, deadline.set, deadline.reset
+_get_running_loop = asyncio._get_running_loop  # None outside a running event loop; a C call
 
 # Full jitter (a uniform wait up to 10 ms, 20 ms, 40 ms, ..., at most 1 s): retries of many
 # clients spread out instead of arriving together; the deadline bounds the total anyway.
@@ -80,6 +87,26 @@ def _retry_predicate(retry_on: RetryOn) -> tenacity.retry_base:
     )
 
 
+def _strategy(value: Any, name: str, base: type, example: str) -> Any:
+    """``value`` if it is a tenacity ``name`` strategy or a callable taking one ``RetryCallState``."""
+    if value is None or isinstance(value, base):
+        return value
+    expected = f"{name} must be a tenacity {name} strategy (such as {example}) or a callable taking a RetryCallState"
+    if isinstance(value, type):
+        raise TypeError(f"{expected}, got the class {value.__module__}.{value.__qualname__}: call it to make one")
+    if not callable(value):
+        raise TypeError(f"{expected}, got {value!r}")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return value
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(f"{expected}, got {value!r}, which cannot be called with one") from None
+    return value
+
+
 def _is_awaitable(result: object) -> bool:
     kind = type(result)
     return kind is CoroutineType or hasattr(kind, "__await__")
@@ -107,6 +134,62 @@ def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any,
             pending = coro.send(sent)
         except StopIteration as done:
             return done.value
+
+
+_ASYNC_HINT = (
+    "the endpoints are async, so call(request) made a coroutine, and no event loop runs in this thread"
+    " to await it: use `await call(request)` inside a coroutine (or `await call.acall(request)`, which"
+    " takes sync and async endpoints alike), or run it with asyncio.run(call(request))"
+)
+
+
+class _PendingCall(collections.abc.Coroutine[Any, Any, Any]):
+    """What ``call(request)`` returns over async endpoints where no event loop runs.
+
+    The call has not run. Awaited, or handed to asyncio (``asyncio.run(call(request))``,
+    ``loop.run_until_complete()``, ``asyncio.run_coroutine_threadsafe()``), it runs as the
+    coroutine it wraps. Used as if it were the response, it raises an ``AttributeError``
+    that says what to do; dropped without running, it warns (``RuntimeWarning``) the same.
+    Calls made inside a running loop return the coroutine itself: this costs them nothing.
+    """
+
+    __slots__ = ("_call", "_first")
+
+    def __init__(self, call: Coroutine[Any, Any, Any], first: object) -> None:
+        self._call = call
+        self._first = first  # the endpoint's awaitable, which the call would await first
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._call.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._call.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._call.throw(*args)
+
+    def close(self) -> None:
+        started = inspect.getcoroutinestate(self._call) != inspect.CORO_CREATED
+        self._call.close()
+        if not started:  # the endpoint's coroutine was never awaited: close it too, quietly
+            close = getattr(self._first, "close", None)
+            if close is not None:
+                close()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{name!r}: this is not the response: {_ASYNC_HINT}")
+
+    def __repr__(self) -> str:
+        return f"<pending Retry call, not run: {_ASYNC_HINT}>"
+
+    def __del__(self) -> None:
+        try:
+            call = self._call
+        except AttributeError:  # __init__ did not finish
+            return
+        if inspect.getcoroutinestate(call) == inspect.CORO_CREATED:
+            self.close()
+            warnings.warn(f"a Retry call was never run: {_ASYNC_HINT}", RuntimeWarning, stacklevel=2)
 
 
 class _Guard:
@@ -156,6 +239,68 @@ class _Watchdog:
             guard.task.cancel()
 
 
+class _Workers:
+    """The threads that run ``threaded=True`` attempts: an idle one takes the next attempt,
+    and when none is idle a new one starts.
+
+    A fixed pool (``ThreadPoolExecutor``) does not fit: attempts abandoned at their deadline
+    still hold their workers while their endpoint hangs, so a few hung calls use the whole
+    pool up and later calls to healthy endpoints time out waiting for a worker; and its
+    threads are joined at interpreter exit, so one hung attempt holds exit until it ends.
+    Here no attempt ever waits for a thread (as go-kit starts a goroutine per attempt): only
+    attempts in flight or hung hold one, and a hung one only until its endpoint returns;
+    the threads of a quiet spell end after ``IDLE`` seconds. They are daemon threads, so
+    an abandoned attempt does not hold the interpreter's exit.
+    """
+
+    IDLE = 30.0
+
+    __slots__ = ("_idle", "_lock", "_names")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[_Task]] = []  # the inboxes of idle threads, last idle last
+        self._names = itertools.count(1)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        task = (future, fn, args)
+        with self._lock:
+            if self._idle:
+                self._idle.pop().put(task)  # the most recently idle: the others may retire
+                return future
+        inbox: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        inbox.put(task)
+        name = f"loadbalancer-retry-{next(self._names)}"
+        threading.Thread(target=self._work, args=(inbox,), name=name, daemon=True).start()
+        return future
+
+    def _work(self, inbox: queue.SimpleQueue[_Task]) -> None:
+        task: _Task | None = inbox.get()
+        while task is not None:
+            future, fn, args = task
+            task = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:
+                    future.set_exception(error)
+            del future, fn, args  # hold nothing of the call while idle
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                task = inbox.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if any(idle is inbox for idle in self._idle):
+                        self._idle.remove(inbox)
+                        return
+                task = inbox.get()  # a submit() took this thread just now: its task is in the inbox
+
+
+_Task = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
 class Retry(Generic[Req, Resp]):
     """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
 
@@ -165,21 +310,28 @@ class Retry(Generic[Req, Resp]):
     passed (``RetryTimeoutError``, both a ``RetryError`` and a ``TimeoutError``).
 
     Sync and async endpoints share the spelling: ``call(req)`` for sync endpoints,
-    ``await call(req)`` for ``async`` ones. An async attempt still running at the deadline
+    ``await call(req)`` for ``async`` ones; ``await call.acall(req)`` takes either kind.
+    Over async endpoints, ``call(req)`` where no event loop runs returns the call unrun
+    (``asyncio.run(call(req))`` runs it); used as a response it raises an error saying to
+    await it. An async attempt still running at the deadline
     is cancelled. A sync attempt cannot be interrupted; it can read the deadline from
     ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its own timeout,
     or ``threaded=True`` runs each sync attempt on a worker thread so that the call returns
     at the deadline even when an endpoint hangs (the attempt is abandoned; this costs a
-    thread hand-off per attempt).
+    thread hand-off per attempt). Abandoned attempts never starve later calls (a new
+    thread starts when none is idle) nor hold the interpreter's exit (daemon threads).
 
     ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
     tenacity ``retry_*`` object (default: ``loadbalancer.retryable``, everything but
     programming errors such as ``TypeError`` or ``KeyError``); ``wait`` a tenacity wait
-    strategy between attempts (default: exponential backoff with full jitter, from 10 ms up
-    to 1 s; ``tenacity.wait_none()`` retries at once); ``stop`` an extra tenacity stop
-    condition. ``budget`` limits retries to a share of recent requests (default: a
-    ``RetryBudget()`` of its own, 20% plus 10 a second; pass one to share it, ``None`` for
-    no limit); a spent budget raises ``RetryBudgetExhaustedError`` instead of retrying.
+    strategy between attempts, or a callable taking a ``tenacity.RetryCallState`` and
+    returning seconds (default: exponential backoff with full jitter, from 10 ms up to 1 s;
+    ``tenacity.wait_none()`` retries at once); ``stop`` an extra tenacity stop condition (or
+    such a callable returning ``True`` to stop). ``max_attempts`` and ``timeout`` are both
+    required, as in go-kit: there is no "no limit" (``None``, ``inf``). ``budget`` limits
+    retries to a share of recent requests (default: a ``RetryBudget()`` of its own, 20% plus
+    10 a second; pass one to share it, ``None`` for no limit); a spent budget raises
+    ``RetryBudgetExhaustedError`` instead of retrying.
 
     >>> from loadbalancer import RoundRobin, static
     >>> backends = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}")
@@ -196,11 +348,20 @@ class Retry(Generic[Req, Resp]):
         *,
         retry_on: RetryOn = retryable,
         wait: tenacity.wait.wait_base | Callable[[tenacity.RetryCallState], float] | None = None,
-        stop: tenacity.stop.stop_base | None = None,
+        stop: tenacity.stop.stop_base | Callable[[tenacity.RetryCallState], bool] | None = None,
         budget: RetryBudget | bool | None = True,
         threaded: bool = False,
         logger: Any = None,
     ) -> None:
+        # Both bounds are required, as in go-kit: None is not "no limit" but a mistake to report.
+        for name, value, kind in (
+            ("max_attempts", max_attempts, "a positive integer"),
+            ("timeout", timeout, "a positive number of seconds or a timedelta"),
+        ):
+            if value is None:
+                raise TypeError(
+                    f"{name} is required: give {kind} (Retry always bounds both its attempts and its time), got None"
+                )
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
         if not isinstance(lb, Balancer):
@@ -210,8 +371,11 @@ class Retry(Generic[Req, Resp]):
         self._lb = lb
         self._pick = lb.endpoint
         self._retry = _retry_predicate(retry_on)
+        wait = _strategy(wait, "wait", tenacity.wait.wait_base, "tenacity.wait_fixed(0.1)")
+        stop = _strategy(stop, "stop", tenacity.stop.stop_base, "tenacity.stop_after_delay(1)")
         stop_all = tenacity.stop_after_attempt(max_attempts) | tenacity.stop_after_delay(self._timeout)
-        self._stop = stop_all if stop is None else stop_all | stop
+        # a plain callable is as good as a stop_base here: stop_any calls each with the state
+        self._stop = stop_all if stop is None else stop_all | cast(tenacity.stop.stop_base, stop)
         self._wait = _DEFAULT_WAIT if wait is None else wait
         if budget is True:
             budget = RetryBudget()
@@ -225,12 +389,16 @@ class Retry(Generic[Req, Resp]):
         # Only a home for the strategies, for those that look at retry_state.retry_object.
         self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
         self._threaded = threaded
-        self._log = get_logger(logger)
+        # A failed call raises to its caller, who decides what it is worth: its events are
+        # INFO (a library must not write a line to stderr per failed call of an application
+        # that has not set logging up). A spent budget is a fleet-level condition: a WARNING
+        # at most once per budget window, INFO for the refusals in between.
+        self._log = get_logger(logger, service=lb.publisher.service)
+        self._names: tuple[object, dict[int, str]] | None = None  # (snapshot, id(endpoint) -> address)
         self._watchdog: _Watchdog | None = None
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
         self._awaitable: dict[type, bool] = {CoroutineType: True}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._workers = _Workers() if threaded else None
 
     @property
     def balancer(self) -> Balancer[Callable[[Req], Resp]]:
@@ -256,14 +424,30 @@ class Retry(Generic[Req, Resp]):
             return self._retry_sync(request, start, end, error, endpoint)
         _reset_deadline(token)
         # Casts are spelled as strings: a subscripted generic would be built on every call.
-        if type(result) is CoroutineType:  # an async endpoint's: no lookup, no cast of the argument
-            return cast("Resp", self._run_async(result, endpoint, request, start, end))
-        kind = type(result)
-        awaitable = self._awaitable.get(kind)
-        if awaitable is None:
-            awaitable = self._remember_kind(kind)
-        if awaitable:
-            return cast("Resp", self._run_async(result, endpoint, request, start, end))
+        if type(result) is not CoroutineType:  # an async endpoint's is one: no lookup
+            kind = type(result)
+            awaitable = self._awaitable.get(kind)
+            if awaitable is None:
+                awaitable = self._remember_kind(kind)
+            if not awaitable:
+                return result
+        call = self._run_async(result, endpoint, request, start, end)
+        if _get_running_loop() is None:  # nothing can await the call in this thread now: see _PendingCall
+            return cast("Resp", _PendingCall(call, result))
+        return cast("Resp", call)
+
+    async def acall(self, request: Req) -> Resp:
+        """``await call.acall(request)``: the call, whether the endpoints are sync or async.
+
+        ``await call(request)`` needs async endpoints (over sync ones, ``call(request)`` is
+        the response itself, and Python refuses to await it); ``call(request)`` outside a
+        coroutine needs sync ones. Code that may meet either kind awaits ``acall``. Sync
+        endpoints then run as under ``call(request)``: on this thread, which they block,
+        retries and their waits included.
+        """
+        result = self(request)
+        if _is_awaitable(result):
+            return cast("Resp", await cast("Awaitable[Any]", result))
         return result
 
     def _remember_kind(self, kind: type) -> bool:
@@ -279,27 +463,38 @@ class Retry(Generic[Req, Resp]):
         state.start_time = start
         return state
 
-    def _next_wait(self, state: tenacity.RetryCallState, errors: list[BaseException], end: float) -> float:
-        """Decide after a failed attempt: seconds to wait before the next, or raise."""
+    def _next_wait(
+        self, state: tenacity.RetryCallState, errors: list[BaseException], end: float, endpoint: object
+    ) -> float:
+        """Decide after an attempt on ``endpoint`` (``None``: the pick failed) failed: seconds
+        to wait before the next, or raise."""
         error = errors[-1]
         attempt = len(errors)
         state.attempt_number = attempt
         state.set_exception((type(error), error, error.__traceback__))
+        instance = self._instance_of(endpoint)
         if not self._retry(state):
-            self._log.info("retry_not_retryable", attempt=attempt, error=describe(error))
+            self._log.info("retry_not_retryable", attempt=attempt, instance=instance, error=describe(error))
             raise error
         now = state.outcome_timestamp or _monotonic()
         if now >= end:
-            raise self._timeout_error(errors, state.start_time, "")
+            raise self._timeout_error(errors, state.start_time, "", instance)
         if self._stop(state):
-            raise self._gave_up(errors, state.start_time)
+            raise self._gave_up(errors, state.start_time, instance)
         delay = max(0.0, float(self._wait(state)))
         if now + delay >= end:
             raise self._timeout_error(
-                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)"
+                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)", instance
             )
         if self._budget is not None and not self._budget.withdraw():
-            self._log.warning("retry_budget_exhausted", attempts=attempt, error=describe(error))
+            log = self._log.warning if self._budget._warning_due() else self._log.info
+            log(
+                "retry_budget_exhausted",
+                attempts=attempt,
+                instance=instance,
+                error=describe(error),
+                refused=self._budget.refused,
+            )
             exhausted = RetryBudgetExhaustedError(
                 f"retry budget exhausted after {attempt} attempts ({self._budget!r}): {self._summary(errors)}", errors
             )
@@ -307,8 +502,31 @@ class Retry(Generic[Req, Resp]):
             raise exhausted
         state.idle_for += delay
         state.upcoming_sleep = delay
-        self._log.info("retry_attempt_failed", attempt=attempt, error=describe(error), wait=round(delay, 6))
+        self._log.info(
+            "retry_attempt_failed", attempt=attempt, instance=instance, error=describe(error), wait=round(delay, 6)
+        )
         return delay
+
+    def _instance_of(self, endpoint: object) -> str | None:
+        """The address of the instance ``endpoint`` was made for, for the failure events.
+
+        Looked up in the publisher's current set (an index built once per set, and only
+        when a call fails); an endpoint that is no longer in it is named by its own
+        ``str()`` if its type defines one, else not at all (``None``, as for a failed pick).
+        """
+        if endpoint is None:
+            return None
+        if isinstance(endpoint, TrackedEndpoint):
+            return str(endpoint)  # its instance's address
+        endpoints = self._lb.publisher.endpoints()
+        names = self._names
+        if names is None or names[0] is not endpoints:
+            index = {id(e): str(i) for e, i in zip(endpoints, endpoints.instances, strict=True)}
+            names = self._names = (endpoints, index)  # the snapshot held keeps its ids valid
+        name = names[1].get(id(endpoint))
+        if name is None and type(endpoint).__str__ is not object.__str__:
+            name = str(endpoint)
+        return name
 
     def _pick_other(self, failed: list[object]) -> Callable[[Req], Resp]:
         """A pick for a retry: the balancer's, asked again (a few times) while it offers an
@@ -324,17 +542,29 @@ class Retry(Generic[Req, Resp]):
     def _summary(self, errors: list[BaseException]) -> str:
         return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
 
-    def _gave_up(self, errors: list[BaseException], start: float) -> RetryError:
+    def _gave_up(self, errors: list[BaseException], start: float, instance: str | None) -> RetryError:
         elapsed = _monotonic() - start
-        self._log.warning("retry_gave_up", attempts=len(errors), elapsed=round(elapsed, 6), error=describe(errors[-1]))
+        self._log.info(
+            "retry_gave_up",
+            attempts=len(errors),
+            elapsed=round(elapsed, 6),
+            instance=instance,
+            error=describe(errors[-1]),
+        )
         error = RetryError(f"gave up after {len(errors)} attempts in {elapsed:.3f}s: {self._summary(errors)}", errors)
         error.__cause__ = errors[-1]
         return error
 
-    def _timeout_error(self, errors: list[BaseException], start: float, why: str) -> RetryTimeoutError:
+    def _timeout_error(
+        self, errors: list[BaseException], start: float, why: str, instance: str | None
+    ) -> RetryTimeoutError:
         elapsed = _monotonic() - start
-        self._log.warning(
-            "retry_deadline_exceeded", attempts=len(errors), timeout=self._timeout, elapsed=round(elapsed, 6)
+        self._log.info(
+            "retry_deadline_exceeded",
+            attempts=len(errors),
+            timeout=self._timeout,
+            elapsed=round(elapsed, 6),
+            instance=instance,
         )
         summary = f": {self._summary(errors)}" if errors else ""
         error = RetryTimeoutError(
@@ -350,7 +580,7 @@ class Retry(Generic[Req, Resp]):
         failed: list[object] = [] if endpoint is None else [endpoint]
         state = self._new_state(start, request)
         while True:
-            delay = self._next_wait(state, errors, end)
+            delay = self._next_wait(state, errors, end, endpoint)
             if delay:
                 time.sleep(delay)
             token = deadline.set(end)
@@ -369,40 +599,50 @@ class Retry(Generic[Req, Resp]):
             return result
 
     def _call_threaded(self, request: Req, start: float, end: float) -> Resp:
+        # The pick happens here, on the caller's thread, so that a retry steers away from
+        # the endpoints that already failed this call as the other paths do (_pick_other).
+        assert self._workers is not None
         errors: list[BaseException] = []
-        state = self._new_state(start, request)
-        executor = self._thread_pool()
+        failed: list[object] = []
+        state: tenacity.RetryCallState | None = None
+        endpoint: Callable[[Req], Resp] | None = None
         while True:
-            context = contextvars.copy_context()
-            future = executor.submit(context.run, self._attempt_in_thread, request, end)
-            try:
-                result = future.result(max(0.0, end - _monotonic()))
-            except concurrent.futures.TimeoutError:
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
-                raise self._timeout_error(errors, start, "") from errors[-1]
-            except Exception as failure:
-                errors.append(failure)
-                delay = self._next_wait(state, errors, end)
+            if errors:
+                if state is None:
+                    state = self._new_state(start, request)
+                delay = self._next_wait(state, errors, end, endpoint)
                 if delay:
                     time.sleep(delay)
+            endpoint = None
+            try:
+                endpoint = self._pick_other(failed)
+            except Exception as failure:
+                errors.append(failure)
+                continue
+            context = contextvars.copy_context()
+            future = self._workers.submit(context.run, self._attempt_in_thread, endpoint, request, end)
+            # wait() rather than result(timeout): an endpoint's own TimeoutError is a failed
+            # attempt, not the deadline (concurrent.futures.TimeoutError is TimeoutError).
+            if not concurrent.futures.wait((future,), max(0.0, end - _monotonic())).done:
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
+                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
+            try:
+                result: Resp = future.result()
+            except Exception as failure:
+                errors.append(failure)
+                failed.append(endpoint)
                 continue
             if errors:
                 self._log.debug("retry_succeeded", attempt=len(errors) + 1)
             return result
 
-    def _attempt_in_thread(self, request: Req, end: float) -> Resp:
+    def _attempt_in_thread(self, endpoint: Callable[[Req], Resp], request: Req, end: float) -> Resp:
         deadline.set(end)  # this runs in a copied context: nothing to reset
-        result = self._pick()(request)
+        result = endpoint(request)
         if _is_awaitable(result):
             cast(Coroutine[Any, Any, Any], result).close()
             raise TypeError("threaded=True runs sync endpoints; this endpoint is async: drop threaded=True")
         return result
-
-    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="loadbalancer-retry")
-            return self._executor
 
     # -- async -----------------------------------------------------------------------------
 
@@ -458,7 +698,7 @@ class Retry(Generic[Req, Resp]):
             failed = [endpoint]
             state = self._new_state(start, request)
             while True:
-                delay = self._next_wait(state, errors, end)
+                delay = self._next_wait(state, errors, end, endpoint)
                 if delay:
                     await asyncio.sleep(delay)
                 endpoint = None
@@ -477,7 +717,7 @@ class Retry(Generic[Req, Resp]):
         except asyncio.CancelledError:
             if guard is not None and guard.fired and task is not None and task.uncancel() <= guard.cancelling:
                 errors.append(TimeoutError(f"attempt {len(errors) + 1} cancelled at the deadline"))
-                raise self._timeout_error(errors, start, "") from errors[-1]
+                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
             raise
         finally:
             if guard is not None:

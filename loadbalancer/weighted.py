@@ -19,6 +19,7 @@ very small chance; hence the fixed 0.01.)
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import math
 import operator
@@ -98,22 +99,33 @@ class Weighted(_TablePick[E]):
 
 
 def table_counts(weights: Sequence[int], size: int) -> list[int]:
-    """Slots per weight in a pick table of ``size`` (more than ``len(weights)``): in proportion,
-    at least one each (so a tiny weight keeps a tiny chance), summing to ``size``."""
+    """Slots per weight in a pick table of ``size`` (more than ``len(weights)``), summing to ``size``.
+
+    Each weight gets its share of the slots rounded by largest remainder, except that a
+    share under one slot gets exactly one (so a tiny positive weight keeps a tiny chance),
+    paid for by the weights furthest above their share.
+    """
     total = sum(weights)
     ideal = [w * size / total for w in weights]
     counts = [max(1, int(x)) for x in ideal]
     short = size - sum(counts)
-    if short > 0:  # hand the rounding losses to the largest remainders
-        by_remainder = sorted(range(len(weights)), key=lambda i: ideal[i] - int(ideal[i]), reverse=True)
+    if short > 0:
+        # The slots left go to those furthest below their share. A share lifted to one slot
+        # is above it (a negative remainder), so it comes last and never gets a second slot.
+        by_remainder = sorted(range(len(counts)), key=lambda i: counts[i] - ideal[i])
         for i in by_remainder[:short]:
             counts[i] += 1
-    while short < 0:  # the floor of one overfilled it: take back from the largest
-        for i in sorted(range(len(weights)), key=counts.__getitem__, reverse=True):
-            if short == 0 or counts[i] <= 1:
-                break
+    elif short < 0:
+        # The floors of one slot overfilled the table: take slots back one at a time from
+        # whoever is furthest above its share, never below one slot. While the table is
+        # overfilled some count is above one (the size exceeds the number of weights).
+        over = [(ideal[i] - count, i) for i, count in enumerate(counts) if count > 1]
+        heapq.heapify(over)
+        for _ in range(-short):
+            _, i = heapq.heappop(over)
             counts[i] -= 1
-            short += 1
+            if counts[i] > 1:
+                heapq.heappush(over, (ideal[i] - counts[i], i))
     return counts
 
 

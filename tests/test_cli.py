@@ -195,6 +195,29 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "--session-timeout" in out and "--weight" in out
 
 
+def test_register_offers_only_the_sources_that_can_register(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "register", "--help")
+    assert code == 0
+    offered = re.findall(r"^    (\w+)\b", out, re.MULTILINE)
+    assert offered == ["etcd", "zookeeper"], out
+    code, _, err = run(capsys, "register", "consul", "/s", "127.0.0.1:80")
+    assert code == 2 and "choose from 'etcd', 'zookeeper'" in err
+    code, out, _ = run(capsys, "resolve", "--help")  # the other actions keep every source
+    assert re.findall(r"^    (\w+)\b", out, re.MULTILINE) == ["dns", "etcd", "zookeeper", "static"], out
+
+
+def test_verbose_lines_name_the_logger_they_come_from(capsys: pytest.CaptureFixture[str]) -> None:
+    # nothing listens on the port: kazoo logs its failed connections, the library its failed refresh
+    hosts = f"127.0.0.1:{free_tcp_port()}"
+    code, _, err = run(capsys, "resolve", "zookeeper", "/s", "--hosts", hosts, "--timeout", "0.5", "-v")
+    assert code == 1
+    labels = {line.split(":", 1)[0] for line in err.splitlines()}
+    assert any(label.startswith("kazoo") for label in labels), err
+    assert "loadbalancer" in labels, err
+    kazoo_lines = [line for line in err.splitlines() if line.startswith("kazoo")]
+    assert all(re.match(r"kazoo[\w.]*: WARNING: ", line) for line in kazoo_lines), err
+
+
 @pytest.mark.parametrize(
     ("source", "module", "extra"), [("zookeeper", "kazoo.client", "zookeeper"), ("etcd", "httpx", "etcd")]
 )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -182,6 +185,26 @@ def test_a_ttl_that_is_not_positive_is_refused(ttl: float) -> None:
         etcd.Registry("127.0.0.1:2379", ttl=ttl)
 
 
+@pytest.mark.parametrize(
+    ("ttl", "message"),
+    [
+        (0.5, "ttl must be at least 1 second (etcd leases are whole seconds), got 0.5"),
+        (timedelta(milliseconds=500), "ttl must be at least 1 second (etcd leases are whole seconds), got 0.5"),
+        (1.5, "ttl must be a whole number of seconds (etcd leases are whole seconds), got 1.5"),
+        (math.inf, "ttl must be finite, got inf"),
+        (math.nan, "ttl must be a number of seconds, got nan"),
+    ],
+)
+def test_a_ttl_etcd_cannot_grant_is_refused_not_rounded(ttl: float | timedelta, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        etcd.Registrar("/services/api", "127.0.0.1:80", ttl=ttl)
+
+
+def test_a_whole_ttl_is_asked_for_as_given() -> None:
+    assert etcd.Registrar("/services/api", "127.0.0.1:80", ttl=2.0).ttl == 2.0
+    assert etcd.Registrar("/services/api", "127.0.0.1:80", ttl=timedelta(minutes=1)).ttl == 60.0
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="invalid etcd endpoints 'h1:2379,h2:x'"):
         etcd.Registrar("/services/api", "127.0.0.1:80", endpoints="h1:2379,h2:x")
@@ -270,3 +293,8 @@ async def test_registry_async_use(server: EtcdServer) -> None:
         await registry.aleave("api", Instance("127.0.0.1", 9005))
         assert [str(i) for i in await registry.alist("api")] == ["127.0.0.1:9006"]
     assert server.keys(f"/{namespace}/") == {}
+
+
+def test_a_registry_says_at_once_that_etcd_leases_are_whole_seconds() -> None:
+    with pytest.raises(ValueError, match="etcd leases are whole seconds"):
+        etcd.Registry("127.0.0.1:2379", ttl=0.5)

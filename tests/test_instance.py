@@ -17,7 +17,6 @@ from loadbalancer import Instance, InvalidInstanceError
         ("API.Example.COM.:80", "api.example.com", 80, "api.example.com:80"),
         ("[::1]:80", "::1", 80, "[::1]:80"),
         ("[2001:DB8:0:0::1]:53", "2001:db8::1", 53, "[2001:db8::1]:53"),
-        ("  localhost:1  ", "localhost", 1, "localhost:1"),
         ("_svc-1.x:65535", "_svc-1.x", 65535, "_svc-1.x:65535"),
     ],
 )
@@ -36,6 +35,10 @@ def test_parse(text: str, host: str, port: int, string: str) -> None:
         ("foo:", "port is empty"),
         (":80", "host is empty"),
         ("::1:80", "IPv6 addresses need brackets"),
+        ("http://h:80", "looks like a URL; give 'host:port' without 'http://'"),
+        ("grpc+tls://api.internal:443/", "looks like a URL; give 'host:port' without 'grpc+tls://'"),
+        ("  localhost:1  ", "white space around it (did you mean 'localhost:1'?)"),
+        ("localhost:1\n", "white space around it (did you mean 'localhost:1'?)"),
         ("[::1]80", "missing ':port' after ']'"),
         ("[::1:80", "missing ']'"),
         ("[example.com]:80", "is not an IPv6 address"),
@@ -118,3 +121,11 @@ def test_round_trip(host: str, port: int, upper: bool) -> None:
     if ":" in instance.host:
         assert text.startswith("[")
         assert ipaddress.IPv6Address(instance.host) == ipaddress.IPv6Address(host)
+
+
+def test_records_may_have_white_space_around_them() -> None:
+    # a registry record is documented to ignore surrounding white space; a bare instance string is not
+    from loadbalancer.instance import parse_record
+
+    assert parse_record(b"  10.0.0.7:8080\n") == Instance("10.0.0.7", 8080)
+    assert parse_record(' {"host": " 10.0.0.7 ", "port": 8080}\n') == Instance("10.0.0.7", 8080)

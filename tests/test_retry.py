@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import math
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import warnings
 from typing import Any
 
 import pytest
@@ -11,7 +17,7 @@ import tenacity
 
 import loadbalancer
 from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
-from tests.helpers import AsyncEndpoint, Endpoint
+from tests.helpers import AsyncEndpoint, Endpoint, events
 
 
 def balancer(*failures: BaseException | None) -> tuple[RoundRobin[Any], list[Endpoint]]:
@@ -185,6 +191,62 @@ def test_threaded_sync_attempts_return_at_the_deadline() -> None:
     assert Retry(2, 5.0, flaky, threaded=True)("z").startswith("10.0.0.2")
 
 
+def test_threaded_attempts_that_hang_do_not_starve_later_calls() -> None:
+    release = threading.Event()
+
+    def endpoint(request: str) -> str:
+        if request == "hang":
+            release.wait(60)
+        return request
+
+    call = Retry(1, 1.0, RoundRobin(static.Publisher(["a:1"], lambda a: endpoint)), threaded=True)
+    timeouts: list[RetryTimeoutError] = []
+
+    def hang() -> None:
+        with pytest.raises(RetryTimeoutError) as caught:
+            call("hang")
+        timeouts.append(caught.value)
+
+    # more calls hung at once than a default ThreadPoolExecutor has workers (min(32, cpus + 4))
+    callers = [threading.Thread(target=hang) for _ in range(40)]
+    try:
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(30)
+        assert len(timeouts) == 40
+        assert call("ok") == "ok"  # not queued behind the abandoned attempts
+    finally:
+        release.set()
+
+
+def test_an_abandoned_threaded_attempt_does_not_hold_interpreter_exit() -> None:
+    program = textwrap.dedent(
+        """
+        import time
+        from loadbalancer import Retry, RetryTimeoutError, RoundRobin, static
+
+        publisher = static.Publisher(["a:1"], lambda a: lambda request: time.sleep(20))
+        try:
+            Retry(1, 0.2, RoundRobin(publisher), threaded=True)("x")
+        except RetryTimeoutError:
+            print("gave up at the deadline")
+        """
+    )
+    # the timeout is a hang guard: before, the interpreter waited 20 s for the attempt at exit
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=10)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "gave up at the deadline\n", "")
+
+
+def test_a_threaded_endpoints_own_timeout_error_is_a_failed_attempt_not_the_deadline() -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint)
+    slow, fine = publisher.endpoints()
+    slow.fail = TimeoutError("read timed out")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 1]), threaded=True, wait=tenacity.wait_none())
+    assert call("x") == "10.0.0.2:80:x"
+    assert (slow.calls, fine.calls) == (1, 1)
+
+
 async def test_async_endpoints_use_the_same_spelling() -> None:
     async def endpoint(request: str) -> str:
         await asyncio.sleep(0)
@@ -271,12 +333,33 @@ async def test_async_deadline_across_waits() -> None:
         ((1, "5s"), {}, TypeError, "timeout must be a number of seconds or a timedelta, got '5s'"),
         ((1, 1.0), {"retry_on": "ConnectionError"}, TypeError, "retry_on must be an exception type"),
         ((1, 1.0), {"retry_on": ()}, TypeError, "retry_on must be an exception type"),
+        ((None, 1.0), {}, TypeError, "max_attempts is required: give a positive integer .*, got None"),
+        ((3, None), {}, TypeError, "timeout is required: give a positive number of seconds .*, got None"),
+        ((3, math.inf), {}, ValueError, "timeout must be finite, got inf"),
+        ((3, math.nan), {}, ValueError, "timeout must be a number of seconds, got nan"),
+        ((3, 1.0), {"wait": 5}, TypeError, r"wait must be a tenacity wait strategy \(such as .*, got 5$"),
+        ((3, 1.0), {"wait": tenacity.wait_fixed}, TypeError, "got the class tenacity.wait.wait_fixed: call it"),
+        ((3, 1.0), {"wait": lambda: 0.1}, TypeError, "wait must be .*which cannot be called with one"),
+        ((3, 1.0), {"stop": 3}, TypeError, r"stop must be a tenacity stop strategy \(such as .*, got 3$"),
     ],
 )
 def test_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
     lb, _ = balancer(None)
     with pytest.raises(error, match=message):
         Retry(*args, lb, **kwargs)
+
+
+def test_wait_and_stop_may_be_plain_callables() -> None:
+    lb, _ = balancer(ConnectionError("down"), None)
+    stops: list[int] = []
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        stops.append(state.attempt_number)
+        return False
+
+    call = Retry(3, 5.0, lb, wait=lambda state: 0, stop=stop)
+    assert [call(i).startswith("10.0.0.2") for i in range(2)] == [True, True]
+    assert stops and set(stops) == {1}  # asked after each first attempt that failed
 
 
 def test_lb_must_be_a_balancer() -> None:
@@ -305,15 +388,15 @@ class _Offers(loadbalancer.Balancer[Any]):
         return self._endpoints[next(self._order)]
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async", "threaded"])
 async def test_a_retry_asks_again_rather_than_return_to_an_endpoint_that_failed(kind: str) -> None:
     # As concurrent calls sharing a round robin can make happen: the balancer offers the
     # endpoint that just failed again; Retry asks for another before trying it twice.
-    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint if kind == "sync" else AsyncEndpoint)
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], AsyncEndpoint if kind == "async" else Endpoint)
     bad, good = publisher.endpoints()
     bad.fail = ConnectionRefusedError("refused")
-    call = Retry(2, 5.0, _Offers(publisher, [0, 0, 0, 1]), wait=tenacity.wait_none())
-    result = call("ping") if kind == "sync" else await call("ping")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 0, 0, 1]), wait=tenacity.wait_none(), threaded=kind == "threaded")
+    result = await call("ping") if kind == "async" else call("ping")
     assert result == "10.0.0.2:80:ping" and bad.calls == 1 and good.calls == 1
 
 
@@ -453,3 +536,140 @@ async def test_a_suspended_attempt_gets_what_its_driver_sends_throws_and_closes(
     coro.close()
     assert events == ["finally", "thrown v", "finally", "finally"]
     assert loadbalancer.deadline.get() is None
+
+
+def test_a_failed_call_logs_at_info_naming_service_and_instance(logs: pytest.LogCaptureFixture) -> None:
+    # The caller gets the exception; the log is for whoever looks, not a warning per call.
+    lb, _ = balancer(ConnectionRefusedError("a down"), ConnectionRefusedError("b down"))
+    with pytest.raises(RetryError):
+        Retry(2, 5.0, lb, wait=tenacity.wait_none())("x")
+    failed, gave_up = events(logs, "retry_attempt_failed"), events(logs, "retry_gave_up")
+    assert len(failed) == 1 and len(gave_up) == 1
+    assert {r.levelno for r in failed + gave_up} == {logging.INFO}
+    assert {r.service for r in failed + gave_up} == {"static"}  # type: ignore[attr-defined]
+    first, last = failed[0].instance, gave_up[0].instance  # type: ignore[attr-defined]
+    assert {first, last} == {"10.0.0.1:80", "10.0.0.2:80"}
+    assert f"instance='{last}'" in gave_up[0].getMessage()
+
+
+def test_a_deadline_is_logged_at_info_with_the_instance(logs: pytest.LogCaptureFixture) -> None:
+    def slow_failure(request: object) -> None:
+        time.sleep(0.3)
+        raise ConnectionError("late")
+
+    lb = RoundRobin(static.Publisher(["10.0.0.9:80"], lambda a: slow_failure))
+    with pytest.raises(RetryTimeoutError):
+        Retry(5, 0.2, lb)("x")
+    [record] = events(logs, "retry_deadline_exceeded")
+    assert record.levelno == logging.INFO
+    assert (record.service, record.instance) == ("static", "10.0.0.9:80")  # type: ignore[attr-defined]
+
+
+def test_a_tracked_endpoint_is_named_by_its_address(logs: pytest.LogCaptureFixture) -> None:
+    from loadbalancer.least_loaded import LeastLoaded
+
+    publisher = static.Publisher(["10.0.0.5:80"], Endpoint)
+    publisher.endpoints()[0].fail = ConnectionResetError("reset")
+    with pytest.raises(RetryError):
+        Retry(2, 5.0, LeastLoaded(publisher), wait=tenacity.wait_none(), budget=None)("x")
+    assert [r.instance for r in events(logs, "retry_gave_up")] == ["10.0.0.5:80"]  # type: ignore[attr-defined]
+
+
+def test_a_spent_budget_warns_once_per_window_and_then_informs(logs: pytest.LogCaptureFixture) -> None:
+    lb, _ = balancer(ConnectionRefusedError("down"))
+    budget = loadbalancer.RetryBudget(ratio=0, min_per_second=0, window=60)  # never a retry
+    call = Retry(3, 5.0, lb, wait=tenacity.wait_none(), budget=budget)
+    for _ in range(3):
+        with pytest.raises(loadbalancer.RetryBudgetExhaustedError):
+            call("x")
+    records = events(logs, "retry_budget_exhausted")
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO, logging.INFO]
+    assert [r.refused for r in records] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert {r.instance for r in records} == {"10.0.0.1:80"}  # type: ignore[attr-defined]
+
+
+def test_an_application_without_logging_setup_sees_nothing_of_a_failed_call() -> None:
+    # Python's last-resort handler prints WARNING and above to stderr when nothing is set up.
+    program = textwrap.dedent(
+        """
+        from loadbalancer import Retry, RetryError, RoundRobin, static
+        import tenacity
+
+        def down(request):
+            raise ConnectionRefusedError("down")
+
+        call = Retry(2, 5.0, RoundRobin(static.Publisher(["10.0.0.1:80"], lambda a: down)), wait=tenacity.wait_none())
+        try:
+            call("x")
+        except RetryError:
+            print("raised")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "raised\n", "")
+
+
+def test_a_sync_call_over_async_endpoints_says_to_await_it() -> None:
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], AsyncEndpoint)))
+    pending = call("x")  # no event loop runs here: nothing can run the async endpoint
+    with pytest.raises(AttributeError, match=r"not the response: the endpoints are async.*`await call\(request\)`"):
+        pending.upper()
+    assert "call.acall(request)" in repr(pending)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del pending
+        gc.collect()
+    # one warning that says what to do, not Python's two "coroutine ... was never awaited"
+    assert [str(w.message).split(":")[0] for w in caught] == ["a Retry call was never run"]
+    assert "`await call(request)`" in str(caught[0].message)
+
+
+def test_a_call_made_outside_a_loop_still_runs_when_handed_to_asyncio() -> None:
+    call = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], AsyncEndpoint)))
+    assert asyncio.run(call("x")) == "a:1:x"  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(call("y")) == "a:1:y"  # type: ignore[arg-type]
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        assert asyncio.run_coroutine_threadsafe(call("z"), loop).result(10) == "a:1:z"  # type: ignore[arg-type]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", [Endpoint, AsyncEndpoint])
+async def test_acall_takes_sync_and_async_endpoints_alike(kind: type[Endpoint]) -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], kind)
+    publisher.endpoints()[0].fail = ConnectionRefusedError("refused")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 1]), wait=tenacity.wait_none())
+    assert await call.acall("x") == "10.0.0.2:80:x"
+
+
+async def test_awaiting_a_sync_call_is_pythons_type_error() -> None:
+    # Over sync endpoints call(request) is the response itself; Python refuses to await it,
+    # and nothing can intercept that without taxing every call: acall() is the way (above).
+    call = Retry(2, 5.0, RoundRobin(static.Publisher(["a:1"], Endpoint)))
+    with pytest.raises(TypeError, match="can't be used in 'await' expression"):
+        await call("x")  # type: ignore[misc]
+
+
+async def test_a_call_made_on_one_loop_and_awaited_on_another_times_out_there() -> None:
+    async def hangs(request: object) -> None:
+        await asyncio.sleep(30)
+
+    call = Retry(1, 0.2, RoundRobin(static.Publisher(["a:1"], lambda a: hangs)))
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        made_here = call("x")  # made while this loop runs, awaited on the other one
+        future = asyncio.run_coroutine_threadsafe(made_here, other)  # type: ignore[arg-type]
+        with pytest.raises(RetryTimeoutError):
+            await asyncio.wrap_future(future)
+        await asyncio.sleep(0)  # this task was not the one cancelled at the deadline
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+        other.close()

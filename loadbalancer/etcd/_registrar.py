@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import ssl
 from collections.abc import Sequence
 from datetime import timedelta
@@ -19,15 +18,25 @@ from ._values import encode_value
 __all__ = ["Registrar"]
 
 
+def lease_seconds(ttl: float | timedelta) -> float:
+    """``ttl`` checked as an etcd lease's: a whole number of seconds, at least one (else ``ValueError``)."""
+    requested = seconds(ttl, "ttl", allow_zero=False)
+    # etcd grants leases in whole seconds: say so rather than round a fraction silently
+    if requested < 1 or not requested.is_integer():
+        bound = "at least 1 second" if requested < 1 else "a whole number of seconds"
+        raise ValueError(f"ttl must be {bound} (etcd leases are whole seconds), got {requested:g}")
+    return requested
+
+
 class Registrar(_Generic):
     """Registers ``instance`` under ``prefix`` in etcd for as long as it lives.
 
     The key is ``{namespace}{prefix}/{instance_id}`` (``instance_id`` defaults to the
-    instance's ``host:port``), attached to a lease of ``ttl`` seconds (rounded up to whole
-    seconds; etcd may raise it to its minimum). The value is ``value`` if given (a
-    ``"host:port"`` string suits readers that expect go-kit's plain form), else the JSON
-    document a ``loadbalancer.etcd.Publisher`` reads back as the instance with its weight,
-    priority, tags and metadata.
+    instance's ``host:port``), attached to a lease of ``ttl`` seconds: a whole number, at
+    least 1, since etcd grants leases in whole seconds (it may raise the TTL to its minimum).
+    The value is ``value`` if given (a ``"host:port"`` string suits readers that expect
+    go-kit's plain form), else the JSON document a ``loadbalancer.etcd.Publisher`` reads
+    back as the instance with its weight, priority, tags and metadata.
 
     ``register()`` grants the lease and puts the key; the lease is then kept alive every
     half TTL on the library's shared background loop. If etcd says the lease is gone (it
@@ -98,7 +107,7 @@ class Registrar(_Generic):
         logger: Any,
     ) -> None:
         parsed = instance if isinstance(instance, Instance) else parse_instance(instance)
-        requested = seconds(ttl, "ttl", allow_zero=False)
+        requested = lease_seconds(ttl)
         if instance_id is None:
             instance_id = parsed.address
         elif not isinstance(instance_id, str) or not instance_id or "/" in instance_id:
@@ -107,7 +116,7 @@ class Registrar(_Generic):
             value = encode_value(parsed, name)
         elif not isinstance(value, str | bytes):
             raise TypeError(f"value must be a string or bytes, got {value!r}")
-        self._lease_ttl = max(1, math.ceil(requested))  # etcd leases live whole seconds
+        self._lease_ttl = int(requested)
         super().__init__(backend, prefix, parsed, ttl=float(self._lease_ttl), logger=logger)
         self._etcd = backend
         self._client = backend.client

@@ -14,7 +14,7 @@ from ..publisher import Factory
 from ._backend import Backend
 from ._client import Client, key_prefix, parse_endpoints
 from ._publisher import Publisher
-from ._registrar import Registrar
+from ._registrar import Registrar, lease_seconds
 
 __all__ = ["Registry"]
 
@@ -77,7 +77,7 @@ class Registry(_Generic):
         client = Client(parsed, username=username, password=password, verify=verify, cert=cert, timeout=timeout_)
         self._etcd = Backend(client, root=root, logger=logger)
         self._root = root
-        super().__init__(self._etcd, ttl=ttl, logger=logger)
+        super().__init__(self._etcd, ttl=lease_seconds(ttl), logger=logger)
 
     def prefix(self, name: str) -> str:
         """The key prefix of service ``name``'s instances (``"/ns/services/api/"``)."""
