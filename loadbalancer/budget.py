@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 from ._util import seconds
-from .errors import NoEndpointsError
+from .errors import NoEndpointsError, PublisherClosedError
 
 __all__ = ["RetryBudget", "retryable"]
 
@@ -36,13 +36,14 @@ def retryable(error: BaseException) -> bool:
     Connection errors, timeouts, ``NoEndpointsError`` (discovery may catch up) and the
     errors of client libraries (``httpx.TransportError``, ...) are retried; ``TypeError``,
     ``ValueError``, ``KeyError``, ``AttributeError`` and their kin are raised at once,
-    since another endpoint would fail the same way.
+    since another endpoint would fail the same way; so is ``PublisherClosedError``, which
+    no retry can mend.
 
     >>> retryable(ConnectionRefusedError()), retryable(TimeoutError()), retryable(KeyError("x"))
     (True, True, False)
     """
     if isinstance(error, NoEndpointsError):
-        return True
+        return not isinstance(error, PublisherClosedError)
     return not isinstance(error, _PROGRAMMING_ERRORS)
 
 

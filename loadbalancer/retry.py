@@ -29,10 +29,11 @@ import tenacity
 
 from ._feedback import TrackedEndpoint
 from ._log import get_logger
+from ._runtime import RUNTIME
 from ._util import describe, seconds
 from .balancer import Balancer
 from .budget import RetryBudget, retryable
-from .errors import RetryBudgetExhaustedError, RetryError, RetryTimeoutError
+from .errors import NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
 
 __all__ = ["Retry", "deadline", "remaining"]
 
@@ -304,7 +305,9 @@ _Task = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...
 class Retry(Generic[Req, Resp]):
     """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
 
-    Each attempt asks ``lb`` for an endpoint. The call ends at the first success, after
+    Each attempt asks ``lb`` for an endpoint; a call made before the publisher's source
+    first answered waits for that answer first (within the deadline; it is not an attempt).
+    The call ends at the first success, after
     ``max_attempts`` attempts (``RetryError`` with every attempt's exception), at an error
     that ``retry_on`` does not cover (raised as it is), or when ``timeout`` seconds have
     passed (``RetryTimeoutError``, both a ``RetryError`` and a ``TimeoutError``).
@@ -421,6 +424,8 @@ class Retry(Generic[Req, Resp]):
             result = endpoint(request)
         except Exception as error:
             _reset_deadline(token)
+            if type(error) is NotReadyError and self._first_answer(end):
+                return self._call_within(request, end)  # it is in: call as if now, by the same deadline
             return self._retry_sync(request, start, end, error, endpoint)
         _reset_deadline(token)
         # Casts are spelled as strings: a subscripted generic would be built on every call.
@@ -436,6 +441,20 @@ class Retry(Generic[Req, Resp]):
             return cast("Resp", _PendingCall(call, result))
         return cast("Resp", call)
 
+    def _first_answer(self, end: float) -> bool:
+        """The publisher has not answered yet: wait for it (not an attempt), up to ``end``; whether it did."""
+        publisher = self._lb.publisher
+        if RUNTIME.in_loop_thread():  # the runtime reads the sources: it must not wait for itself
+            return False
+        return publisher.wait_ready(max(0.0, end - _monotonic())) and not publisher.closed
+
+    def _call_within(self, request: Req, end: float) -> Resp:
+        token = _set_deadline(end)  # an enclosing deadline: the call keeps the original one
+        try:
+            return self(request)
+        finally:
+            _reset_deadline(token)
+
     async def acall(self, request: Req) -> Resp:
         """``await call.acall(request)``: the call, whether the endpoints are sync or async.
 
@@ -443,9 +462,20 @@ class Retry(Generic[Req, Resp]):
         the response itself, and Python refuses to await it); ``call(request)`` outside a
         coroutine needs sync ones. Code that may meet either kind awaits ``acall``. Sync
         endpoints then run as under ``call(request)``: on this thread, which they block,
-        retries and their waits included.
+        retries and their waits included. Before the publisher's first answer, ``acall``
+        waits for it without blocking the event loop (``call(request)`` blocks the thread
+        for it, within the deadline).
         """
-        result = self(request)
+        publisher = self._lb.publisher
+        if publisher.ready:
+            result = self(request)
+        else:
+            end = _monotonic() + self._timeout
+            outer = _get_deadline()
+            if outer is not None and outer < end:
+                end = outer
+            await publisher.ready_wait(max(0.0, end - _monotonic()))
+            result = self._call_within(request, end)
         if _is_awaitable(result):
             return cast("Resp", await cast("Awaitable[Any]", result))
         return result

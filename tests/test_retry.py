@@ -17,6 +17,7 @@ import tenacity
 
 import loadbalancer
 from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
+from loadbalancer._discovery import DiscoveryPublisher
 from tests.helpers import AsyncEndpoint, Endpoint, events
 
 
@@ -673,3 +674,38 @@ async def test_a_call_made_on_one_loop_and_awaited_on_another_times_out_there() 
         other.call_soon_threadsafe(other.stop)
         thread.join(10)
         other.close()
+
+
+class _Late(DiscoveryPublisher[Any]):
+    """A publisher whose source answers when the test says so (as a slow DNS server would)."""
+
+    def answer(self, *instances: str) -> None:
+        self._publish(instances)
+
+
+def test_the_first_call_waits_for_the_first_answer_within_its_deadline() -> None:
+    publisher = _Late(lambda address: lambda request: f"{address} got {request}", service="late")
+    call = Retry(3, 5.0, RoundRobin(publisher))
+    threading.Timer(0.05, publisher.answer, ["10.0.0.1:80"]).start()
+    assert call("ping") == "10.0.0.1:80 got ping"  # not a failed attempt: the set was not read yet
+    never = _Late(lambda address: lambda request: request, service="never")
+    with pytest.raises(RetryTimeoutError, match="has not answered yet"):
+        Retry(3, 0.1, RoundRobin(never))("ping")
+
+
+async def test_acall_waits_for_the_first_answer_without_blocking_the_loop() -> None:
+    async def echo(request: str) -> str:
+        return request
+
+    publisher = _Late(lambda address: echo, service="late")
+    call = Retry(3, 5.0, RoundRobin(publisher))
+    asyncio.get_running_loop().call_later(0.05, publisher.answer, "10.0.0.1:80")  # needs the loop free
+    assert await call.acall("ping") == "ping"
+
+
+def test_a_closed_publisher_is_not_retried() -> None:
+    publisher = static.Publisher(["10.0.0.1:80"], lambda address: lambda request: request)
+    call = Retry(5, 5.0, RoundRobin(publisher))
+    publisher.close()
+    with pytest.raises(loadbalancer.PublisherClosedError):
+        call("ping")
