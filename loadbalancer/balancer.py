@@ -20,11 +20,12 @@ from .publisher import UNREAD, EndpointSet, Publisher
 __all__ = ["Balancer", "Random", "RoundRobin"]
 
 E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 
 _PASS = 256  # fewest picks per pass of the round robin's list (Python runs once a pass)
 
 
-class Balancer(ABC, Generic[E]):
+class Balancer(ABC, Generic[E_co]):
     """Base class: ``endpoint()`` returns one endpoint, or raises ``NoEndpointsError``.
 
     A subclass sets up its own state, then calls ``super().__init__(publisher)``, which
@@ -33,7 +34,7 @@ class Balancer(ABC, Generic[E]):
     publisher's thread.
     """
 
-    def __init__(self, publisher: Publisher[E]) -> None:
+    def __init__(self, publisher: Publisher[E_co]) -> None:
         if not isinstance(publisher, Publisher):
             raise TypeError(f"a balancer needs a loadbalancer.Publisher, got {publisher!r}")
         self._publisher = publisher
@@ -41,7 +42,7 @@ class Balancer(ABC, Generic[E]):
         # and unsubscribe when the balancer is collected.
         ref = weakref.ref(self)
 
-        def update(endpoints: EndpointSet[E]) -> None:
+        def update(endpoints: EndpointSet[Any]) -> None:
             balancer = ref()
             if balancer is not None:
                 balancer._update(endpoints)
@@ -53,19 +54,19 @@ class Balancer(ABC, Generic[E]):
         weakref.finalize(self, subscription.unsubscribe)
 
     @property
-    def publisher(self) -> Publisher[E]:
+    def publisher(self) -> Publisher[Any]:
         """The publisher this balancer picks from."""
         return self._publisher
 
     @abstractmethod
-    def endpoint(self) -> E:
+    def endpoint(self) -> E_co:
         """Pick an endpoint; raise ``NoEndpointsError`` if there is none."""
 
     @abstractmethod
-    def _update(self, endpoints: EndpointSet[E]) -> None:
+    def _update(self, endpoints: EndpointSet[Any]) -> None:
         """Take a new set from the publisher."""
 
-    def _no_endpoints(self, endpoints: EndpointSet[E]) -> NoReturn:
+    def _no_endpoints(self, endpoints: EndpointSet[Any]) -> NoReturn:
         raise _no_endpoints_error(self._publisher, endpoints)
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from .instance import Instance
 
 __all__ = ["EndpointSet", "Factory", "Publisher", "Subscription"]
 
-E = TypeVar("E")
+E = TypeVar("E", covariant=True)  # a publisher of B where A is expected, for B a subtype of A
 Factory = Callable[[str], E] | Callable[[Instance], E]
 """Turns an instance into an endpoint (any object; usually a callable).
 
@@ -275,14 +275,14 @@ class Publisher(Generic[E]):
 
     # -- what subclasses use ---------------------------------------------------------------
 
-    def _set(self, snapshot: EndpointSet[E]) -> None:
+    def _set(self, snapshot: EndpointSet[Any]) -> None:
         """Make ``snapshot`` current and tell the subscribers (call with ``_lock`` held)."""
         self._current = snapshot
         self._ready.set()
         for callback in self._subscribers.values():
             self._notify(callback, snapshot)
 
-    def _notify(self, callback: Callable[[EndpointSet[E]], object], snapshot: EndpointSet[E]) -> None:
+    def _notify(self, callback: Callable[[EndpointSet[Any]], object], snapshot: EndpointSet[Any]) -> None:
         try:
             callback(snapshot)
         except Exception as error:

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
 from types import CoroutineType, coroutine
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 import tenacity
 
@@ -39,6 +39,7 @@ __all__ = ["Retry", "deadline", "remaining"]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("loadbalancer.deadline", default=None)
 """The ``time.monotonic()`` instant by which the current ``Retry`` call must be done.
@@ -455,7 +456,16 @@ class Retry(Generic[Req, Resp]):
         finally:
             _reset_deadline(token)
 
-    async def acall(self, request: Req) -> Resp:
+    @overload
+    async def acall(self: Retry[Req, Coroutine[Any, Any, T]], request: Req) -> T: ...
+
+    @overload
+    async def acall(self: Retry[Req, Awaitable[T]], request: Req) -> T: ...
+
+    @overload
+    async def acall(self: Retry[Req, T], request: Req) -> T: ...
+
+    async def acall(self, request: Req) -> Any:
         """``await call.acall(request)``: the call, whether the endpoints are sync or async.
 
         ``await call(request)`` needs async endpoints (over sync ones, ``call(request)`` is
