@@ -24,12 +24,12 @@ from typing import Any, Generic, TypeVar
 
 from ._endpoints import Closer, maker
 from ._runtime import RUNTIME
+from ._typing import E
 from ._util import describe, seconds
 from .errors import InvalidInstanceError
 from .instance import Instance, parse_instance
 from .publisher import EndpointSet, Factory, Publisher
 
-E = TypeVar("E")
 K = TypeVar("K", bound=Hashable)
 
 _CLOSE_WAIT = 5.0  # how long a sync close() waits for async closers on the runtime

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import tenacity
 
@@ -40,6 +40,7 @@ from . import _exit
 from ._bridge import await_on_runtime, wait_on_runtime
 from ._discovery import DiscoveryPublisher, check_tags
 from ._log import get_logger
+from ._typing import E
 from ._util import describe, seconds
 from .errors import DiscoveryError
 from .instance import Instance, parse_instance
@@ -59,7 +60,6 @@ __all__ = [
     "Registry",
 ]
 
-E = TypeVar("E")
 # Inside the classes below, the method ``list`` shadows the builtin.
 _Instances = list[Instance]
 _Names = list[str]

@@ -20,17 +20,17 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self
 
 from ._bridge import wait_on_runtime
 from ._log import get_logger
 from ._runtime import RUNTIME
+from ._typing import E
 from ._util import describe, seconds
 from .instance import Instance
 
 __all__ = ["EndpointSet", "Factory", "Publisher", "Subscription"]
 
-E = TypeVar("E", covariant=True)  # a publisher of B where A is expected, for B a subtype of A
 Factory = Callable[[str], E] | Callable[[Instance], E]
 """Turns an instance into an endpoint (any object; usually a callable).
 

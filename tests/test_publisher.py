@@ -175,7 +175,7 @@ def test_static_rejects_bad_input_and_changes_nothing() -> None:
     with pytest.raises(TypeError, match="not the string 'a:1'"):
         static.Publisher("a:1", factory)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="factory must be callable"):
-        static.Publisher(["a:1"], 42)  # type: ignore[call-overload]
+        static.Publisher(["a:1"], 42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="close_delay must be non-negative"):
         static.Publisher(["a:1"], factory, close_delay=-1)
 

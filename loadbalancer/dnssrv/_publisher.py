@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeGuard
 
 import dns.asyncresolver
 import dns.exception
@@ -28,6 +28,7 @@ import dns.rrset
 
 from .._discovery import DiscoveryPublisher as _Base
 from .._runtime import RUNTIME
+from .._typing import E
 from .._util import describe, seconds
 from ..errors import DiscoveryError, InvalidInstanceError
 from ..instance import Instance
@@ -36,7 +37,6 @@ from ._wire import Key, Labels, Scan, UdpQuery, key_records, scan
 
 __all__ = ["Publisher"]
 
-E = TypeVar("E")
 
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _ROOT: Labels = (b"",)

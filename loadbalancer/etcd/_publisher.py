@@ -5,8 +5,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
+from .._typing import E
 from .._util import seconds
 from ..backend import Publisher as _Generic
 from ..publisher import Factory
@@ -14,8 +15,6 @@ from ._backend import Backend
 from ._client import DEFAULT_ENDPOINTS, Client, key_prefix, parse_endpoints
 
 __all__ = ["Publisher"]
-
-E = TypeVar("E")
 
 
 class Publisher(_Generic[E]):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
+from .._typing import E
 from .._util import seconds
 from ..backend import Registry as _Generic
 from ..instance import Instance
@@ -17,8 +18,6 @@ from ._publisher import Publisher
 from ._registrar import Registrar, lease_seconds
 
 __all__ = ["Registry"]
-
-E = TypeVar("E")
 
 
 class Registry(_Generic):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import Any
 
 from .._discovery import DiscoveryPublisher
+from .._typing import E
 from ..instance import Instance
 
 __all__ = ["Publisher"]
-
-E = TypeVar("E")
 
 
 def _check(instances: object) -> None:
@@ -36,30 +35,6 @@ class Publisher(DiscoveryPublisher[E]):
     ['127.0.0.1:8081']
     >>> p.close()
     """
-
-    @overload
-    def __init__(
-        self: Publisher[Instance],
-        instances: Iterable[Instance | str],
-        factory: None = None,
-        *,
-        logger: Any = None,
-        close_delay: float | timedelta = 1.0,
-        tags: Iterable[str] | str | None = None,
-        service: str = "static",
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self,
-        instances: Iterable[Instance | str],
-        factory: Callable[[str], E] | Callable[[Instance], E],
-        *,
-        logger: Any = None,
-        close_delay: float | timedelta = 1.0,
-        tags: Iterable[str] | str | None = None,
-        service: str = "static",
-    ) -> None: ...
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
@@ -13,6 +13,7 @@ from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
 from .._discovery import DiscoveryPublisher as _Base
 from .._runtime import RUNTIME
+from .._typing import E
 from .._util import describe, seconds
 from ..errors import DiscoveryError
 from ..instance import Instance
@@ -32,8 +33,6 @@ from ._link import (
 )
 
 __all__ = ["Publisher"]
-
-E = TypeVar("E")
 
 
 class Publisher(_Base[E]):

@@ -97,3 +97,12 @@ async def async_compositions() -> None:
     answer: str = await call("ping")
     also: str = await call.acall("ping")
     print(answer, also)
+
+
+def without_a_factory() -> None:
+    # a publisher without a factory publishes Instances: no annotation needed
+    srv: Instance = RoundRobin(dnssrv.Publisher("_api._tcp.svc.example.", 5.0)).endpoint()
+    listed: Instance = Random(static.Publisher(["10.0.0.1:80"])).endpoint()
+    with memory.Registry() as registry:
+        watched: Instance = RoundRobin(registry.watch("api")).endpoint()
+    print(srv, listed, watched)
