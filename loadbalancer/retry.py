@@ -403,6 +403,7 @@ class Retry(Generic[Req, Resp]):
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
         self._awaitable: dict[type, bool] = {CoroutineType: True}
         self._workers = _Workers() if threaded else None
+        self._in_loops = False  # called inside a running event loop at least once
 
     @property
     def balancer(self) -> Balancer[Callable[[Req], Resp]]:
@@ -438,8 +439,14 @@ class Retry(Generic[Req, Resp]):
             if not awaitable:
                 return result
         call = self._run_async(result, endpoint, request, start, end)
-        if _get_running_loop() is None:  # nothing can await the call in this thread now: see _PendingCall
-            return cast("Resp", _PendingCall(call, result))
+        if not self._in_loops:
+            # Looking for a running loop costs a getpid() system call inside one (a third of
+            # the call): look until this Retry was once called in a loop, which is when a
+            # sync call over async endpoints (the mistake _PendingCall explains) stops being
+            # likely.
+            if _get_running_loop() is None:  # nothing can await the call in this thread now
+                return cast("Resp", _PendingCall(call, result))
+            self._in_loops = True
         return cast("Resp", call)
 
     def _first_answer(self, end: float) -> bool:
