@@ -567,6 +567,61 @@ def test_register_without_a_server_is_a_discovery_error() -> None:
     r.close()
 
 
+def _threads_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since ``before`` and still alive, less the library's runtime and its executor's workers."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.name != "loadbalancer-runtime" and not t.name.startswith("asyncio_")
+    ]
+
+
+def test_a_failed_with_stops_the_registrars_own_client_and_register_starts_it_again(
+    unstarted_zookeeper: ZooKeeperServer,
+) -> None:
+    server = unstarted_zookeeper  # nothing listens on its port yet
+    before = set(threading.enumerate())
+    r = registrar(server, "/svc", "127.0.0.1:80", timeout=0.3)
+    with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"), r:
+        pytest.fail("the body of a with that could not register ran")
+    # no __exit__ ran, and nothing is registered: the client's three threads must not go on
+    # reconnecting for ever
+    eventually(lambda: _threads_since(before) == [], what="the registrar's own client stopped")
+    assert not r.client.connected and not r.registered
+    server.start()
+    r.register()  # starts its client again
+    try:
+        assert r.registered and r.node is not None and r.client.connected
+    finally:
+        r.close()
+    eventually(lambda: _threads_since(before) == [], what="the client stopped by close()")
+
+
+async def test_a_failed_async_with_stops_the_registrars_own_client() -> None:
+    before = set(threading.enumerate())
+    r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
+    with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"):
+        async with r:
+            pytest.fail("the body of an async with that could not register ran")
+    await aeventually(lambda: _threads_since(before) == [], what="the registrar's own client stopped")
+
+
+def test_a_failed_register_leaves_an_application_client_running(unstarted_zookeeper: ZooKeeperServer) -> None:
+    server = unstarted_zookeeper
+    client = KazooClient(hosts=server.hosts, connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.2})
+    client.start_async()
+    try:
+        r = zookeeper.Registrar("/svc", "127.0.0.1:80", client=client, timeout=0.3)
+        with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"):
+            r.register()
+        server.start()  # the application's client, still trying, connects: it was not stopped
+        eventually(lambda: client.connected, timeout=15, what="the application's client connected")
+        r.close()
+    finally:
+        client.stop()
+        client.close()
+
+
 async def test_async_twins(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
     async with registrar(zookeeper_server, zk_path, "127.0.0.1:80") as r:
         node = r.node

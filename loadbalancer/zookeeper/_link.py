@@ -189,6 +189,21 @@ class Link:
                 self._started = True
                 self.client.start_async()
 
+    def stop(self) -> None:
+        """Stop an owned client that has nothing to keep alive (its threads end); ``start()`` starts it again.
+
+        Blocks while kazoo's threads wind down: call it off the runtime thread.
+        """
+        with self._lock:
+            if not self.owned or not self._started or self._closed:
+                return
+            self._started = False
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:  # a client that cannot stop cleanly must not hide the caller's error
+            pass
+
     def _listener(self, state: str) -> bool:
         # On kazoo's connection thread, which must not block: hand over and return.
         if self._closed:
