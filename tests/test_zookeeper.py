@@ -622,6 +622,36 @@ def test_a_failed_register_leaves_an_application_client_running(unstarted_zookee
         client.close()
 
 
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_kazoo_prints_nothing_unasked_and_logs_into_the_librarys_logger() -> None:
+    hosts = f"127.0.0.1:{free_tcp_port()}"  # nothing listens: kazoo warns on every attempt
+    attempt = f"""
+        from loadbalancer import DiscoveryError, zookeeper
+        r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts={hosts!r}, timeout=1.0, max_backoff=0.1)
+        try:
+            r.register()
+        except DiscoveryError as error:
+            print("not registered:", error)
+        """
+    quiet = _run_script(attempt)
+    assert quiet.returncode == 0 and "not registered" in quiet.stdout, quiet.stderr
+    assert quiet.stderr == ""  # no logging configured: a library prints nothing
+    configured = _run_script(
+        'import logging; logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")\n'
+        + textwrap.dedent(attempt)
+    )
+    assert configured.returncode == 0, configured.stderr
+    # once the application configures logging it sees kazoo's warnings, under the library's logger
+    assert "loadbalancer.zookeeper.kazoo: Connection dropped" in configured.stderr
+    assert not any(line.startswith("kazoo.") for line in configured.stderr.splitlines())
+
+
 async def test_async_twins(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
     async with registrar(zookeeper_server, zk_path, "127.0.0.1:80") as r:
         node = r.node
