@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from loadbalancer import (
 )
 from loadbalancer._runtime import RUNTIME
 from loadbalancer.zookeeper._link import InvalidNodeError, check_hosts, encode_instance, parse_node
-from tests.helpers import Factory, aeventually, eventually
+from tests.helpers import Factory, aeventually, events, eventually
 from tests.zk_server import ZooKeeperServer, free_tcp_port
 
 pytest_plugins = ["tests.zk_fixtures"]
@@ -360,6 +361,57 @@ def test_refresh_without_a_server_returns_a_stale_set_naming_the_hosts() -> None
         assert hosts in str(p.last_error) and "no connection" in str(p.last_error)
         with pytest.raises(NoEndpointsError):
             RoundRobin(p).endpoint()
+
+
+def test_a_server_never_reached_is_reported_and_a_later_connection_makes_the_set_fresh(
+    unstarted_zookeeper: ZooKeeperServer, logs: pytest.LogCaptureFixture
+) -> None:
+    server = unstarted_zookeeper  # nothing listens on its port yet
+    seen: list[EndpointSet[Any]] = []
+    with publisher(server, "/svc", timeout=0.3) as p:  # no refresh(): the publisher must tell by itself
+        p.subscribe(seen.append)
+        eventually(lambda: p.endpoints().stale, timeout=15, what="a stale set without a connection")
+        assert len(p.endpoints()) == 0 and seen[-1].stale
+        assert isinstance(p.last_error, DiscoveryError)
+        assert server.hosts in str(p.last_error) and "no connection" in str(p.last_error)
+        (warning,) = [r for r in events(logs, "refresh_failed") if r.levelno == logging.WARNING]  # once
+        assert server.hosts in warning.getMessage()
+        with pytest.raises(NoEndpointsError):
+            RoundRobin(p).endpoint()
+        server.start()  # kazoo kept trying
+        other = server.client()
+        try:
+            other.create("/svc/a", b"127.0.0.1:80", makepath=True)
+            eventually(
+                lambda: addresses(p.endpoints()) == ["127.0.0.1:80"] and not p.endpoints().stale,
+                timeout=15,
+                what="a fresh set once connected",
+            )
+            assert p.last_error is None
+        finally:
+            other.stop()
+            other.close()
+
+
+def test_watch_on_the_command_line_reports_a_server_never_reached() -> None:
+    hosts = f"127.0.0.1:{free_tcp_port()}"
+    command = [sys.executable, "-m", "loadbalancer", "watch", "zookeeper", "/svc", "--hosts", hosts, "--timeout", "0.3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: lines.put(process.stdout.readline() if process.stdout else ""))
+    reader.start()
+    try:
+        try:
+            line = lines.get(timeout=30)  # a hang guard: the watch prints once the timeout has passed
+        except queue.Empty:
+            pytest.fail("the watch printed nothing")
+        assert "! stale:" in line and "no connection to ZooKeeper" in line and hosts in line, line
+    finally:
+        process.send_signal(signal.SIGINT)  # the way to end a watch
+        _, err = process.communicate(timeout=30)
+        reader.join(30)
+    assert process.returncode == 0, err
 
 
 def test_refresh_on_the_runtime_thread_says_what_to_do(zookeeper_server: ZooKeeperServer, zk_path: str) -> None:
