@@ -7,6 +7,7 @@ import inspect
 import json
 import random
 import ssl as _ssl
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -111,15 +112,16 @@ def _state(body: bytes) -> str | None:
 
 
 class _Status:
-    __slots__ = ("error", "failures", "healthy", "proven", "running", "successes")
+    __slots__ = ("error", "failures", "healthy", "proven", "running", "since", "successes")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.healthy = True  # in until a check says otherwise, so a new fleet is usable at once
         self.proven = False  # passed a check since it appeared
         self.successes = 0  # consecutive
         self.failures = 0  # consecutive
         self.running: asyncio.Lock | None = None  # held while a probe runs
         self.error: str | None = None
+        self.since = now  # when it entered its current state (healthy or not), by the checker's clock
 
 
 class HealthChecker(Filtered[E, E]):
@@ -135,8 +137,13 @@ class HealthChecker(Filtered[E, E]):
     If fewer than ``panic_threshold`` percent of the instances are healthy, all are passed
     on (panic). Checks run on the library's background loop (sync checks on worker
     threads), spread by ``jitter`` (a fraction of the interval). Events:
-    ``instance_unhealthy`` (WARNING, with the error), ``instance_healthy``. Counters:
+    ``instance_unhealthy`` (WARNING, with the error), ``instance_healthy``, each with
+    ``after``: the seconds the instance spent in its previous state, read from ``clock``
+    (default ``time.monotonic``; any function returning seconds, such as a test's fake
+    clock; the check interval itself runs on the background loop's timer). Counters:
     ``checks``, ``checks_failed``. Closing it closes ``publisher`` unless ``own=False``.
+    ``check_now()`` waits for the checks, which run on the library's background loop: on
+    that loop's thread (in a subscriber callback, say) use ``await acheck_now()``.
 
     >>> from loadbalancer import static
     >>> checker = HealthChecker(static.Publisher(["127.0.0.1:1", "127.0.0.1:2"], str),
@@ -159,7 +166,11 @@ class HealthChecker(Filtered[E, E]):
         panic_threshold: float = 50.0,
         logger: Any = None,
         own: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning seconds, such as time.monotonic, got {clock!r}")
+        self._clock = clock
         check = HttpCheck() if check is None else check
         if not callable(check):
             raise TypeError(f"check must be an HttpCheck or a function of an Instance, got {check!r}")
@@ -187,7 +198,17 @@ class HealthChecker(Filtered[E, E]):
             return {address: self._status[address].error or "" for address in self._excluded}
 
     def check_now(self) -> EndpointSet[E]:
-        """Check every instance now (waits for the checks) and return the resulting set."""
+        """Check every instance now (waits for the checks) and return the resulting set.
+
+        Raises ``RuntimeError`` on the library's background loop's thread (a subscriber
+        callback runs there), where waiting would block the very loop that runs the checks:
+        use ``await acheck_now()`` there.
+        """
+        if RUNTIME.in_loop_thread():
+            raise RuntimeError(
+                "HealthChecker.check_now() would block the library's runtime thread, on which the checks run;"
+                " use `await checker.acheck_now()` in a coroutine there"
+            )
         RUNTIME.submit(self._check_all()).result()
         return self.endpoints()
 
@@ -252,10 +273,12 @@ class HealthChecker(Filtered[E, E]):
                 status.failures = 0
                 status.successes += 1
                 if not status.healthy and status.successes >= self._healthy_threshold:
+                    now = self._clock()
                     status.healthy = True
                     status.error = None
+                    after, status.since = now - status.since, now
                     del self._excluded[address]
-                    self._log.info("instance_healthy", instance=address, checks=status.successes)
+                    self._log.info("instance_healthy", instance=address, checks=status.successes, after=round(after, 3))
                     self._refilter()
                 return
             self.checks_failed += 1
@@ -263,9 +286,13 @@ class HealthChecker(Filtered[E, E]):
             status.failures += 1
             status.error = error
             if status.healthy and (status.failures >= self._unhealthy_threshold or not status.proven):
+                now = self._clock()
                 status.healthy = False
+                after, status.since = now - status.since, now
                 self._excluded[address] = "unhealthy"
-                self._log.warning("instance_unhealthy", instance=address, error=error, checks=status.failures)
+                self._log.warning(
+                    "instance_unhealthy", instance=address, error=error, checks=status.failures, after=round(after, 3)
+                )
                 self._refilter()
 
     # -- the filter's hooks ---------------------------------------------------------------------
@@ -278,7 +305,7 @@ class HealthChecker(Filtered[E, E]):
                 self._excluded.pop(address, None)
         new = [instance for address, instance in present.items() if address not in self._status]
         for instance in new:
-            self._status[instance.address] = _Status()
+            self._status[instance.address] = _Status(self._clock())
         self._instances = present
         for instance in new:  # a newcomer is checked at once, not at the next round
             RUNTIME.submit(self._probe(instance))

@@ -27,12 +27,13 @@ Failure = Callable[[BaseException], bool] | type[BaseException] | tuple[type[Bas
 class _Record:
     """What the detector knows of one address; outlives the wrappers made for it."""
 
-    __slots__ = ("ejected_at", "ejections", "failures", "returned_at", "token")
+    __slots__ = ("ejected_at", "ejections", "failures", "return_at", "returned_at", "token")
 
     def __init__(self) -> None:
         self.failures = 0  # consecutive failed calls
         self.ejections = 0  # how many ejections the next ejection time is multiplied by, less decay
         self.ejected_at = 0.0
+        self.return_at = 0.0  # when an ejection ends, by the detector's clock
         self.returned_at = 0.0
         self.token = 0  # bumped by every ejection, so a stale return timer does nothing
 
@@ -52,6 +53,11 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
     without an ejection forgives one of them. At most ``max_ejection_percent`` of the set is
     ejected at once (rounded down: with 3 instances and 50%, one). If fewer than
     ``panic_threshold`` percent of the instances are left in, all are passed on (panic).
+    Times are read from ``clock`` (default ``time.monotonic``; any function returning
+    seconds, such as a test's fake clock). An ejection ends when ``clock`` says its time is
+    up: checked by a timer on the library's background loop at the expected time, and at
+    every call outcome the detector learns of (so a fake clock moved forward takes effect
+    at the next call).
     Events: ``instance_ejected`` (WARNING), ``instance_returned``, ``ejection_refused``.
     Counters: ``ejections``, ``returns``, ``failures``. Closing it closes ``publisher``
     unless ``own=False``.
@@ -88,7 +94,12 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
         panic_threshold: float = 50.0,
         logger: Any = None,
         own: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning seconds, such as time.monotonic, got {clock!r}")
+        self._clock = clock
+        self._next_return = math.inf  # the earliest return_at of an ejected instance
         self._threshold = count(consecutive_failures, "consecutive_failures")
         self._counts = _classifier(failure)
         self._base = seconds(base_ejection_time, "base_ejection_time", allow_zero=False)
@@ -120,6 +131,8 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
         pass
 
     def finished(self, tracked: TrackedEndpoint[Any], latency: float, error: BaseException | None) -> None:
+        if self._next_return != math.inf and self._clock() >= self._next_return:
+            self._return_due()
         record = self._records.get(tracked.instance.address)
         if record is None:
             return  # the instance left the set while the call ran
@@ -154,7 +167,7 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
                         max_ejection_percent=self._max_percent,
                     )
                 return
-            now = time.monotonic()
+            now = self._clock()
             if record.ejections:
                 forgiven = int((now - record.returned_at) // self._base)
                 record.ejections = max(0, record.ejections - forgiven)
@@ -162,6 +175,8 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
             duration = min(self._base * record.ejections, self._max_time)
             record.token += 1
             record.ejected_at = now
+            record.return_at = now + duration
+            self._next_return = min(self._next_return, record.return_at)
             self._excluded[address] = "ejected"
             self.ejections += 1
             self._log.warning(
@@ -176,17 +191,40 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
             self._refilter()
 
     def _return(self, address: str, record: _Record, token: int) -> None:
+        """The return timer: bring the instance back if the clock says it is time, else wait on."""
         with self._lock:
             if self._closed or record.token != token or self._excluded.get(address) != "ejected":
                 return
-            del self._excluded[address]
-            record.failures = 0
-            record.returned_at = time.monotonic()
-            self.returns += 1
-            self._log.info(
-                "instance_returned", instance=address, after=round(record.returned_at - record.ejected_at, 3)
-            )
-            self._refilter()
+            remaining = record.return_at - self._clock()
+            if remaining > 0:  # the loop's timer ran early, or a fake clock has not got there yet
+                RUNTIME.call_later(max(remaining, 0.001), self._return, address, record, token)
+                return
+        self._return_due()
+
+    def _return_due(self) -> None:
+        """Bring back every ejected instance whose time is up."""
+        with self._lock:
+            if self._closed:
+                return
+            now = self._clock()
+            earliest = math.inf
+            returned = False
+            for address, why in list(self._excluded.items()):
+                record = self._records.get(address)
+                if why != "ejected" or record is None:
+                    continue
+                if record.return_at > now:
+                    earliest = min(earliest, record.return_at)
+                    continue
+                del self._excluded[address]
+                record.failures = 0
+                record.returned_at = now
+                self.returns += 1
+                returned = True
+                self._log.info("instance_returned", instance=address, after=round(now - record.ejected_at, 3))
+            self._next_return = earliest
+            if returned:
+                self._refilter()
 
     # -- the filter's hooks ---------------------------------------------------------------------
 

@@ -4,16 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import loadbalancer
 from loadbalancer import HealthChecker, HttpCheck, Instance, OutlierDetector, RoundRobin, static
+from loadbalancer._runtime import RUNTIME
 
 from .backends import Backend, sync_factory
 from .daemon import free_tcp_port
-from .helpers import Factory, aeventually, eventually
+from .helpers import Factory, aeventually, events, eventually
+
+HANG_GUARD = 60.0  # only a hung test waits this long: the waits below end on an event
+
+
+class Checks:
+    """A check that wraps another and wakes waiters after every verdict is recorded.
+
+    Waiting with ``until(condition)`` re-tests ``condition`` after each check and each set
+    the checker publishes, instead of sleeping for a guessed number of intervals.
+    """
+
+    def __init__(self, inner: Callable[[Instance], object]) -> None:
+        self.inner = inner
+        self.changed = threading.Condition()
+
+    async def __call__(self, instance: Instance) -> object:
+        try:
+            result = self.inner(instance)
+            return await result if asyncio.iscoroutine(result) else result
+        finally:
+            # the verdict is recorded right after this returns, on the same loop: wake after it
+            asyncio.get_running_loop().call_soon(self.wake)
+
+    def wake(self, *_: object) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def until(self, condition: Callable[[], object], what: str) -> None:
+        with self.changed:
+            if not self.changed.wait_for(condition, HANG_GUARD):
+                raise AssertionError(f"{what}: not met (the test hung for {HANG_GUARD}s)")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -61,22 +102,28 @@ def test_an_instance_flips_out_after_failed_checks_and_back_after_passed_ones(
 ) -> None:
     caplog.set_level(logging.INFO, logger="loadbalancer")
     seen: list[list[str]] = []
-    with checker(backends) as health:
+    checks, clock = Checks(HttpCheck()), FakeClock()
+    with checker(backends, check=checks, clock=clock) as health:
         health.subscribe(lambda endpoints: seen.append([i.address for i in endpoints.instances]))
-        eventually(lambda: health.checks >= 6, what="first checks")
+        health.subscribe(checks.wake)
+        checks.until(lambda: health.checks >= 6, what="first checks")
         assert addresses(health) == [b.address for b in backends]
+        clock.now += 100  # healthy for 100 s by the checker's clock
         backends[1].health = "down"
-        eventually(lambda: backends[1].address not in addresses(health), what="ejection of the 503 instance")
+        checks.until(lambda: backends[1].address not in addresses(health), what="ejection of the 503 instance")
         assert health.unhealthy() == {
             backends[1].address: f"UnhealthyError: GET http://{backends[1].address}/health: status 503"
         }
-        unhealthy = [r for r in caplog.records if getattr(r, "event", None) == "instance_unhealthy"]
-        assert unhealthy[0].levelno == logging.WARNING and unhealthy[0].instance == backends[1].address
+        (unhealthy,) = events(caplog, "instance_unhealthy")
+        assert unhealthy.levelno == logging.WARNING and unhealthy.instance == backends[1].address
+        assert unhealthy.after == 100  # time in its previous state, by the injected clock
+        clock.now += 7.5
         backends[1].health = "json-healthy"
-        eventually(lambda: backends[1].address in addresses(health), what="return")
+        checks.until(lambda: backends[1].address in addresses(health), what="return")
         assert addresses(health) == [b.address for b in backends]  # back in its place, in the source's order
         assert [b.address for b in backends] in seen and [backends[0].address, backends[2].address] in seen
-        assert any(getattr(r, "event", None) == "instance_healthy" for r in caplog.records)
+        (healthy,) = events(caplog, "instance_healthy")
+        assert healthy.instance == backends[1].address and healthy.after == 7.5
 
 
 def test_one_failed_check_is_not_enough_for_a_proven_instance(backends: list[Backend]) -> None:
@@ -86,25 +133,26 @@ def test_one_failed_check_is_not_enough_for_a_proven_instance(backends: list[Bac
         queue = outcomes.get(instance.address)
         return queue.pop(0) if queue else True
 
-    with checker(backends, check=check, unhealthy_threshold=2) as health:
+    checks = Checks(check)
+    with checker(backends, check=checks, unhealthy_threshold=2) as health:
         seen: list[int] = []
         health.subscribe(lambda endpoints: seen.append(len(endpoints)))
-        eventually(lambda: not outcomes[backends[0].address], what="all scripted checks")
+        checks.until(lambda: not outcomes[backends[0].address], what="all scripted checks")
         assert set(seen) == {3}, "a single failure between successes took it out"
 
 
 def test_a_hanging_health_endpoint_times_out_and_a_dead_one_refuses(backends: list[Backend]) -> None:
     with checker(backends, timeout=0.1, panic_threshold=0) as health:
-        eventually(lambda: health.checks >= 3)
+        eventually(lambda: health.checks >= 3, timeout=HANG_GUARD, what="first checks")
         backends[0].health = "hang"
         backends[2].stop()
-        eventually(lambda: addresses(health) == [backends[1].address], what="both out")
+        eventually(lambda: addresses(health) == [backends[1].address], timeout=HANG_GUARD, what="both out")
         errors = health.unhealthy()
         assert errors[backends[0].address] == "no answer within 0.1s"
         assert "ConnectionRefusedError" in errors[backends[2].address]
         backends[2] = Backend(backends[2].port)  # started again on the same port (the fixture stops it)
         backends[0].health = "ok"
-        eventually(lambda: len(addresses(health)) == 3, what="both back")
+        eventually(lambda: len(addresses(health)) == 3, timeout=HANG_GUARD, what="both back")
 
 
 def test_a_new_instance_is_checked_at_once_and_one_failure_keeps_it_out(backends: list[Backend]) -> None:
@@ -192,3 +240,45 @@ def test_bad_arguments_are_refused_with_the_value() -> None:
     with pytest.raises(TypeError, match="check must be"):
         HealthChecker(source, check="GET /health")  # type: ignore[arg-type]
     source.close()
+
+
+def test_check_now_on_the_runtime_thread_says_to_use_the_async_form() -> None:
+    source = static.Publisher(["127.0.0.1:1", "127.0.0.1:2"], Factory())
+    with HealthChecker(source, check=lambda i: i.port != 1, interval=60) as health:
+
+        async def on_runtime() -> tuple[str, list[str]]:
+            try:
+                health.check_now()  # waiting here would block the loop that runs the checks
+            except RuntimeError as error:
+                said = str(error)
+            else:
+                said = "no error"
+            return said, [i.address for i in (await health.acheck_now()).instances]
+
+        said, healthy = RUNTIME.submit(on_runtime()).result(timeout=HANG_GUARD)  # a deadlock would hang here
+        assert "acheck_now" in said and "runtime thread" in said
+        assert healthy == ["127.0.0.1:2"]  # the async form works there
+
+
+def test_check_now_from_a_subscriber_callback_raises_instead_of_deadlocking() -> None:
+    source = static.Publisher(["127.0.0.1:1"], Factory())
+    errors: list[BaseException] = []
+    called_on_runtime = threading.Event()
+    with HealthChecker(source, check=lambda i: i.port != 2, interval=60) as health:
+
+        def callback(endpoints: object) -> None:
+            if not RUNTIME.in_loop_thread():
+                return  # the calls at subscribe() and replace() run on this test's thread
+            try:
+                health.check_now()
+            except RuntimeError as error:
+                errors.append(error)
+            finally:
+                called_on_runtime.set()
+
+        health.subscribe(callback)
+        # the newcomer's first check fails on the runtime thread, which publishes the set without it
+        source.replace(["127.0.0.1:1", "127.0.0.1:2"])
+        assert called_on_runtime.wait(HANG_GUARD), "the callback never ran on the runtime thread"
+        assert len(errors) == 1 and "acheck_now" in str(errors[0])
+        assert addresses(health) == ["127.0.0.1:1"]

@@ -35,17 +35,34 @@ def addresses(publisher: loadbalancer.Publisher[object]) -> list[str]:
     return [instance.address for instance in publisher.endpoints().instances]
 
 
+class FakeClock:
+    """A clock that moves only when told: the detector's notion of time, under the test's control."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_ejected_after_n_consecutive_failures_and_back_after_the_ejection_time(
     backends: list[Backend], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="loadbalancer")
     bad = backends[0]
     bad.mode = "fail"
+    clock = FakeClock()
     detector = OutlierDetector(
-        static.Publisher([b.address for b in backends], sync_factory), consecutive_failures=3, base_ejection_time=0.3
+        static.Publisher([b.address for b in backends], sync_factory),
+        consecutive_failures=3,
+        base_ejection_time=30,
+        clock=clock,
     )
     with detector:
-        endpoint = detector.endpoints()[0]
+        endpoint, good = detector.endpoints()[0], detector.endpoints()[1]
         fail(endpoint, 2)
         assert bad.address in addresses(detector), "two failures are not three"
         assert endpoint("/health") == "ok"  # a success resets the count
@@ -57,8 +74,30 @@ def test_ejected_after_n_consecutive_failures_and_back_after_the_ejection_time(
         (ejected,) = events(caplog, "instance_ejected")
         assert ejected.levelno == logging.WARNING and ejected.instance == bad.address and "500" in ejected.error
         bad.mode = "ok"
-        eventually(lambda: bad.address in addresses(detector), timeout=5, what="the instance's return")
-        assert detector.returns == 1 and events(caplog, "instance_returned")
+        clock.advance(29.9)
+        assert good("/health") == "ok"  # a call outcome: the detector looks at the clock
+        assert detector.ejected() == [bad.address], "back before its ejection time"
+        clock.advance(0.1)
+        assert good("/health") == "ok"
+        assert detector.ejected() == [] and addresses(detector) == [b.address for b in backends]
+        assert detector.returns == 1
+        (returned,) = events(caplog, "instance_returned")
+        assert returned.instance == bad.address and returned.after == 30.0
+
+
+def test_the_return_timer_brings_an_instance_back_by_itself(backends: list[Backend]) -> None:
+    backends[0].mode = "fail"
+    seen: list[list[str]] = []
+    detector = OutlierDetector(
+        static.Publisher([b.address for b in backends], sync_factory), consecutive_failures=1, base_ejection_time=0.05
+    )
+    with detector:
+        detector.subscribe(lambda endpoints: seen.append([i.address for i in endpoints.instances]))
+        fail(detector.endpoints()[0], 1)
+        assert backends[0].address not in addresses(detector)
+        # no call comes: only the timer on the background loop can bring it back
+        eventually(lambda: seen[-1] == [b.address for b in backends], timeout=30, what="the return")
+        assert detector.returns == 1
 
 
 def test_ejection_time_grows_with_repeated_ejections_and_is_capped(
@@ -66,38 +105,53 @@ def test_ejection_time_grows_with_repeated_ejections_and_is_capped(
 ) -> None:
     caplog.set_level(logging.INFO, logger="loadbalancer")
     backends[0].mode = "fail"
+    clock = FakeClock()
     detector = OutlierDetector(
         static.Publisher([b.address for b in backends], sync_factory),
         consecutive_failures=1,
-        base_ejection_time=0.2,
-        max_ejection_time=0.5,
+        base_ejection_time=20,
+        max_ejection_time=50,
+        clock=clock,
     )
     with detector:
-        for round_ in range(4):
-            eventually(lambda: backends[0].address in addresses(detector), timeout=5, what=f"return {round_}")
-            fail(detector.endpoints()[0], 1)
+        bad, good = detector.endpoints()[0], detector.endpoints()[1]
+        for expected in (20, 40, 50, 50):  # base x times ejected, capped
+            fail(bad, 1)
             assert backends[0].address not in addresses(detector)
+            clock.advance(expected - 0.5)
+            good("/")
+            assert backends[0].address not in addresses(detector), f"back before {expected}s"
+            clock.advance(0.5)
+            good("/")
+            assert backends[0].address in addresses(detector), f"not back after {expected}s"
+            # failing again at once: no time in good standing, nothing forgiven
         durations = [record.seconds for record in events(caplog, "instance_ejected")]
-        # base x times ejected, capped (returns are quicker than the base time, so nothing is forgiven)
-        assert durations == [0.2, 0.4, 0.5, 0.5]
+        assert durations == [20, 40, 50, 50]
+        assert [record.after for record in events(caplog, "instance_returned")] == [20, 40, 50, 50]
 
 
 def test_time_in_good_standing_forgives_earlier_ejections(backends: list[Backend]) -> None:
     backends[0].mode = "fail"
+    clock = FakeClock()
     detector = OutlierDetector(
         static.Publisher([b.address for b in backends], sync_factory),
         consecutive_failures=1,
-        base_ejection_time=0.1,
-        max_ejection_time=10.0,
+        base_ejection_time=10,
+        max_ejection_time=1000,
+        clock=clock,
     )
     with detector:
-        fail(detector.endpoints()[0], 1)
-        eventually(lambda: backends[0].address in addresses(detector), timeout=5)
+        bad, good = detector.endpoints()[0], detector.endpoints()[1]
+        for _ in range(3):  # three ejections in a row, each returning after base x times
+            fail(bad, 1)
+            clock.advance(detector._records[backends[0].address].return_at - clock.now)
+            good("/")
         record = detector._records[backends[0].address]
-        record.returned_at -= 0.35  # as if it had been back for 3.5 base times: 3 ejections forgiven
-        record.ejections = 3
-        fail(detector.endpoints()[0], 1)
+        assert record.ejections == 3 and backends[0].address in addresses(detector)
+        clock.advance(35)  # 3.5 base times back in: 3 ejections forgiven, then this one counts
+        fail(bad, 1)
         assert record.ejections == 1
+        assert record.return_at == clock.now + 10
 
 
 def test_never_more_than_the_maximum_percentage_is_ejected(

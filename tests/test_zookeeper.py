@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from loadbalancer import (
 )
 from loadbalancer._runtime import RUNTIME
 from loadbalancer.zookeeper._link import InvalidNodeError, check_hosts, encode_instance, parse_node
-from tests.helpers import Factory, aeventually, eventually
+from tests.helpers import Factory, aeventually, events, eventually
 from tests.zk_server import ZooKeeperServer, free_tcp_port
 
 pytest_plugins = ["tests.zk_fixtures"]
@@ -362,6 +363,57 @@ def test_refresh_without_a_server_returns_a_stale_set_naming_the_hosts() -> None
             RoundRobin(p).endpoint()
 
 
+def test_a_server_never_reached_is_reported_and_a_later_connection_makes_the_set_fresh(
+    unstarted_zookeeper: ZooKeeperServer, logs: pytest.LogCaptureFixture
+) -> None:
+    server = unstarted_zookeeper  # nothing listens on its port yet
+    seen: list[EndpointSet[Any]] = []
+    with publisher(server, "/svc", timeout=0.3) as p:  # no refresh(): the publisher must tell by itself
+        p.subscribe(seen.append)
+        eventually(lambda: p.endpoints().stale, timeout=15, what="a stale set without a connection")
+        assert len(p.endpoints()) == 0 and seen[-1].stale
+        assert isinstance(p.last_error, DiscoveryError)
+        assert server.hosts in str(p.last_error) and "no connection" in str(p.last_error)
+        (warning,) = [r for r in events(logs, "refresh_failed") if r.levelno == logging.WARNING]  # once
+        assert server.hosts in warning.getMessage()
+        with pytest.raises(NoEndpointsError):
+            RoundRobin(p).endpoint()
+        server.start()  # kazoo kept trying
+        other = server.client()
+        try:
+            other.create("/svc/a", b"127.0.0.1:80", makepath=True)
+            eventually(
+                lambda: addresses(p.endpoints()) == ["127.0.0.1:80"] and not p.endpoints().stale,
+                timeout=15,
+                what="a fresh set once connected",
+            )
+            assert p.last_error is None
+        finally:
+            other.stop()
+            other.close()
+
+
+def test_watch_on_the_command_line_reports_a_server_never_reached() -> None:
+    hosts = f"127.0.0.1:{free_tcp_port()}"
+    command = [sys.executable, "-m", "loadbalancer", "watch", "zookeeper", "/svc", "--hosts", hosts, "--timeout", "0.3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    reader = threading.Thread(target=lambda: lines.put(process.stdout.readline() if process.stdout else ""))
+    reader.start()
+    try:
+        try:
+            line = lines.get(timeout=30)  # a hang guard: the watch prints once the timeout has passed
+        except queue.Empty:
+            pytest.fail("the watch printed nothing")
+        assert "! stale:" in line and "no connection to ZooKeeper" in line and hosts in line, line
+    finally:
+        process.send_signal(signal.SIGINT)  # the way to end a watch
+        _, err = process.communicate(timeout=30)
+        reader.join(30)
+    assert process.returncode == 0, err
+
+
 def test_refresh_on_the_runtime_thread_says_what_to_do(zookeeper_server: ZooKeeperServer, zk_path: str) -> None:
     with publisher(zookeeper_server, zk_path) as p:
 
@@ -567,6 +619,91 @@ def test_register_without_a_server_is_a_discovery_error() -> None:
     r.close()
 
 
+def _threads_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since ``before`` and still alive, less the library's runtime and its executor's workers."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.name != "loadbalancer-runtime" and not t.name.startswith("asyncio_")
+    ]
+
+
+def test_a_failed_with_stops_the_registrars_own_client_and_register_starts_it_again(
+    unstarted_zookeeper: ZooKeeperServer,
+) -> None:
+    server = unstarted_zookeeper  # nothing listens on its port yet
+    before = set(threading.enumerate())
+    r = registrar(server, "/svc", "127.0.0.1:80", timeout=0.3)
+    with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"), r:
+        pytest.fail("the body of a with that could not register ran")
+    # no __exit__ ran, and nothing is registered: the client's three threads must not go on
+    # reconnecting for ever
+    eventually(lambda: _threads_since(before) == [], what="the registrar's own client stopped")
+    assert not r.client.connected and not r.registered
+    server.start()
+    r.register()  # starts its client again
+    try:
+        assert r.registered and r.node is not None and r.client.connected
+    finally:
+        r.close()
+    eventually(lambda: _threads_since(before) == [], what="the client stopped by close()")
+
+
+async def test_a_failed_async_with_stops_the_registrars_own_client() -> None:
+    before = set(threading.enumerate())
+    r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
+    with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"):
+        async with r:
+            pytest.fail("the body of an async with that could not register ran")
+    await aeventually(lambda: _threads_since(before) == [], what="the registrar's own client stopped")
+
+
+def test_a_failed_register_leaves_an_application_client_running(unstarted_zookeeper: ZooKeeperServer) -> None:
+    server = unstarted_zookeeper
+    client = KazooClient(hosts=server.hosts, connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.2})
+    client.start_async()
+    try:
+        r = zookeeper.Registrar("/svc", "127.0.0.1:80", client=client, timeout=0.3)
+        with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"):
+            r.register()
+        server.start()  # the application's client, still trying, connects: it was not stopped
+        eventually(lambda: client.connected, timeout=15, what="the application's client connected")
+        r.close()
+    finally:
+        client.stop()
+        client.close()
+
+
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_kazoo_prints_nothing_unasked_and_logs_into_the_librarys_logger() -> None:
+    hosts = f"127.0.0.1:{free_tcp_port()}"  # nothing listens: kazoo warns on every attempt
+    attempt = f"""
+        from loadbalancer import DiscoveryError, zookeeper
+        r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts={hosts!r}, timeout=1.0, max_backoff=0.1)
+        try:
+            r.register()
+        except DiscoveryError as error:
+            print("not registered:", error)
+        """
+    quiet = _run_script(attempt)
+    assert quiet.returncode == 0 and "not registered" in quiet.stdout, quiet.stderr
+    assert quiet.stderr == ""  # no logging configured: a library prints nothing
+    configured = _run_script(
+        'import logging; logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")\n'
+        + textwrap.dedent(attempt)
+    )
+    assert configured.returncode == 0, configured.stderr
+    # once the application configures logging it sees kazoo's warnings, under the library's logger
+    assert "loadbalancer.zookeeper.kazoo: Connection dropped" in configured.stderr
+    assert not any(line.startswith("kazoo.") for line in configured.stderr.splitlines())
+
+
 async def test_async_twins(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
     async with registrar(zookeeper_server, zk_path, "127.0.0.1:80") as r:
         node = r.node
@@ -621,13 +758,19 @@ def test_session_expiry_re_registers(private_zookeeper: ZooKeeperServer) -> None
 
 def test_a_registration_survives_a_server_restart(private_zookeeper: ZooKeeperServer) -> None:
     server = private_zookeeper
-    with registrar(server, "/svc", "127.0.0.1:80", session_timeout=10.0) as r:
+    # The session must outlive the restart, however slow a loaded machine makes it: the
+    # server's longest session (60 s) is longer than the start's own limit (30 s) plus the
+    # wait for the reconnection (15 s), so an expiry here is a bug, not the machine's load.
+    with registrar(server, "/svc", "127.0.0.1:80", session_timeout=60.0) as r:
         node = r.node
+        session = r.client.client_id
         server.stop()
         server.start()
         watcher = server.client()
         eventually(lambda: r.client.connected, timeout=15, what="reconnected")
-        assert watcher.exists(node)  # the session outlived the restart: the same node
+        assert r.client.client_id == session  # the same session, not a new one
+        assert watcher.exists(node)  # so the same node
+        assert watcher.get(node)[1].ephemeralOwner == session[0]
         assert r.node == node
     assert not watcher.exists(node)
     watcher.stop()

@@ -42,3 +42,14 @@ def zk_client(zookeeper_server: ZooKeeperServer) -> Iterator[Any]:
 def zk_path() -> str:
     """A service path no other test uses (``"/tests/s7/api"``)."""
     return f"/tests/s{next(_paths)}/api"
+
+
+@pytest.fixture
+def unstarted_zookeeper() -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper for one test, with its port chosen but not started: nothing listens until ``start()``."""
+    require_zookeeper()
+    server = ZooKeeperServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import math
 import threading
 import urllib.parse
@@ -31,6 +32,16 @@ DEFAULT_HOSTS = "127.0.0.1:2181"
 CONNECTION_ERRORS = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, TimeoutError)
 
 _MAX_DATA_SHOWN = 200  # characters of a malformed node's data quoted in the log
+
+# kazoo logs through the stdlib (``kazoo.client``, ``kazoo.protocol.connection``): a
+# connection retried for ever warns on every attempt. The clients this library creates log
+# to a child of the library's own logger instead, so that they follow the application's
+# logging setup (records propagate to ``loadbalancer`` and the root logger as usual). Its
+# NullHandler only stops the stdlib's last-resort handler from printing that chatter to
+# stderr when the application configured no logging at all: the library's own events
+# (``refresh_failed`` and the like) report the failure once.
+KAZOO_LOGGER = logging.getLogger("loadbalancer.zookeeper.kazoo")
+KAZOO_LOGGER.addHandler(logging.NullHandler())
 
 
 # -- paths and connection strings ----------------------------------------------------------
@@ -138,7 +149,7 @@ def new_client(hosts: str, session_timeout: float, max_backoff: float) -> KazooC
     # kazoo's default reconnection backoff grows to an hour; a discovery client must come
     # back soon after the servers do.
     retry = {"max_tries": -1, "delay": min(0.1, max_backoff), "backoff": 2, "max_delay": max_backoff}
-    return KazooClient(hosts=hosts, timeout=session_timeout, connection_retry=retry)
+    return KazooClient(hosts=hosts, timeout=session_timeout, connection_retry=retry, logger=KAZOO_LOGGER)
 
 
 def session_of(client: KazooClient) -> int | None:
@@ -188,6 +199,21 @@ class Link:
             if self.owned and not self._started and not self._closed:
                 self._started = True
                 self.client.start_async()
+
+    def stop(self) -> None:
+        """Stop an owned client that has nothing to keep alive (its threads end); ``start()`` starts it again.
+
+        Blocks while kazoo's threads wind down: call it off the runtime thread.
+        """
+        with self._lock:
+            if not self.owned or not self._started or self._closed:
+                return
+            self._started = False
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:  # a client that cannot stop cleanly must not hide the caller's error
+            pass
 
     def _listener(self, state: str) -> bool:
         # On kazoo's connection thread, which must not block: hand over and return.

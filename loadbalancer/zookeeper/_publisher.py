@@ -62,7 +62,10 @@ class Publisher(_Base[E]):
     - Reads and their watches run on the library's shared background loop; kazoo's threads
       only hand events to it. Subscribers are called there.
     - ``timeout``: how long ``refresh()`` waits for a connection, and the longest wait for any
-      reply (a request made while kazoo reconnects waits for the connection).
+      reply (a request made while kazoo reconnects waits for the connection). A publisher
+      that has no connection ``timeout`` seconds after it was made reports it (a stale set,
+      ``last_error``, ``refresh_failed`` logged) while kazoo goes on trying; the first
+      connection makes the set fresh.
     - ``invalidate_after``, ``close_delay``: as for every ``loadbalancer.Publisher``.
 
     >>> from loadbalancer import zookeeper
@@ -155,13 +158,18 @@ class Publisher(_Base[E]):
 
     async def _refresh(self) -> None:
         if not await self._link.until_connected(self._timeout):
-            self._publish_error(
-                DiscoveryError(f"no connection to ZooKeeper at {self._link.hosts} within {self._timeout:g}s")
-            )
+            self._publish_error(self._unreachable())
             return
         await self._read()
 
+    def _unreachable(self) -> DiscoveryError:
+        return DiscoveryError(f"no connection to ZooKeeper at {self._link.hosts} within {self._timeout:g}s")
+
     async def _run(self) -> None:
+        # A server never reached sends no state change to report: after ``timeout`` say so
+        # (stale, ``last_error``, one WARNING) while kazoo goes on trying to connect.
+        if not await self._link.until_connected(self._timeout) and not self.closed:
+            self._publish_error(self._unreachable())
         if self._link.connected:
             self._wake.set()
         while True:

@@ -255,22 +255,36 @@ class Registrar:
         self._wanted = True
         self._track()
         self._link.start()
-        if not await self._link.until_connected(self._timeout):
-            self._wanted = False
-            raise DiscoveryError(
-                f"cannot register {self._instance} under {self._path}:"
-                f" no connection to ZooKeeper at {self._link.hosts} within {self._timeout:g}s"
-            )
         try:
-            await self._reconcile()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self._wanted = False
-            if isinstance(error, DiscoveryError):
+            if not await self._link.until_connected(self._timeout):
+                raise DiscoveryError(
+                    f"cannot register {self._instance} under {self._path}:"
+                    f" no connection to ZooKeeper at {self._link.hosts} within {self._timeout:g}s"
+                )
+            try:
+                await self._reconcile()
+            except (asyncio.CancelledError, DiscoveryError):
                 raise
-            failure = connection_error(self._link, error) if isinstance(error, KazooException | TimeoutError) else error
-            raise DiscoveryError(f"cannot register {self._instance} under {self._path}: {failure}") from error
+            except Exception as error:
+                known = isinstance(error, KazooException | TimeoutError)
+                failure = connection_error(self._link, error) if known else error
+                raise DiscoveryError(f"cannot register {self._instance} under {self._path}: {failure}") from error
+        except BaseException:
+            self._wanted = False
+            await self._give_up()
+            raise
+
+    async def _give_up(self) -> None:
+        """After a failed register: with nothing registered, stop the registrar's own client.
+
+        Else its threads would go on reconnecting (and the ``with`` that failed has no
+        ``__exit__`` to stop them); a later ``register()`` starts it again.
+        """
+        if self._node is not None or self._wanted:
+            return  # a node of ours may still exist: keep the session that owns it
+        untrack(self)
+        if self._link.owned:
+            await asyncio.shield(asyncio.to_thread(self._link.stop))
 
     def _track(self) -> None:
         if not self._closed:
