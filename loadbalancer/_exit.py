@@ -11,13 +11,12 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import threading
-import weakref
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from ._runtime import RUNTIME
 
-EXIT_WAIT = 2.0  # seconds the interpreter's exit waits for every registration to be undone
+EXIT_WAIT = 3.0  # seconds the interpreter's exit waits for every registration to be undone
 
 
 class Cleanup(Protocol):
@@ -26,7 +25,7 @@ class Cleanup(Protocol):
         ...
 
 
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_live: set[Any] = set()  # held strongly: a registration must be undone even if its registrar was dropped
 _lock = threading.Lock()
 
 

@@ -37,6 +37,7 @@ from typing import Any, Self
 import tenacity
 
 from . import _exit
+from ._backoff import Backoff
 from ._bridge import await_on_runtime, wait_on_runtime
 from ._discovery import DiscoveryPublisher, check_tags
 from ._log import get_logger
@@ -183,24 +184,6 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - a backend without resources has nothing to close
         """Release connections."""
-
-
-class Backoff:
-    """Waits between failed attempts, from a tenacity wait strategy (default: exponential, full jitter)."""
-
-    def __init__(self, wait: tenacity.wait.wait_base | None = None, *, first: float = 0.05, cap: float = 5.0) -> None:
-        self._wait = wait if wait is not None else tenacity.wait_random_exponential(multiplier=first, max=cap)
-        self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        self.failures = 0
-
-    def next(self) -> float:
-        """The wait after one more failure."""
-        self.failures += 1
-        self._state.attempt_number = self.failures
-        return max(0.0, float(self._wait(self._state)))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 # -- the generic discovery publisher ---------------------------------------------------------

@@ -515,14 +515,15 @@ def _announce(printer: _Printer, event: str, instance: Instance, where: str | No
 def _logging(verbosity: int) -> Iterator[None]:
     """Library events to stderr while the command runs: errors only, or more with ``-v``.
 
-    Each line names the logger it comes from (``loadbalancer``, ``kazoo.client``, ``httpx``).
+    Each line names the logger it comes from (``loadbalancer.etcd``, ``loadbalancer.zookeeper.kazoo``
+    for the kazoo clients the library makes, ``httpx``).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
     levels = {
         "loadbalancer": (logging.ERROR, logging.INFO, logging.DEBUG)[min(verbosity, 2)],
         # kazoo and httpx report each reconnection attempt; the commands report the outcome
-        "kazoo": (logging.CRITICAL, logging.WARNING, logging.DEBUG)[min(verbosity, 2)],
+        "loadbalancer.zookeeper.kazoo": (logging.CRITICAL, logging.WARNING, logging.DEBUG)[min(verbosity, 2)],
         "httpx": (logging.CRITICAL, logging.WARNING, logging.DEBUG)[min(verbosity, 2)],
     }
     saved: list[tuple[logging.Logger, int, bool]] = []

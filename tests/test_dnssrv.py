@@ -555,10 +555,10 @@ def test_waits_backoff_jitter_and_follow_ttl() -> None:
     assert [p._wait(ttl) for ttl in (None, 0, 50, 1000)] == [2.0, 1.0, 50.0, 100.0]
     waits = []
     for failures in (1, 2, 3, 4, 5000):
-        p._failures = failures
+        p._backoff.failures = failures
         waits.append(p._wait(50))
     assert waits == [2.0, 4.0, 8.0, 10.0, 10.0]  # after one interval, then doubling, up to max_backoff
-    p._failures, p._jitter = 0, 0.5
+    p._backoff.failures, p._jitter = 0, 0.5
     delays = [p._delay(None) for _ in range(200)]
     assert all(1.0 <= d <= 2.0 for d in delays) and len(set(delays)) > 100  # jitter only shortens
 

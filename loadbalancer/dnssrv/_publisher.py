@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import ipaddress
-import math
 import random
 import re
 from collections.abc import Iterable
@@ -25,7 +24,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.rrset
+import tenacity
 
+from .._backoff import Backoff
 from .._discovery import DiscoveryPublisher as _Base
 from .._runtime import RUNTIME
 from .._typing import E
@@ -41,7 +42,6 @@ __all__ = ["Publisher"]
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _ROOT: Labels = (b"",)
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
-_MAX_DOUBLINGS = 32  # keeps 2**failures finite; the cap applies long before
 _MATCHED_REPLIES = 8  # replies remembered per publisher: servers shuffle records (3 records: 6 orders)
 
 
@@ -153,7 +153,7 @@ class Publisher(_Base[E]):
         self._matched: dict[bytes, Scan] = {}  # replies (sans ID) that matched ``_known``, read
         self._applied: Key | None = None  # the last key published, to log transitions once
         self._problems: tuple[tuple[str, str, int, str], ...] = ()  # skipped records, logged once
-        self._failures = 0
+        self._backoff = Backoff(tenacity.wait_exponential(multiplier=self._interval, max=self._max_backoff))
         self._wake: asyncio.Future[float] | None = None  # resolves when probing hands over to the resolver
         self._timer: asyncio.TimerHandle | None = None  # the next probe
         self._udp: UdpQuery | None = None  # the probe in flight
@@ -190,8 +190,8 @@ class Publisher(_Base[E]):
 
     def _wait(self, ttl: int | None) -> float:
         """The wait before the next poll, before jitter."""
-        if self._failures:  # the first retry after one interval, then doubling
-            return min(math.ldexp(self._interval, min(self._failures - 1, _MAX_DOUBLINGS)), self._max_backoff)
+        if self._backoff.failures:  # the first retry after one interval, then doubling
+            return self._backoff.delay()
         if self._follow_ttl and ttl is not None:
             return min(max(float(ttl), self._min_interval), self._max_interval)
         return self._interval
@@ -232,19 +232,19 @@ class Publisher(_Base[E]):
                 self._failed(error)
                 return None
             self._lookups += 1
-            self._failures = 0
+            self._backoff.reset()
             self._apply(result)
             return result.ttl
 
     def _failed(self, error: DiscoveryError) -> None:
-        self._failures += 1
+        self._backoff.failures += 1
         self._known = None  # the next success must go through the resolver and republish
         self._matched.clear()
         self._log.info(
             "srv_lookup_failed",
             server=_servers(self._resolver),
             error=describe(error.__cause__ or error),
-            failures=self._failures,
+            failures=self._backoff.failures,
             retry_in=round(self._wait(None), 3),
         )
         self._publish_error(error)

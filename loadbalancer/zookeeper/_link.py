@@ -9,17 +9,17 @@ decision (what to read, what to publish, what to re-create) is taken on the runt
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
-import math
 import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import tenacity
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, OperationTimeoutError, SessionExpiredError
 
+from .._backoff import Backoff
 from .._runtime import RUNTIME
 from .._util import describe
 from ..errors import DiscoveryError, InvalidInstanceError
@@ -306,40 +306,6 @@ def connection_error(link: Link, error: BaseException) -> DiscoveryError:
     return result
 
 
-def backoff(failures: int, max_backoff: float) -> float:
-    """The wait before retry number ``failures`` (from 1): 0.1 s, doubling, capped."""
-    return min(math.ldexp(0.1, min(failures - 1, 32)), max_backoff)
-
-
-# -- interpreter exit ----------------------------------------------------------------------
-
-_EXIT_WAIT = 2.0  # at exit, how long a registrar waits for a lost connection to come back
-_OPEN: set[Any] = set()  # registrars not yet closed
-_OPEN_LOCK = threading.Lock()
-
-
-def track(item: Any) -> None:
-    with _OPEN_LOCK:
-        _OPEN.add(item)
-
-
-def untrack(item: Any) -> None:
-    with _OPEN_LOCK:
-        _OPEN.discard(item)
-
-
-def _close_all() -> None:
-    # Registrars delete their nodes and end their own clients' sessions, so that other
-    # processes see this one go at once rather than a session timeout later.
-    with _OPEN_LOCK:
-        items = list(_OPEN)
-    for item in items:
-        try:
-            item._close(_EXIT_WAIT)
-        except Exception:
-            pass
-
-
-# Registered after the runtime's own atexit hook, so this runs first (atexit is LIFO) while
-# the runtime still runs.
-atexit.register(_close_all)
+def backoff(max_backoff: float) -> Backoff:
+    """Retries' waits: 0.1 s, doubling, capped at ``max_backoff``."""
+    return Backoff(tenacity.wait_exponential(multiplier=0.1, max=max_backoff))

@@ -122,7 +122,7 @@ class Publisher(_Base[E]):
         self._changed: set[str] = set()  # children whose data watch fired since they were read
         self._reread = True  # read every child again (a new connection: kazoo forgets watches)
         self._missing = False  # the path was missing at the last read
-        self._failures = 0
+        self._backoff = backoff(self._max_backoff)
         self._retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()
@@ -221,13 +221,15 @@ class Publisher(_Base[E]):
             except Exception as error:
                 self._failed(error)
                 return
-            self._failures = 0
+            self._backoff.reset()
             if instances is not None:
-                self._publish(instances)
+                self._commit()
 
-    async def _fetch(self) -> list[Instance] | None:
+    async def _fetch(self) -> bool | None:
+        """Read what changed and apply it by node name (``None``: nothing to publish yet)."""
         client, call = self._link.client, self._link.call
-        if self._reread:
+        full = self._reread
+        if full:
             self._reread = False
             self._nodes.clear()
         changed, self._changed = self._changed, set()
@@ -242,7 +244,9 @@ class Publisher(_Base[E]):
                 self._log.info("zookeeper_path_missing", path=self._path)
                 self._missing = True
             self._nodes.clear()
-            return []
+            with self._lock:
+                self._reset(())
+            return True
         except BaseException:
             self._changed |= changed
             raise
@@ -271,9 +275,23 @@ class Publisher(_Base[E]):
                 self._nodes[name] = None
                 self._log.error("invalid_node", node=child_path(self._path, name), data=shown(data), error=str(error))
         present = set(children)
-        for name in [name for name in self._nodes if name not in present]:
+        gone = [name for name in self._nodes if name not in present]
+        for name in gone:
             del self._nodes[name]
-        return [instance for name in children if (instance := self._nodes.get(name)) is not None]
+        # Node names are the keys: a change costs what changed, not the size of the set.
+        with self._lock:
+            if full:
+                self._reset((name, instance) for name in children if (instance := self._nodes.get(name)) is not None)
+            else:
+                for name in gone:
+                    self._delete(name)
+                for name in wanted:
+                    instance = self._nodes.get(name)
+                    if instance is None:
+                        self._delete(name)  # malformed, or deleted since the listing
+                    else:
+                        self._put(name, instance)
+        return True
 
     def _failed(self, error: Exception) -> None:
         if isinstance(error, CONNECTION_ERRORS):
@@ -282,9 +300,8 @@ class Publisher(_Base[E]):
             # a bug here or in kazoo: stale beats empty all the same
             self._log.error("zookeeper_read_crashed", error=describe(error), exc_info=error)
         failure = error if isinstance(error, DiscoveryError) else connection_error(self._link, error)
-        self._failures += 1
-        delay = backoff(self._failures, self._max_backoff)
-        self._log.info("zookeeper_read_failed", error=describe(error), failures=self._failures, retry_in=delay)
+        delay = self._backoff.next()
+        self._log.info("zookeeper_read_failed", error=describe(error), failures=self._backoff.failures, retry_in=delay)
         self._publish_error(failure)
         # Retry on a timer too: a connection that is still up (a timeout, an ACL refusing
         # us) sends no CONNECTED event to wake us.

@@ -15,6 +15,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import KazooState
 
+from .. import _exit
 from .._log import get_logger
 from .._runtime import RUNTIME
 from .._util import describe, seconds
@@ -30,11 +31,11 @@ from ._link import (
     connection_error,
     encode_instance,
     session_of,
-    track,
-    untrack,
 )
 
 __all__ = ["Registrar"]
+
+_EXIT_CONNECT_WAIT = 2.0  # at exit, how long a registrar waits for a lost connection to come back
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ class Registrar:
         self._wanted = False  # whether the node should exist
         self._node: str | None = None  # the node created, while it may exist
         self._session: int | None = None  # the session that owns it
-        self._failures = 0
+        self._backoff = backoff(self._max_backoff)
         self._retry: asyncio.TimerHandle | None = None
         self._busy = asyncio.Lock()
         self._closed = False
@@ -192,7 +193,18 @@ class Registrar:
             self._wait(self._deregister(within), "close")
         finally:
             self._link.close()
-            untrack(self)
+            _exit.untrack(self)
+
+    async def _at_exit(self) -> None:
+        """At interpreter exit (on the runtime): delete the node and end the session, so that others
+        see this process go at once rather than a session timeout later."""
+        if not self._begin_close():
+            return
+        try:
+            await self._deregister(_EXIT_CONNECT_WAIT)
+        finally:
+            await asyncio.to_thread(self._link.close)
+            _exit.untrack(self)
 
     async def aclose(self) -> None:
         """Async form of ``close()``."""
@@ -202,7 +214,7 @@ class Registrar:
             await asyncio.wrap_future(self._submit(self._deregister()))
         finally:
             await asyncio.to_thread(self._link.close)
-            untrack(self)
+            _exit.untrack(self)
 
     def __enter__(self) -> Self:
         self.register()
@@ -282,13 +294,13 @@ class Registrar:
         """
         if self._node is not None or self._wanted:
             return  # a node of ours may still exist: keep the session that owns it
-        untrack(self)
+        _exit.untrack(self)
         if self._link.owned:
             await asyncio.shield(asyncio.to_thread(self._link.stop))
 
     def _track(self) -> None:
         if not self._closed:
-            track(self)
+            _exit.track(self)
 
     async def _deregister(self, within: float | None = None) -> None:
         self._wanted = False
@@ -318,7 +330,7 @@ class Registrar:
                 await self._ensure()
             else:
                 await self._remove()
-            self._failures = 0
+            self._backoff.reset()
 
     async def _ensure(self) -> None:
         client, call = self._link.client, self._link.call
@@ -399,8 +411,7 @@ class Registrar:
             self._schedule_retry()
 
     def _schedule_retry(self) -> None:
-        self._failures += 1
         if self._retry is not None:
             self._retry.cancel()
-        delay = backoff(self._failures, self._max_backoff)
+        delay = self._backoff.next()
         self._retry = asyncio.get_running_loop().call_later(delay, lambda: RUNTIME.submit(self._background()))
