@@ -185,6 +185,17 @@ class Backend(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - a backend without resources has nothing to close
         """Release connections."""
 
+    def publisher(
+        self,
+        service: str,
+        factory: Factory[E] | None = None,
+        *,
+        tags: Iterable[str] | str | None = None,
+        **options: Any,
+    ) -> DiscoveryPublisher[E] | None:
+        """A publisher of the backend's own for ``service`` (event-driven), or ``None``: the generic one."""
+        return None
+
 
 # -- the generic discovery publisher ---------------------------------------------------------
 
@@ -653,9 +664,11 @@ class Registry:
 
     def watch(
         self, name: str, factory: Factory[E] | None = None, *, tags: Iterable[str] | str | None = None, **options: Any
-    ) -> Publisher[E]:
-        """A publisher following ``name`` (options as for ``backend.Publisher``)."""
-        return Publisher(self._backend, name, factory, tags=tags, logger=self._logger, **options)
+    ) -> DiscoveryPublisher[E]:
+        """A publisher following ``name``: the backend's own, or ``backend.Publisher`` (options as for it)."""
+        options.setdefault("logger", self._logger)
+        own = self._backend.publisher(name, factory, tags=tags, **options)
+        return Publisher(self._backend, name, factory, tags=tags, **options) if own is None else own
 
     def list_services(self) -> _Names:
         """The names of the services registered."""

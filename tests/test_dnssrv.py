@@ -736,3 +736,19 @@ def test_refresh_right_after_construction_joins_the_first_lookup(logs: pytest.Lo
             endpoints = publisher.refresh()
             assert endpoints.stale
             assert len(events(logs, "srv_lookup_failed")) == 1  # the lookup under way answered the refresh
+
+
+def test_the_registry_facade_discovers_and_watches_but_does_not_register(bind: BindServer, srv_name: str) -> None:
+    service = srv_name.split(".")[0].lstrip("_")  # "_t7._tcp" -> "t7": the facade builds "_t7._tcp.<zone>"
+    bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a")), (10, 50, 8081, host(srv_name, "b"))])
+    registry = dnssrv.Registry(bind.zone.to_text(), ttl=0.2, resolver=resolver(bind.port))
+    assert [(i.port, i.weight) for i in registry.discover(service)] == [(8081, 50), (8080, 5)]  # heaviest first
+    assert registry.lookup("nothing-here") is None  # NXDOMAIN: no instances
+    with registry.watch(service, close_delay=0) as publisher:
+        assert isinstance(publisher, dnssrv.Publisher)
+        assert publisher.wait_ready(5)
+        bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a"))])
+        eventually(lambda: [i.port for i in publisher.endpoints()] == [8080])
+    with pytest.raises(NotImplementedError, match="the dns backend cannot register"):
+        registry.register(service, "127.0.0.1:80")
+    registry.close()

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -874,3 +875,29 @@ def test_a_missing_zookeeper_skips_locally_and_fails_in_ci(monkeypatch: pytest.M
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="not installed"):
         zk_server.require_zookeeper()
+
+
+# -- the registry facade on the backend protocol ---------------------------------------------
+
+
+def test_registry_register_discover_watch_and_session_loss(zookeeper_server: ZooKeeperServer, zk_client: Any) -> None:
+    root = f"/registry-{uuid.uuid4().hex[:8]}"
+    with zookeeper.Registry(zookeeper_server.hosts, root=root, ttl=0.4, session_timeout=2.0) as registry:
+        assert registry.discover("api") == [] and registry.list_services() == []
+        registry.register("api", Instance("127.0.0.1", 9001, tags=("blue",)))
+        registry.register("api", "127.0.0.1:9002")
+        registry.register("web", "127.0.0.1:9003")
+        assert sorted(str(i) for i in registry.discover("api")) == ["127.0.0.1:9001", "127.0.0.1:9002"]
+        assert [str(i) for i in registry.discover("api", tags=["blue"])] == ["127.0.0.1:9001"]
+        assert registry.list_services() == ["api", "web"]
+        assert registry.health().healthy
+        with registry.watch("api", close_delay=0) as watched:  # the event-driven zookeeper.Publisher
+            assert isinstance(watched, zookeeper.Publisher)
+            eventually(lambda: len(watched.endpoints()) == 2, what="both registrations")
+            # a node deleted behind the registrar's back (as a session expiry does) comes back
+            for name in zk_client.get_children(f"{root}/web"):
+                zk_client.delete(f"{root}/web/{name}")
+            eventually(lambda: [str(i) for i in registry.discover("web")] == ["127.0.0.1:9003"], timeout=10)
+            registry.deregister("api", "127.0.0.1:9002")
+            eventually(lambda: [str(i) for i in watched.endpoints().instances] == ["127.0.0.1:9001"])
+    assert zk_client.get_children(f"{root}/api") == []  # closing deregistered the rest

@@ -2,7 +2,8 @@
 
 ``Publisher(name, ttl, factory)`` looks ``name``'s SRV records up every ``ttl`` seconds and
 publishes ``target:port`` for each; ``refresh_on_signal(*publishers)`` refreshes them when
-the process gets SIGHUP.
+the process gets SIGHUP. ``Backend`` / ``Registry`` put DNS SRV on the generic backend
+protocol as a discover-only registry (``discover``, ``lookup``, ``watch``).
 
     from loadbalancer import RoundRobin, dnssrv
 
@@ -10,7 +11,8 @@ the process gets SIGHUP.
     balancer = RoundRobin(publisher)
 """
 
+from ._backend import Backend, Registry
 from ._publisher import Publisher
 from ._signal import SignalRefresh, refresh_on_signal
 
-__all__ = ["Publisher", "SignalRefresh", "refresh_on_signal"]
+__all__ = ["Backend", "Publisher", "Registry", "SignalRefresh", "refresh_on_signal"]

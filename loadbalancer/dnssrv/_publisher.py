@@ -146,6 +146,7 @@ class Publisher(_Base[E]):
             tags=tags,
         )
         self._qname = qname
+        self._srv = SrvLookup(self._resolver, qname, self._resolve_targets)
         self._query = self._probe_query()
         self._known: Key | None = None  # the last good answer's key, while probing may stand in for a lookup
         self._server: tuple[str, int] | None = None
@@ -330,73 +331,10 @@ class Publisher(_Base[E]):
     # -- the resolver's answer -> instances ------------------------------------------------
 
     async def _lookup(self, lifetime: float) -> _Result:
-        resolver = self._resolver
-        try:
-            answer = await resolver.resolve(self._qname, dns.rdatatype.SRV, raise_on_no_answer=False, lifetime=lifetime)
-        except dns.resolver.NXDOMAIN:
-            return _Result(Key(dns.rcode.NXDOMAIN, ()), (), None, None)
-        except dns.exception.DNSException as error:
-            raise self._error(error) from error
-        records: set[tuple[int, int, int, Labels]] = set()
-        ttl: int | None = None
-        if answer.rrset is not None:
-            ttl = answer.rrset.ttl
-            for rdata in answer.rrset:
-                records.add((rdata.priority, rdata.weight, rdata.port, rdata.target.canonicalize().labels))
-        glue: dict[Labels, list[tuple[bytes, int]]] = {}
-        if self._resolve_targets:
-            for rrset in answer.response.additional:
-                _add_addresses(glue, rrset)
-        targets = sorted({record[3] for record in records} - {_ROOT})
-        glued = {(target, packed) for target in targets for packed, _ in glue.get(target, [])}
-        key = key_records(records, glued, dns.rcode.NOERROR)
-        server: tuple[str, int] | None = None
-        if self._query is not None and _probeable(answer.nameserver) and answer.port is not None:
-            server = (answer.nameserver, answer.port)
-        if self._resolve_targets:
-            missing = [target for target in targets if target not in glue]
-            if missing:
-                server = None  # the probe sees glue only; these need lookups every time
-                found = await asyncio.gather(*(self._addresses(target, lifetime) for target in missing))
-                glue.update(zip(missing, found, strict=True))
-        instances: list[Instance] = []
-        problems: list[tuple[str, str, int, str]] = []
-        for priority, weight, port, target in records:
-            if target == _ROOT:
-                continue
-            host = dns.name.Name(target).to_text(omit_final_dot=True)
-            hosts = [(host, ttl)]
-            if self._resolve_targets:
-                hosts = [
-                    (str(ipaddress.ip_address(packed)), min(ttl, rttl) if ttl is not None else rttl)
-                    for packed, rttl in glue.get(target, [])
-                ]
-                if not hosts:
-                    problems.append(("srv_target_without_address", host, port, "no A or AAAA record"))
-            for address, instance_ttl in hosts:
-                try:
-                    instances.append(Instance(address, port, weight=weight, priority=priority, ttl=instance_ttl))
-                except InvalidInstanceError as error:
-                    problems.append(("invalid_srv_target", host, port, error.reason))
-        if self._resolve_targets and ttl is not None:
-            ttl = min([ttl] + [rttl for target in targets for _, rttl in glue.get(target, [])])
-        instances.sort(key=lambda i: (i.priority, -i.weight, i.host, i.port))
-        return _Result(key, tuple(instances), ttl, server, tuple(sorted(problems)))
+        return await self._srv.lookup(lifetime, probe=self._query is not None)
 
-    async def _addresses(self, target: Labels, lifetime: float) -> list[tuple[bytes, int]]:
-        """The A and AAAA addresses of ``target`` (none if it does not exist)."""
-        name = dns.name.Name(target)
-        found: dict[Labels, list[tuple[bytes, int]]] = {}
-        for rdtype in _ADDRESS_TYPES:
-            try:
-                answer = await self._resolver.resolve(name, rdtype, raise_on_no_answer=False, lifetime=lifetime)
-            except dns.resolver.NXDOMAIN:
-                return []
-            except dns.exception.DNSException as error:
-                raise self._error(error, f"{dns.rdatatype.to_text(rdtype)} lookup of {name}") from error
-            if answer.rrset is not None:
-                _add_addresses(found, answer.rrset, name=target)
-        return found.get(target, [])
+    def _error(self, error: BaseException, what: str | None = None) -> DiscoveryError:
+        return self._srv.error(error, what)
 
     def _apply(self, result: _Result) -> None:
         """Publish ``result``; instances whose record only changed TTL keep their old ``Instance``."""
@@ -418,10 +356,6 @@ class Publisher(_Base[E]):
         previous = {(i.host, i.port, i.priority, i.weight): i for i in self.endpoints().instances}
         self._publish([previous.get((i.host, i.port, i.priority, i.weight), i) for i in result.instances])
 
-    def _error(self, error: BaseException, what: str | None = None) -> DiscoveryError:
-        what = what or f"SRV lookup of {self.service}"
-        return DiscoveryError(f"{what} via {_servers(self._resolver)} failed: {describe(error)}")
-
     def _probe_query(self) -> bytes | None:
         """The query the probe sends (its ID replaced each time), or ``None`` where probing is off."""
         resolver = self._resolver
@@ -432,6 +366,89 @@ class Publisher(_Base[E]):
         if resolver.flags is not None:
             request.flags = resolver.flags
         return request.to_wire()
+
+
+class SrvLookup:
+    """Looks up the SRV records of one name through a resolver: the instances they describe."""
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver, qname: dns.name.Name, resolve_targets: bool) -> None:
+        self.resolver = resolver
+        self.qname = qname
+        self.resolve_targets = resolve_targets
+
+    async def lookup(self, lifetime: float, *, probe: bool = False) -> _Result:
+        """One lookup through the resolver: the instances, and what a probe needs (``probe``: one may follow)."""
+        resolver = self.resolver
+        try:
+            answer = await resolver.resolve(self.qname, dns.rdatatype.SRV, raise_on_no_answer=False, lifetime=lifetime)
+        except dns.resolver.NXDOMAIN:
+            return _Result(Key(dns.rcode.NXDOMAIN, ()), (), None, None)
+        except dns.exception.DNSException as error:
+            raise self.error(error) from error
+        records: set[tuple[int, int, int, Labels]] = set()
+        ttl: int | None = None
+        if answer.rrset is not None:
+            ttl = answer.rrset.ttl
+            for rdata in answer.rrset:
+                records.add((rdata.priority, rdata.weight, rdata.port, rdata.target.canonicalize().labels))
+        glue: dict[Labels, list[tuple[bytes, int]]] = {}
+        if self.resolve_targets:
+            for rrset in answer.response.additional:
+                _add_addresses(glue, rrset)
+        targets = sorted({record[3] for record in records} - {_ROOT})
+        glued = {(target, packed) for target in targets for packed, _ in glue.get(target, [])}
+        key = key_records(records, glued, dns.rcode.NOERROR)
+        server: tuple[str, int] | None = None
+        if probe and _probeable(answer.nameserver) and answer.port is not None:
+            server = (answer.nameserver, answer.port)
+        if self.resolve_targets:
+            missing = [target for target in targets if target not in glue]
+            if missing:
+                server = None  # the probe sees glue only; these need lookups every time
+                found = await asyncio.gather(*(self.addresses(target, lifetime) for target in missing))
+                glue.update(zip(missing, found, strict=True))
+        instances: list[Instance] = []
+        problems: list[tuple[str, str, int, str]] = []
+        for priority, weight, port, target in records:
+            if target == _ROOT:
+                continue
+            host = dns.name.Name(target).to_text(omit_final_dot=True)
+            hosts = [(host, ttl)]
+            if self.resolve_targets:
+                hosts = [
+                    (str(ipaddress.ip_address(packed)), min(ttl, rttl) if ttl is not None else rttl)
+                    for packed, rttl in glue.get(target, [])
+                ]
+                if not hosts:
+                    problems.append(("srv_target_without_address", host, port, "no A or AAAA record"))
+            for address, instance_ttl in hosts:
+                try:
+                    instances.append(Instance(address, port, weight=weight, priority=priority, ttl=instance_ttl))
+                except InvalidInstanceError as error:
+                    problems.append(("invalid_srv_target", host, port, error.reason))
+        if self.resolve_targets and ttl is not None:
+            ttl = min([ttl] + [rttl for target in targets for _, rttl in glue.get(target, [])])
+        instances.sort(key=lambda i: (i.priority, -i.weight, i.host, i.port))
+        return _Result(key, tuple(instances), ttl, server, tuple(sorted(problems)))
+
+    async def addresses(self, target: Labels, lifetime: float) -> list[tuple[bytes, int]]:
+        """The A and AAAA addresses of ``target`` (none if it does not exist)."""
+        name = dns.name.Name(target)
+        found: dict[Labels, list[tuple[bytes, int]]] = {}
+        for rdtype in _ADDRESS_TYPES:
+            try:
+                answer = await self.resolver.resolve(name, rdtype, raise_on_no_answer=False, lifetime=lifetime)
+            except dns.resolver.NXDOMAIN:
+                return []
+            except dns.exception.DNSException as error:
+                raise self.error(error, f"{dns.rdatatype.to_text(rdtype)} lookup of {name}") from error
+            if answer.rrset is not None:
+                _add_addresses(found, answer.rrset, name=target)
+        return found.get(target, [])
+
+    def error(self, error: BaseException, what: str | None = None) -> DiscoveryError:
+        what = what or f"SRV lookup of {self.qname.to_text()}"
+        return DiscoveryError(f"{what} via {_servers(self.resolver)} failed: {describe(error)}")
 
 
 def _add_addresses(

@@ -2,7 +2,9 @@
 
 ``Publisher(path, factory)`` watches the children of ``path`` and publishes the instance
 each child node holds (``"host:port"`` or a JSON document); ``Registrar(path, instance)``
-keeps an ephemeral sequential node for an instance under ``path`` while it lives.
+keeps an ephemeral sequential node for an instance under ``path`` while it lives;
+``Registry(hosts)`` offers services by name under ``/services`` (register, discover,
+watch, list_services, health) on the generic backend protocol (``Backend``).
 
     from loadbalancer import RoundRobin, zookeeper
 
@@ -22,7 +24,8 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "loadbalancer.zookeeper needs kazoo, which is not installed: pip install 'loadbalancer[zookeeper]'"
     ) from error
 
+from ._backend import Backend, Registry
 from ._publisher import Publisher
 from ._registrar import Registrar
 
-__all__ = ["Publisher", "Registrar"]
+__all__ = ["Backend", "Publisher", "Registrar", "Registry"]
