@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
-from collections.abc import Hashable, Iterable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
@@ -54,7 +55,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
     ``factory`` turns each new instance into its endpoint (``None``: the instances are the
     endpoints); an instance that stays keeps its endpoint; a departed one's endpoint is
     closed ``close_delay`` seconds later. ``tags``: publish only instances that carry all of
-    them. ``invalidate_after``: how long a stale set may serve (``None``: for ever).
+    them. ``invalidate_after``: how long a stale set may serve (``None``: for ever), by
+    ``clock`` (seconds; injectable for tests and simulations).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
         tags: Iterable[str] | str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(service=service, logger=logger)
         self._make = maker(factory)
@@ -75,6 +78,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
         self._cache: dict[str, tuple[Instance, E]] = {}  # address -> (instance, endpoint): what is published
         self._parsed: dict[str, Instance] = {}  # the last set's instance strings, parsed
         self._generation = 0  # counts good refreshes; an invalidation timer checks it
+        self._clock = clock
+        self._stale_since = 0.0  # by ``clock``: when the current stale period began
         # the keyed form: the source's truth, and the published lists kept in key order
         self._by_key: dict[Any, Instance] = {}
         self._keys: list[Any] = []
@@ -328,15 +333,14 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
             if current is not None and current.error is not None:
                 # already stale: logged when it turned so; nothing new for subscribers
                 self._log.info("refresh_failed", error=describe(error), kept=kept)
+                self._invalidate(self._generation)  # due by the clock? (a timer checks too)
                 return
             self._log.warning("refresh_failed", error=describe(error), kept=kept)
             stale: EndpointSet[E] = EndpointSet(current or (), current.instances if current else (), error)
             self._set(stale)
+            self._stale_since = self._clock()
             if self._invalidate_after is not None and stale:
-                if self._invalidate_after == 0:
-                    self._invalidate(self._generation)
-                else:
-                    RUNTIME.call_later(self._invalidate_after, self._invalidate, self._generation)
+                self._invalidate(self._generation)
 
     def _log_recovery(self, current: EndpointSet[E] | None, count: int) -> None:
         # at the failure's own level: whoever saw ``refresh_failed`` sees that it is over
@@ -344,10 +348,26 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
             self._log.warning("refresh_recovered", count=count, error_was=describe(current.error))
 
     def _invalidate(self, generation: int) -> None:
+        """Drop a set stale for ``invalidate_after`` by the clock; else check again when it would be.
+
+        ``generation`` counts good refreshes: a timer of an earlier stale period does nothing.
+        """
         with self._lock:
             current = self._current
-            if self._closed or generation != self._generation or current is None or current.error is None:
-                return  # a good refresh came in the meantime
+            after = self._invalidate_after
+            if (
+                self._closed
+                or after is None
+                or generation != self._generation
+                or current is None
+                or current.error is None
+                or not current
+            ):
+                return  # a good refresh came in the meantime, or nothing is left to drop
+            left = after - (self._clock() - self._stale_since)
+            if left > 0:
+                RUNTIME.call_later(left, self._invalidate, generation)
+                return
             self._log.warning(
                 "stale_endpoints_dropped",
                 count=len(current),

@@ -257,14 +257,37 @@ def test_invalidate_after_drops_a_stale_set() -> None:
     assert lb.endpoint().address == "a:1"
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_invalidation_is_cancelled_by_a_good_refresh() -> None:
-    source = Source(Factory(), invalidate_after=0.15)
+    clock = FakeClock()
+    source = Source(Factory(), invalidate_after=10, clock=clock)
+    source.found("a:1")
+    source.failed(TimeoutError("blip"))  # a stale period starts at 1000
+    clock.now += 9
+    source.failed(TimeoutError("still"))
+    assert len(source.endpoints()) == 1  # 9 s stale: kept
+    source.found("a:1")
+    source.failed(TimeoutError("blip again"))  # a new stale period starts at 1009
+    clock.now += 5  # 14 s after the first period began, 5 s into the second
+    source.failed(TimeoutError("still"))
+    assert len(source.endpoints()) == 1  # the first period's due time is gone with it
+    clock.now += 6  # 11 s into the second
+    source.failed(TimeoutError("still"))
+    assert len(source.endpoints()) == 0 and source.endpoints().stale
+
+
+def test_a_stale_set_is_dropped_by_the_timer_too() -> None:
+    source = Source(Factory(), invalidate_after=0.05)
     source.found("a:1")
     source.failed(TimeoutError("blip"))
-    source.found("a:1")
-    source.failed(TimeoutError("blip again"))  # a new stale period starts now
-    # the first period's timer fires inside the second: it must not drop the set
-    eventually(lambda: len(source.endpoints()) == 0, what="second stale period expires")
+    eventually(lambda: len(source.endpoints()) == 0, what="the stale period expires")
 
 
 def test_invalidate_after_zero_drops_at_once() -> None:
