@@ -40,3 +40,17 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """``caplog`` recording the library's events from INFO up."""
     caplog.set_level(logging.INFO, logger="loadbalancer")
     return caplog
+
+
+# Fixtures that start a real server: a test using one is marked ``server`` (as are those
+# marked by hand because they start their own), so ``-m "not server"`` is the quick run.
+_SERVER_FIXTURES = frozenset(
+    {"bind", "private_bind", "zookeeper_server", "private_zookeeper", "zk_client", "unstarted_zookeeper",
+     "server", "cluster", "etcd_server"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

@@ -196,6 +196,7 @@ def test_no_server_keeps_an_empty_stale_set_that_names_the_member(prefix: str) -
             RoundRobin(p).endpoint()
 
 
+@pytest.mark.server
 def test_a_stopped_server_keeps_the_stale_set_and_recovery_brings_missed_changes(
     prefix: str, logs: pytest.LogCaptureFixture
 ) -> None:
@@ -326,6 +327,7 @@ def _picks_while_changes_stream(server: EtcdServer, prefix: str) -> None:
 # -- authentication and TLS ----------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_user_and_password_with_tokens_that_expire(prefix: str, logs: pytest.LogCaptureFixture) -> None:
     require_etcd()
     with EtcdServer(auth_token_ttl=1) as server:
@@ -359,6 +361,7 @@ def test_user_and_password_with_tokens_that_expire(prefix: str, logs: pytest.Log
             assert len(p.endpoints()) == 0
 
 
+@pytest.mark.server
 def test_tls_with_a_client_certificate(prefix: str, tmp_path: Path) -> None:
     require_etcd()
     try:

@@ -227,6 +227,7 @@ def test_an_unreachable_cluster_raises_an_error_naming_member_and_key(prefix: st
     registrar.close()
 
 
+@pytest.mark.server
 def test_keep_alive_survives_the_loss_of_its_member() -> None:
     require_etcd()
     prefix = unique_prefix()
