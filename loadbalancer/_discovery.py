@@ -392,7 +392,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
             endpoints = [entry[1] for entry in self._cache.values()]
             self._cache = {}
             self._by_key, self._keys, self._instances, self._endpoints = {}, [], [], []
-        return endpoints
+        return endpoints + self._closer.waiting()  # those of departed instances too: none is left open
 
     def close(self) -> None:
         """Stop discovery and close every endpoint now; idempotent.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import itertools
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -55,15 +57,33 @@ class Closer(Generic[E]):
         self._log = log
         self.delay = delay
         self._closing: set[asyncio.Future[None]] = set()
+        self._retiring: dict[int, list[E]] = {}  # endpoints waiting for their delayed close
+        self._batches = itertools.count()
+        self._lock = threading.Lock()
 
     def retire(self, endpoints: list[E]) -> None:
         """Close ``endpoints`` ``delay`` seconds from now, so that calls in flight can finish."""
         if not endpoints:
             return
         if self.delay > 0:
-            RUNTIME.call_later(self.delay, self.close, endpoints)
+            with self._lock:
+                batch = next(self._batches)
+                self._retiring[batch] = endpoints
+            RUNTIME.call_later(self.delay, self._retired, batch)
         else:
             self.close(endpoints)
+
+    def _retired(self, batch: int) -> None:
+        with self._lock:
+            endpoints = self._retiring.pop(batch, None)
+        if endpoints is not None:
+            self.close(endpoints)
+
+    def waiting(self) -> list[E]:
+        """Take the endpoints still waiting for their delayed close (the publisher closes: now)."""
+        with self._lock:
+            batches, self._retiring = self._retiring, {}
+        return [endpoint for endpoints in batches.values() for endpoint in endpoints]
 
     def close(self, endpoints: Iterable[E]) -> list[Running]:
         """Close each endpoint now; return the async closers still running.

@@ -18,3 +18,15 @@ def test_quickstart_spreads_requests_retries_failures_and_ejects_the_failing_bac
     assert "10 requests took 10 attempts" in out
     assert "instance_ejected" in out and "30 requests took 33 attempts, 3 of them on the failing backend" in out
     assert result.stderr == ""
+
+
+def test_the_memory_registry_example_balances_over_tagged_instances_and_sees_one_leave() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "memory.py")], capture_output=True, text=True, timeout=60, check=True
+    )
+    out = result.stdout
+    assert "api, v2: ['127.0.0.1:9001', '127.0.0.1:9002']" in out
+    assert "9003" not in out  # the v1 instance is filtered out by its tags
+    assert "kept past its TTL: ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9004']" in out
+    assert "closed the client of 127.0.0.1:9004\nleft -> ['127.0.0.1:9001', '127.0.0.1:9002']" in out
+    assert result.stderr == ""

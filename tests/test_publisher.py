@@ -373,3 +373,13 @@ def test_a_structlog_logger_can_be_passed_in() -> None:
     assert event["instance"] == "a:1"
     assert event["error"] == "OSError: cannot connect"
     assert event["log_level"] == "error"
+
+
+def test_close_also_closes_endpoints_still_waiting_for_their_delayed_close() -> None:
+    factory = Factory()
+    publisher = static.Publisher(["a:1", "b:2"], factory, close_delay=60)
+    publisher.replace(["b:2"])
+    departed = next(e for e in factory.made if e.address == "a:1")
+    assert not departed.closed  # calls in flight get close_delay to finish
+    publisher.close()
+    assert departed.closed  # but closing the publisher leaves nothing open
