@@ -9,6 +9,7 @@ turns a balancer into a single endpoint that retries within a deadline::
 from ._feedback import TrackedEndpoint
 from .balancer import Balancer, Random, RoundRobin
 from .budget import RetryBudget, retryable
+from .endpointer import Endpointer
 from .errors import (
     DiscoveryError,
     Error,
@@ -36,6 +37,7 @@ __all__ = [
     "ConsistentHash",
     "DiscoveryError",
     "EndpointSet",
+    "Endpointer",
     "Error",
     "Factory",
     "HealthChecker",

@@ -17,6 +17,7 @@ least-loaded, a ``[tier, score]`` cell for peak EWMA. Observers update costs in 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import operator
@@ -61,13 +62,23 @@ _PLAIN: set[type] = {type(None), bool, int, float, str, bytes, dict, list, tuple
 _PLAIN_LIMIT = 256
 
 
-def _awaitable(result: object) -> bool:
+_NOW, _AWAIT, _LATER = 0, 1, 2
+
+
+def _finishing(result: object) -> int:
+    """How a call that returned ``result`` ends: now, when the awaitable completes, or later.
+
+    Later: the result has ``finish_later(done)`` (a streamed HTTP response: the call is
+    busy until its body is closed), and calls ``done(error_or_None)`` once when it ends.
+    """
     kind = type(result)
     if kind is CoroutineType or hasattr(kind, "__await__"):
-        return True
+        return _AWAIT
+    if hasattr(kind, "finish_later"):
+        return _LATER
     if len(_PLAIN) < _PLAIN_LIMIT:
         _PLAIN.add(kind)
-    return False
+    return _NOW
 
 
 class TrackedEndpoint(Generic[E]):
@@ -120,8 +131,13 @@ class TrackedEndpoint(Generic[E]):
             except BaseException:
                 inflight.pop()
                 raise
-            if type(result) not in _PLAIN and _awaitable(result):
-                return self._follow(result, 0.0)  # the call goes on until awaited to the end
+            if type(result) not in _PLAIN:
+                how = _finishing(result)
+                if how == _AWAIT:
+                    return self._follow(result, 0.0)  # the call goes on until awaited to the end
+                if how == _LATER:
+                    result.finish_later(functools.partial(self._finished, 0.0))
+                    return result
             inflight.pop()
             return result
         observer.started(self)
@@ -133,11 +149,23 @@ class TrackedEndpoint(Generic[E]):
             inflight.pop()
             observer.finished(self, clock() - start, error)
             raise
-        if type(result) not in _PLAIN and _awaitable(result):
-            return self._follow(result, start)
+        if type(result) not in _PLAIN:
+            how = _finishing(result)
+            if how == _AWAIT:
+                return self._follow(result, start)
+            if how == _LATER:
+                result.finish_later(functools.partial(self._finished, start))
+                return result
         inflight.pop()
         observer.finished(self, clock() - start, None)
         return result
+
+    def _finished(self, start: float, error: BaseException | None) -> None:
+        """A call that went on after it returned (``finish_later``) has ended."""
+        self._inflight.pop()
+        observer = self._observer
+        if observer is not None:
+            observer.finished(self, self._clock() - start, error)
 
     async def _follow(self, awaitable: Any, start: float) -> Any:
         """Await what a sync-looking endpoint returned, still counting the call.
@@ -154,6 +182,9 @@ class TrackedEndpoint(Generic[E]):
             if observer is not None:
                 observer.finished(self, self._clock() - start, error)
             raise
+        if type(result) not in _PLAIN and _finishing(result) == _LATER:
+            result.finish_later(functools.partial(self._finished, start))
+            return result
         self._inflight.pop()
         if observer is not None:
             observer.finished(self, self._clock() - start, None)
@@ -178,22 +209,23 @@ class _AsyncTrackedEndpoint(TrackedEndpoint[E]):
         inflight = self._inflight
         observer = self._observer
         inflight.append(None)
-        if observer is None:
-            try:
-                return await self.endpoint(*args, **kwargs)  # type: ignore[operator]
-            finally:
-                inflight.pop()
-        observer.started(self)
+        if observer is not None:
+            observer.started(self)
         clock = self._clock
         start = clock()
         try:
             result = await self.endpoint(*args, **kwargs)  # type: ignore[operator]
         except BaseException as error:  # CancelledError included: the call is over
             inflight.pop()
-            observer.finished(self, clock() - start, error)
+            if observer is not None:
+                observer.finished(self, clock() - start, error)
             raise
+        if type(result) not in _PLAIN and _finishing(result) == _LATER:
+            result.finish_later(functools.partial(self._finished, start))
+            return result
         inflight.pop()
-        observer.finished(self, clock() - start, None)
+        if observer is not None:
+            observer.finished(self, clock() - start, None)
         return result
 
 

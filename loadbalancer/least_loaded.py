@@ -83,7 +83,8 @@ class _PeakEwmaModel:
     and the pick stays a C-level comparison of ``[tier, score]`` lists.
     """
 
-    def __init__(self, half_life: float, clock: Clock) -> None:
+    def __init__(self, half_life: float, clock: Clock, penalty: float = 1.0) -> None:
+        self.penalty = penalty
         self.tau = half_life / math.log(2)
         self.clock = clock
         self.epoch = clock()  # keeps (stamp - epoch) / tau small, for float precision
@@ -107,6 +108,10 @@ class _PeakEwmaModel:
         state: _EwmaState = tracked._state
         now = self.clock()
         with state.lock:
+            if state.base is None and isinstance(error, Exception) and latency < self.penalty:
+                # A first answer that is a failure (a refused connection, a 5xx) counts as at
+                # least this slow: a fast failure must not make a new endpoint look fastest.
+                latency = self.penalty
             if state.base is None:
                 cost = latency
             else:
@@ -142,7 +147,9 @@ class PeakEwma(FeedbackBalancer[E]):
     but no answer yet is avoided, so a new endpoint is probed one call at a time.
 
     Failed and cancelled calls count with the time they took, but only to raise the
-    estimate. Endpoints must be callable (sync or ``async``); ``endpoint()`` returns a
+    estimate; an endpoint whose first answer is a failure (an exception, not a
+    cancellation) counts as ``failure_penalty`` seconds slow (default 1 s), so that one that
+    fails fast (a refused connection) does not look fastest. Endpoints must be callable (sync or ``async``); ``endpoint()`` returns a
     ``TrackedEndpoint``. ``clock`` (seconds, monotonic) is for tests and simulations.
 
     >>> from loadbalancer import static
@@ -156,11 +163,14 @@ class PeakEwma(FeedbackBalancer[E]):
         publisher: Publisher[E],
         *,
         half_life: float | timedelta = 10.0,
+        failure_penalty: float | timedelta = 1.0,
         seed: Seed = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._half_life = seconds(half_life, "half_life", allow_zero=False)
-        super().__init__(publisher, observer=_PeakEwmaModel(self._half_life, clock), seed=seed, clock=clock)
+        penalty = seconds(failure_penalty, "failure_penalty")
+        model = _PeakEwmaModel(self._half_life, clock, penalty)
+        super().__init__(publisher, observer=model, seed=seed, clock=clock)
 
     @property
     def half_life(self) -> float:

@@ -503,3 +503,16 @@ def test_one_tracker_per_endpoint_under_an_outlier_detector(kind: Any) -> None:
             picked("ping")
     assert detector.ejected() == [str(picked)]  # and so did the detector
     detector.close()
+
+
+def test_peak_ewma_sends_little_to_a_new_endpoint_that_fails_fast() -> None:
+    clock = Clock()
+    backends = {"dead:1": Timed(clock, 0.001, fail=True), "a:1": Timed(clock, 0.01), "b:1": Timed(clock, 0.01)}
+    lb = PeakEwma(static.Publisher(list(backends), lambda address: backends[address]), seed=3, clock=clock)
+    for _ in range(300):
+        try:
+            lb.endpoint()("ping")
+        except ConnectionError:
+            pass
+    # refused in 1 ms against answers in 10 ms: without the penalty it would look fastest
+    assert backends["dead:1"].calls <= 3

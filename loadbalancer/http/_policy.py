@@ -1,0 +1,151 @@
+"""What an HTTP client retries, and when: the rules the httpx transports and the requests adapter share.
+
+Envoy's and gRPC's rules, in short: a request that never left (the connection could not be
+made) may go to another instance whatever its method; one that was sent is retried only
+when it is idempotent (or allowed) and its body can be sent again; 502, 503, 504 and 429
+answers are retried likewise, after the ``Retry-After`` they ask for when it fits in the
+deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import tenacity
+
+from .._backoff import Backoff
+from .._util import seconds
+from ..budget import RetryBudget
+
+__all__ = ["IDEMPOTENT", "RetryPolicy"]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110, 9.2.2
+RETRY_STATUSES = frozenset({502, 503, 504, 429})
+FAILURE_STATUSES = range(500, 600)
+
+
+def _statuses(value: Iterable[int], name: str) -> frozenset[int]:
+    found = frozenset(value)
+    for status in found:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"{name} must hold HTTP status codes (100-599), got {status!r}")
+    return found
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an HTTP call is retried. Every field has the default the transports use.
+
+    - ``attempts``: at most this many attempts (1: no retry);
+    - ``timeout``: the overall deadline of a call, seconds (``None``: none);
+    - ``attempt_timeout``: each attempt's own timeout (Envoy's ``per_try_timeout``): a slow
+      instance is left for another while the deadline allows;
+    - ``methods``: methods retried once sent (default: the idempotent ones); a request
+      that never left is retried whatever its method;
+    - ``statuses``: answers retried (502, 503, 504, 429); ``retry_after``: honour their
+      ``Retry-After`` (seconds or a date) when it fits in the deadline, else return them;
+    - ``failure_statuses``: answers that count as the instance's failure for outlier
+      ejection and feedback balancers (5xx);
+    - ``wait``: a tenacity wait strategy between attempts (default: full jitter from 10 ms,
+      doubling, up to 1 s); ``budget``: a ``RetryBudget`` (``True``: one of its own,
+      ``None``: no limit).
+    """
+
+    attempts: int = 3
+    timeout: float | None = None
+    attempt_timeout: float | None = None
+    methods: Collection[str] = IDEMPOTENT
+    statuses: Collection[int] = RETRY_STATUSES
+    retry_after: bool = True
+    failure_statuses: Collection[int] = FAILURE_STATUSES
+    wait: tenacity.wait.wait_base | None = None
+    budget: RetryBudget | bool | None = True
+    _budget: RetryBudget | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"retries: the number of attempts must be a positive integer, got {self.attempts!r}")
+        set_ = object.__setattr__
+        if self.timeout is not None:
+            set_(self, "timeout", seconds(self.timeout, "timeout", allow_zero=False))
+        if self.attempt_timeout is not None:
+            set_(self, "attempt_timeout", seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False))
+        set_(self, "methods", frozenset(method.upper() for method in self.methods))
+        set_(self, "statuses", _statuses(self.statuses, "retry_statuses"))
+        if not isinstance(self.failure_statuses, range):
+            set_(self, "failure_statuses", _statuses(self.failure_statuses, "failure_statuses"))
+        if self.wait is not None and not callable(self.wait):
+            raise TypeError(f"wait must be a tenacity wait strategy, got {self.wait!r}")
+        budget = self.budget
+        if budget is True:
+            budget = RetryBudget()
+        elif budget is False:
+            budget = None
+        elif budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
+        set_(self, "_budget", budget)
+
+    @classmethod
+    def of(
+        cls,
+        retries: int | RetryPolicy | None,
+        timeout: float | timedelta | None,
+        attempt_timeout: float | timedelta | None,
+        **options: object,
+    ) -> RetryPolicy:
+        """The transports' keyword arguments as a policy (``retries`` may be a policy already)."""
+        if isinstance(retries, RetryPolicy):
+            return retries
+        return cls(
+            1 if retries is None else retries,
+            None if timeout is None else seconds(timeout, "timeout", allow_zero=False),
+            None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False),
+            **options,  # type: ignore[arg-type]
+        )
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.wait or tenacity.wait_random_exponential(multiplier=0.01, max=1.0))
+
+    def deposit(self) -> None:
+        if self._budget is not None:
+            self._budget.deposit()
+
+    def withdraw(self) -> bool:
+        """Whether the budget allows one more retry (and spends it)."""
+        return self._budget is None or self._budget.withdraw()
+
+    def resendable(self, method: str, replayable: bool) -> bool:
+        """Whether a request that was sent may be sent again."""
+        return replayable and method in self.methods
+
+    def deadline(self, start: float) -> float:
+        return math.inf if self.timeout is None else start + self.timeout
+
+    def attempt_limit(self, end: float) -> float | None:
+        """Seconds the next attempt may take: its own timeout, within what is left of the deadline."""
+        left = end - time.monotonic()
+        limit = left if self.attempt_timeout is None else min(self.attempt_timeout, left)
+        return None if limit == math.inf else max(limit, 0.0)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number of seconds, or an HTTP date); ``None`` if unreadable.
+
+    >>> retry_after("2"), retry_after("soon")
+    (2.0, None)
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

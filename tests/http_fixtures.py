@@ -1,0 +1,83 @@
+"""Child-process HTTP backends (``tests/http_server.py``) for the HTTP client tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .daemon import free_tcp_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class HttpBackend:
+    """One ``tests.http_server`` process on 127.0.0.1; ``kill()`` it, ``start()`` it again on its port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_tcp_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> HttpBackend:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.http_server", str(self.port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if line.strip() != "ready":
+            error = self._process.stderr.read() if self._process.stderr else ""
+            self.kill()
+            raise RuntimeError(f"HTTP backend on port {self.port} did not start: {error[-2000:]}")
+        return self
+
+    def counts(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"http://{self.address}/admin/counts", timeout=5) as answer:
+            counts: dict[str, int] = json.load(answer)
+            return counts
+
+    def mode(self, mode: str) -> None:
+        with urllib.request.urlopen(f"http://{self.address}/admin/mode/{mode}", timeout=5) as answer:
+            answer.read()
+
+    def kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> HttpBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+@pytest.fixture
+def backends() -> Iterator[list[HttpBackend]]:
+    """Three HTTP backends (child processes), stopped after the test."""
+    started = [HttpBackend().start() for _ in range(3)]
+    try:
+        yield started
+    finally:
+        for backend in started:
+            backend.kill()
+
+
+def answer(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = response.json()
+    return data

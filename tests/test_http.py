@@ -1,0 +1,293 @@
+"""loadbalancer.http: httpx transports against real HTTP backends (child processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
+from loadbalancer import http as lbhttp
+from tests.helpers import eventually
+from tests.http_fixtures import HttpBackend, answer, backends  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.server
+
+
+def client(backends: list[HttpBackend], **options: Any) -> httpx.Client:
+    options.setdefault("wait", None)
+    publisher = static.Publisher([b.address for b in backends])
+    return httpx.Client(transport=lbhttp.Transport({"api": publisher}, **options))
+
+
+def test_requests_spread_over_the_instances_and_keep_the_host_header(backends: list[HttpBackend]) -> None:
+    with client(backends) as c:
+        seen = collections.Counter(answer(c.get("http://api/echo"))["port"] for _ in range(30))
+        assert set(seen) == {b.port for b in backends} and set(seen.values()) == {10}
+        reply = answer(c.post("http://api/echo?x=1", json={"a": 1}))
+        assert reply["method"] == "POST" and reply["path"] == "/echo?x=1" and reply["body"] == '{"a":1}'
+        assert reply["host"] == "api"  # the service's name, as the caller wrote it
+
+
+def test_hosts_not_in_the_mapping_go_to_the_inner_transport_or_are_refused(backends: list[HttpBackend]) -> None:
+    with client(backends[:1]) as c:
+        assert answer(c.get(f"http://{backends[1].address}/echo"))["port"] == backends[1].port
+    with client(backends[:1], unknown="error") as c, pytest.raises(lbhttp.UnknownServiceError, match="'other'"):
+        c.get("http://other/echo")
+
+
+def test_a_dead_instance_is_retried_away_for_any_method(backends: list[HttpBackend]) -> None:
+    backends[0].kill()  # refused connections: the request never left, so even POST goes elsewhere
+    with client(backends) as c:
+        for _ in range(12):
+            assert c.post("http://api/echo", content=b"x").status_code == 200
+            assert c.get("http://api/echo").status_code == 200
+
+
+def test_a_post_that_was_sent_is_not_retried(backends: list[HttpBackend]) -> None:
+    with client(backends) as c:
+        for _ in range(3):
+            assert c.post("http://api/status/503").status_code == 503  # sent, not idempotent: the answer stands
+        assert sum(b.counts().get("POST /status/503", 0) for b in backends) == 3
+    with client(backends[:1]) as c:
+        assert c.get("http://api/flaky/1").status_code == 200  # GET: retried (here, on the one instance)
+        assert backends[0].counts()["GET /flaky/1"] == 2
+
+
+def test_retries_stop_after_the_attempts_and_return_the_last_answer(backends: list[HttpBackend]) -> None:
+    with client(backends, retries=2) as c:
+        assert c.get("http://api/status/503").status_code == 503
+        assert sum(b.counts().get("GET /status/503", 0) for b in backends) == 2
+        assert c.get("http://api/status/404").status_code == 404  # not a retried status
+        assert sum(b.counts().get("GET /status/404", 0) for b in backends) == 1
+
+
+def test_retry_after_is_honoured_within_the_deadline(backends: list[HttpBackend]) -> None:
+    with client(backends[:1], retries=3, timeout=10.0) as c:
+        started = time.monotonic()
+        assert c.get("http://api/retry-after/1").status_code == 503
+        assert time.monotonic() - started >= 2.0  # waited the 1 s asked for, twice
+        assert backends[0].counts()["GET /retry-after/1"] == 3
+    with client(backends[:1], retries=3, timeout=0.5) as c:
+        assert c.get("http://api/retry-after/5").status_code == 503  # past the deadline: the answer as it is
+        assert backends[0].counts()["GET /retry-after/5"] == 1
+
+
+def test_a_streamed_body_is_not_sent_twice(backends: list[HttpBackend]) -> None:
+    with client(backends) as c:
+
+        def body() -> Any:
+            yield b"chunk"
+
+        assert c.put("http://api/status/503", content=body()).status_code == 503
+        assert sum(b.counts().get("PUT /status/503", 0) for b in backends) == 1
+        assert c.put("http://api/status/503", content=b"bytes").status_code == 503  # replayable: retried
+        assert sum(b.counts().get("PUT /status/503", 0) for b in backends) == 4
+
+
+def test_the_attempt_timeout_moves_a_slow_call_to_a_fast_instance(backends: list[HttpBackend]) -> None:
+    slow, fast = backends[0], backends[1]
+    slow.mode("hang")
+    with client([slow, fast], attempt_timeout=0.3, timeout=5.0, balancer=_always_first) as c:
+        assert answer(c.get("http://api/echo"))["port"] == fast.port
+
+
+def test_the_deadline_is_an_httpx_timeout_and_a_retry_timeout(backends: list[HttpBackend]) -> None:
+    backends[0].mode("hang")
+    with client(backends[:1], timeout=0.3) as c, pytest.raises(lbhttp.DeadlineExceeded) as caught:
+        c.get("http://api/echo")
+    assert isinstance(caught.value, httpx.TimeoutException) and isinstance(caught.value, RetryTimeoutError)
+
+
+def test_no_instances_is_an_httpx_connect_error_and_a_no_endpoints_error() -> None:
+    transport = lbhttp.Transport({"api": static.Publisher([])})
+    with httpx.Client(transport=transport) as c, pytest.raises(lbhttp.NoInstancesError) as caught:
+        c.get("http://api/echo")
+    assert isinstance(caught.value, httpx.ConnectError) and isinstance(caught.value, NoEndpointsError)
+    assert "'api'" in str(caught.value)
+
+
+def test_streaming_responses_count_as_busy_until_closed(backends: list[HttpBackend]) -> None:
+    balancer: list[LeastLoaded[Any]] = []
+
+    def least_loaded(publisher: Any) -> LeastLoaded[Any]:
+        balancer.append(LeastLoaded(publisher))
+        return balancer[0]
+
+    with client(backends[:2], balancer=least_loaded) as c:
+        with c.stream("GET", "http://api/stream/3/0.05") as response:
+            busy = [t for t in balancer[0].tracked() if t.outstanding]
+            assert len(busy) == 1  # headers in, body not read: still in flight
+            assert [line for line in response.iter_lines()] == ["chunk 0", "chunk 1", "chunk 2"]
+        assert all(t.outstanding == 0 for t in balancer[0].tracked())
+
+
+def test_5xx_answers_feed_outlier_ejection(backends: list[HttpBackend]) -> None:
+    backends[0].mode("down")
+    with client(backends, eject={"consecutive_failures": 2, "base_ejection_time": 60}) as c:
+        for _ in range(12):
+            assert c.get("http://api/echo").status_code == 200  # 503s retried away, then not picked
+        transport = c._transport
+        assert isinstance(transport, lbhttp.Transport)
+        detector = transport._routes["api"].detector
+        assert detector is not None and detector.ejected() == [backends[0].address]
+    assert backends[0].counts()["GET /echo"] == 2  # ejected after its second 503
+
+
+def test_5xx_answers_feed_peak_ewma(backends: list[HttpBackend]) -> None:
+    backends[0].mode("down")
+    with client(backends, balancer=PeakEwma) as c:
+        for _ in range(30):
+            assert c.get("http://api/echo").status_code == 200
+    assert backends[0].counts().get("GET /echo", 0) <= 2  # its failures made it look slow
+
+
+def test_pools_are_closed_when_instances_leave(backends: list[HttpBackend]) -> None:
+    publisher = static.Publisher([b.address for b in backends], close_delay=0)
+    with httpx.Client(transport=lbhttp.Transport({"api": publisher})) as c:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(30):
+            c.get("http://api/echo")
+        opened = len(os.listdir("/proc/self/fd"))
+        assert opened >= before + 3  # a kept-alive connection to each instance
+        publisher.replace([backends[0].address])
+        eventually(lambda: len(os.listdir("/proc/self/fd")) <= opened - 2, what="two pools closed")
+        assert c.get("http://api/echo").status_code == 200
+
+
+def test_instances_added_and_removed_under_load_fail_no_request(backends: list[HttpBackend]) -> None:
+    publisher = static.Publisher([backends[0].address])
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    with httpx.Client(transport=lbhttp.Transport({"api": publisher})) as c:
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    c.get("http://api/echo").raise_for_status()
+                except Exception as error:
+                    failures.append(error)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for members in ([0, 1], [0, 1, 2], [1, 2], [2], [0, 2], [0, 1, 2]):
+            publisher.replace([backends[i].address for i in members])
+            time.sleep(0.1)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert failures == []
+
+
+def test_a_backend_killed_mid_run_fails_no_idempotent_request(backends: list[HttpBackend]) -> None:
+    failures: list[BaseException] = []
+    done = 0
+    stop = threading.Event()
+    with client(backends, eject=True) as c:
+
+        def load() -> None:
+            nonlocal done
+            while not stop.is_set():
+                try:
+                    c.get("http://api/echo").raise_for_status()
+                    done += 1
+                except Exception as error:
+                    failures.append(error)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        eventually(lambda: done > 50)
+        backends[1].kill()
+        start = done
+        eventually(lambda: done > start + 100)
+        backends[1].start()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert failures == []
+
+
+async def test_async_transport_spreads_retries_and_streams(backends: list[HttpBackend]) -> None:
+    backends[0].kill()
+    publisher = static.Publisher([b.address for b in backends])
+    transport = lbhttp.AsyncTransport({"api": publisher}, balancer=PeakEwma, retries=3, timeout=5.0, wait=None)
+    async with httpx.AsyncClient(transport=transport) as c:
+        replies = await asyncio.gather(*(c.get("http://api/echo") for _ in range(20)))
+        assert {answer(r)["port"] for r in replies} == {backends[1].port, backends[2].port}
+        assert (await c.post("http://api/status/503")).status_code == 503
+        async with c.stream("GET", "http://api/stream/2/0.01") as response:
+            assert [line async for line in response.aiter_lines()] == ["chunk 0", "chunk 1"]
+
+
+async def test_async_hedging_wins_with_the_fast_instance(backends: list[HttpBackend]) -> None:
+    backends[0].mode("hang")
+    publisher = static.Publisher([backends[0].address, backends[1].address])
+    transport = lbhttp.AsyncTransport(
+        {"api": publisher}, balancer=_always_first, hedge_after=0.1, timeout=5.0, budget=None
+    )
+    async with httpx.AsyncClient(transport=transport) as c:
+        assert answer(await c.get("http://api/echo"))["port"] == backends[1].port
+
+
+async def test_async_deadline(backends: list[HttpBackend]) -> None:
+    backends[0].mode("hang")
+    transport = lbhttp.AsyncTransport({"api": static.Publisher([backends[0].address])}, timeout=0.3)
+    async with httpx.AsyncClient(transport=transport) as c:
+        with pytest.raises(lbhttp.DeadlineExceeded):
+            await c.get("http://api/echo")
+
+
+def test_bad_options_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="positive integer, got 0"):
+        lbhttp.Transport({"api": static.Publisher([])}, retries=0)
+    with pytest.raises(ValueError, match="HTTP status codes .* got 700"):
+        lbhttp.Transport({"api": static.Publisher([])}, retry_statuses=[700])
+    with pytest.raises(TypeError, match="map host names to publishers"):
+        lbhttp.Transport({})
+    with pytest.raises(TypeError, match="expected a loadbalancer.Publisher"):
+        lbhttp.Transport({"api": ["127.0.0.1:80"]})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="unknown must be"):
+        lbhttp.Transport({"api": static.Publisher([])}, unknown="drop")
+
+
+class _First:
+    """A balancer that always offers the first instance (then the next, when asked again by a retry)."""
+
+
+def _always_first(publisher: Any) -> Any:
+    from loadbalancer.balancer import Balancer
+
+    class First(Balancer[Any]):
+        def __init__(self, publisher: Any) -> None:
+            self._n = 0
+            self._set: Any = ()
+            super().__init__(publisher)
+
+        def _update(self, endpoints: Any) -> None:
+            self._set = endpoints
+
+        def endpoint(self) -> Any:
+            endpoints = self._set
+            if not endpoints:
+                raise NoEndpointsError("none")
+            picked = endpoints[self._n % len(endpoints)] if self._n else endpoints[0]
+            self._n = (self._n + 1) % 2
+            return picked
+
+    return First(publisher)
+
+
+def test_instance_attributes_reach_the_outgoing_url() -> None:
+    transport = lbhttp.Transport({"api": static.Publisher([Instance("::1", 8080)])})
+    request = httpx.Request("GET", "http://api/x?y=1")
+    sent = transport.outgoing(request, Instance("::1", 8080), float("inf"))
+    assert str(sent.url) == "http://[::1]:8080/x?y=1" and sent.headers["host"] == "api"
+    transport.close()
