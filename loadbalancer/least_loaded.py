@@ -149,7 +149,8 @@ class PeakEwma(FeedbackBalancer[E]):
     Failed and cancelled calls count with the time they took, but only to raise the
     estimate; an endpoint whose first answer is a failure (an exception, not a
     cancellation) counts as ``failure_penalty`` seconds slow (default 1 s), so that one that
-    fails fast (a refused connection) does not look fastest. Endpoints must be callable (sync or ``async``); ``endpoint()`` returns a
+    fails fast (a refused connection) does not look fastest. Endpoints must be callable
+    (sync or ``async``); ``endpoint()`` returns a
     ``TrackedEndpoint``. ``clock`` (seconds, monotonic) is for tests and simulations.
 
     >>> from loadbalancer import static

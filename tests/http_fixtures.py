@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -9,8 +10,6 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from .daemon import free_tcp_port
 
@@ -67,11 +66,13 @@ class HttpBackend:
         self.kill()
 
 
-@pytest.fixture
-def backends() -> Iterator[list[HttpBackend]]:
-    """Three HTTP backends (child processes), stopped after the test."""
-    started = [HttpBackend().start() for _ in range(3)]
+@contextlib.contextmanager
+def running(count: int) -> Iterator[list[HttpBackend]]:
+    """``count`` HTTP backends (child processes), stopped on leaving."""
+    started: list[HttpBackend] = []
     try:
+        for _ in range(count):
+            started.append(HttpBackend().start())
         yield started
     finally:
         for backend in started:

@@ -7,6 +7,7 @@ import collections
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,9 +16,16 @@ import pytest
 from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
 from loadbalancer import http as lbhttp
 from tests.helpers import eventually
-from tests.http_fixtures import HttpBackend, answer, backends  # noqa: F401 - the fixture
+from tests.http_fixtures import HttpBackend, answer, running
 
 pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def backends() -> Iterator[list[HttpBackend]]:
+    """Three HTTP backends (child processes), stopped after the test."""
+    with running(3) as started:
+        yield started
 
 
 def client(backends: list[HttpBackend], **options: Any) -> httpx.Client:
@@ -124,7 +132,7 @@ def test_streaming_responses_count_as_busy_until_closed(backends: list[HttpBacke
         with c.stream("GET", "http://api/stream/3/0.05") as response:
             busy = [t for t in balancer[0].tracked() if t.outstanding]
             assert len(busy) == 1  # headers in, body not read: still in flight
-            assert [line for line in response.iter_lines()] == ["chunk 0", "chunk 1", "chunk 2"]
+            assert list(response.iter_lines()) == ["chunk 0", "chunk 1", "chunk 2"]
         assert all(t.outstanding == 0 for t in balancer[0].tracked())
 
 

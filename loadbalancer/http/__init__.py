@@ -22,6 +22,9 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "loadbalancer.http needs httpx, which is not installed: pip install 'loadbalancer[http]'"
     ) from error
 
+from typing import TYPE_CHECKING, Any
+
+from ._factory import AsyncHttpEndpoint, HttpEndpoint, async_factory, factory
 from ._policy import IDEMPOTENT, RetryPolicy, retry_after
 from ._transport import (
     AnswerError,
@@ -32,14 +35,35 @@ from ._transport import (
     UnknownServiceError,
 )
 
+if TYPE_CHECKING:
+    from ._requests import RequestsAdapter, RequestsDeadlineExceeded, RequestsNoInstancesError
+
 __all__ = [
     "IDEMPOTENT",
     "AnswerError",
+    "AsyncHttpEndpoint",
     "AsyncTransport",
     "DeadlineExceeded",
+    "HttpEndpoint",
     "NoInstancesError",
+    "RequestsAdapter",
+    "RequestsDeadlineExceeded",
+    "RequestsNoInstancesError",
     "RetryPolicy",
     "Transport",
     "UnknownServiceError",
+    "async_factory",
+    "factory",
     "retry_after",
 ]
+
+_REQUESTS = {"RequestsAdapter", "RequestsDeadlineExceeded", "RequestsNoInstancesError"}
+
+
+def __getattr__(name: str) -> Any:
+    # requests is optional: imported when its adapter is first asked for
+    if name in _REQUESTS:
+        from . import _requests
+
+        return getattr(_requests, name)
+    raise AttributeError(f"module 'loadbalancer.http' has no attribute {name!r}")

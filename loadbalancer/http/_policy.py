@@ -123,6 +123,44 @@ class RetryPolicy:
         """Whether a request that was sent may be sent again."""
         return replayable and method in self.methods
 
+    def next_wait(
+        self,
+        method: str,
+        replayable: bool,
+        attempt: int,
+        status: int | None,
+        failure: str | None,
+        retry_after_header: str | None,
+        end: float,
+        backoff: Backoff,
+    ) -> float | None:
+        """After a failed attempt: the wait before the next, or ``None`` to stop there.
+
+        ``status``: the answer's, if there was one; else ``failure`` says how the attempt
+        failed: ``"unsent"`` (the connection could not be made: the request never left),
+        ``"sent"`` (a transport error after it left: a reset, a timeout), or ``"other"``.
+        """
+        if status is not None:
+            if status not in self.statuses or not self.resendable(method, replayable):
+                return None
+        elif failure == "unsent":
+            if not replayable:
+                return None  # the body may have been read from its stream already
+        elif failure != "sent" or not self.resendable(method, replayable):
+            return None
+        if attempt >= self.attempts:
+            return None
+        delay = backoff.next()
+        if status is not None and self.retry_after:
+            asked = retry_after(retry_after_header)
+            if asked is not None:
+                delay = max(delay, asked)
+        if time.monotonic() + delay >= end:
+            return None  # the next attempt would start after the deadline
+        if not self.withdraw():
+            return None
+        return delay
+
     def deadline(self, start: float) -> float:
         return math.inf if self.timeout is None else start + self.timeout
 

@@ -28,7 +28,7 @@ from ..errors import NoEndpointsError, NotReadyError, RetryTimeoutError
 from ..instance import Instance
 from ..outlier import OutlierDetector
 from ..publisher import Publisher
-from ._policy import RetryPolicy, retry_after
+from ._policy import RetryPolicy
 
 __all__ = [
     "AsyncTransport",
@@ -372,29 +372,25 @@ class _Base:
         backoff: Any,
     ) -> float | None:
         """After an attempt: ``None`` (stop: return the response or raise the error) or the wait before the next."""
-        policy = self._policy
-        replayable = isinstance(request.stream, httpx.ByteStream)
         if response is not None:
-            if response.status_code not in policy.statuses or not policy.resendable(request.method, replayable):
-                return None
-        elif isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
-            if not replayable:
-                return None  # the body may have been read from its stream already
-        elif not (isinstance(error, httpx.TransportError) and policy.resendable(request.method, replayable)):
-            return None
-        if attempt >= policy.attempts:
-            return None
-        delay: float = backoff.next()
-        if response is not None and policy.retry_after:
-            asked = retry_after(response.headers.get("retry-after"))
-            if asked is not None:
-                delay = max(delay, asked)
-        if time.monotonic() + delay >= end:
-            return None  # the next attempt would start after the deadline
-        if not policy.withdraw():
-            self._log.info("http_retry_budget_exhausted", attempt=attempt)
-            return None
-        return delay
+            status: int | None = response.status_code
+            failure = None
+        else:
+            status = None
+            if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+                failure = "unsent"
+            else:
+                failure = "sent" if isinstance(error, httpx.TransportError) else "other"
+        return self._policy.next_wait(
+            request.method,
+            isinstance(request.stream, httpx.ByteStream),
+            attempt,
+            status,
+            failure,
+            None if response is None else response.headers.get("retry-after"),
+            end,
+            backoff,
+        )
 
     def _failed(self, attempt: int, endpoint: Any, error: BaseException, delay: float) -> None:
         self._log.info(

@@ -1,0 +1,317 @@
+"""``RequestsAdapter``: requests' transport adapter over discovered instances, balanced, retried, learning.
+
+    session = requests.Session()
+    session.mount("http://api", http.RequestsAdapter(static.Publisher(["127.0.0.1:8001", "127.0.0.1:8002"])))
+    session.get("http://api/users/1")
+
+Each instance gets a ``requests.adapters.HTTPAdapter`` of its own (urllib3's pool inside).
+The rules are ``RetryPolicy``'s, as for the httpx transports.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+try:
+    import requests
+    import requests.adapters
+    import requests.exceptions
+    import urllib3.exceptions
+except ImportError as error:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "loadbalancer.http.RequestsAdapter needs requests, which is not installed: pip install requests"
+    ) from error
+
+from .._log import get_logger
+from .._util import describe
+from ..balancer import Balancer, RoundRobin
+from ..endpointer import Endpointer
+from ..errors import NoEndpointsError, NotReadyError, RetryTimeoutError
+from ..instance import Instance
+from ..outlier import OutlierDetector
+from ..publisher import Publisher
+from ._policy import RetryPolicy
+
+__all__ = ["RequestsAdapter", "RequestsDeadlineExceeded", "RequestsNoInstancesError"]
+
+_REPICKS = 3
+
+
+class RequestsNoInstancesError(requests.exceptions.ConnectionError, NoEndpointsError):
+    """No instance could be picked: a requests ``ConnectionError`` that is also a ``NoEndpointsError``."""
+
+
+class RequestsDeadlineExceeded(requests.exceptions.Timeout, RetryTimeoutError):
+    """The call's overall deadline passed: a requests ``Timeout`` and a ``RetryTimeoutError``."""
+
+    def __init__(self, message: str, errors: list[BaseException], request: Any) -> None:
+        IOError.__init__(self, message)  # both bases' __init__ would pass only some of their arguments on
+        self.request = request
+        self.response = None
+        self.errors = tuple(errors)
+
+
+class _Failed(Exception):
+    """An answer whose status counts as the instance's failure (raised through trackers, caught by ``send``)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        super().__init__(f"HTTP {response.status_code}")
+
+
+class _Answered:
+    """One attempt's response, its body read: the call is over."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+
+
+class _Call:
+    """One attempt's streamed response: its close ends the call for the trackers."""
+
+    __slots__ = ("_done", "response")
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self._done: list[Callable[[BaseException | None], None]] = []
+
+    def finish_later(self, done: Callable[[BaseException | None], None]) -> None:
+        self._done.append(done)
+
+    def finish(self) -> None:
+        done, self._done = self._done, []
+        for callback in done:
+            callback(None)
+
+
+class _Pool:
+    """One instance's ``HTTPAdapter``; closed once the instance has left and its last response is closed."""
+
+    def __init__(self, instance: Instance, maxsize: int, failures: Any) -> None:
+        self.instance = instance
+        self.adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=maxsize, max_retries=0)
+        self._failures = failures
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._leaving = False
+
+    def __call__(self, request: requests.PreparedRequest, stream: bool, **options: Any) -> _Call | _Answered:
+        with self._lock:
+            self._inflight += 1
+        try:
+            response = self.adapter.send(request, stream=stream, **options)
+            if not stream:
+                response.content  # noqa: B018 - read the body now: the call lasts until it is in
+        except BaseException:
+            self._release()
+            raise
+        call: _Call | _Answered
+        if stream:
+            call = streamed = _Call(response)
+            close = response.close
+
+            def closing() -> None:
+                try:
+                    close()
+                finally:
+                    streamed.finish()
+                    self._release()
+
+            response.close = closing  # type: ignore[method-assign]
+        else:
+            call = _Answered(response)
+            self._release()
+        if response.status_code in self._failures:
+            raise _Failed(response)
+        return call
+
+    def _release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            last = self._leaving and self._inflight == 0
+        if last:
+            self.adapter.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._leaving = True
+            idle = self._inflight == 0
+        if idle:
+            self.adapter.close()
+
+    def __str__(self) -> str:
+        return self.instance.address
+
+
+class RequestsAdapter(requests.adapters.BaseAdapter):
+    """A requests transport adapter over ``publisher``'s instances (mount it for the service's URL prefix).
+
+    ``balancer``, ``eject``, ``retries``, ``timeout``, ``attempt_timeout`` and the retry
+    options as for ``loadbalancer.http.Transport``; ``pool_maxsize``: connections kept per
+    instance. A request's own ``timeout=`` bounds each attempt too.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher[Any],
+        *,
+        balancer: type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] = RoundRobin,
+        eject: bool | Mapping[str, Any] = False,
+        retries: int | RetryPolicy | None = 3,
+        timeout: float | timedelta | None = None,
+        attempt_timeout: float | timedelta | None = None,
+        pool_maxsize: int = 10,
+        own: bool = True,
+        logger: Any = None,
+        **policy_options: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(publisher, Publisher):
+            raise TypeError(f"RequestsAdapter needs a loadbalancer.Publisher (of instances), got {publisher!r}")
+        self._policy = RetryPolicy.of(retries, timeout, attempt_timeout, **policy_options)
+        self._publisher = publisher
+        self._log = get_logger(logger, name=__name__, service=publisher.service)
+        failures = self._policy.failure_statuses
+
+        def pool(instance: Instance) -> _Pool:
+            return _Pool(instance, pool_maxsize, failures)
+
+        self._pools: Endpointer[_Pool] = Endpointer(
+            publisher,
+            pool,
+            close_delay=0,
+            own=own,
+            logger=logger,
+        )
+        top: Publisher[Any] = self._pools
+        self._detector: OutlierDetector[Any] | None = None
+        if eject:
+            options = dict(eject) if isinstance(eject, Mapping) else {}
+            self._detector = OutlierDetector(self._pools, own=False, logger=logger, **options)
+            top = self._detector
+        self._balancer = balancer(top)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        policy = self._policy
+        policy.deposit()
+        end = policy.deadline(time.monotonic())
+        backoff = policy.backoff()
+        method = (request.method or "GET").upper()
+        replayable = request.body is None or isinstance(request.body, bytes | str)
+        errors: list[BaseException] = []
+        tried: list[Any] = []
+        while True:
+            endpoint = self._pick(request, end, tried)
+            response: requests.Response | None = None
+            failure: BaseException | None = None
+            limit = policy.attempt_limit(end)
+            try:
+                call = endpoint(
+                    self._outgoing(request, endpoint.instance),
+                    stream,
+                    timeout=_timeout(timeout, limit),
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
+                )
+                response = call.response
+            except _Failed as failed:
+                response = failed.response
+            except requests.exceptions.RequestException as error:
+                failure = error
+            errors.append(failure if failure is not None else _Failed(response))  # type: ignore[arg-type]
+            status = None if response is None else response.status_code
+            kind = None if failure is None else ("unsent" if _unsent(failure) else "sent")
+            header = None if response is None else response.headers.get("Retry-After")
+            delay = policy.next_wait(method, replayable, len(errors), status, kind, header, end, backoff)
+            if delay is None:
+                if response is not None:
+                    response.request = request  # what the caller asked for, not the instance's URL
+                    return response
+                assert failure is not None
+                if isinstance(failure, requests.exceptions.Timeout) and time.monotonic() >= end - 0.005:
+                    summary = "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
+                    raise RequestsDeadlineExceeded(
+                        f"{method} {request.url}: deadline exceeded after {len(errors)} attempts: {summary}",
+                        errors,
+                        request,
+                    ) from failure
+                raise failure
+            self._log.info(
+                "http_attempt_failed",
+                attempt=len(errors),
+                instance=str(endpoint),
+                error=describe(errors[-1]),
+                wait=round(delay, 6),
+            )
+            tried.append(endpoint)
+            if response is not None:
+                response.close()
+            time.sleep(delay)
+
+    def _pick(self, request: requests.PreparedRequest, end: float, tried: list[Any]) -> Any:
+        try:
+            try:
+                endpoint = self._balancer.endpoint()
+            except NotReadyError:
+                self._publisher.wait_ready(None if end == math.inf else max(0.0, end - time.monotonic()))
+                endpoint = self._balancer.endpoint()
+            for _ in range(_REPICKS):
+                if not any(endpoint is t for t in tried):
+                    break
+                endpoint = self._balancer.endpoint()
+        except NoEndpointsError as error:
+            raise RequestsNoInstancesError(
+                f"{request.method} {request.url}: no instance of {self._publisher!r}: {error}", request=request
+            ) from error
+        return endpoint
+
+    @staticmethod
+    def _outgoing(request: requests.PreparedRequest, instance: Instance) -> requests.PreparedRequest:
+        sent = request.copy()
+        parts = urllib.parse.urlsplit(request.url or "")
+        sent.url = urllib.parse.urlunsplit(parts._replace(netloc=instance.address))
+        if "Host" not in sent.headers:
+            sent.headers["Host"] = parts.netloc  # the service's name stays the Host, as the caller wrote it
+        return sent
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+        self._pools.close()
+
+
+def _unsent(error: BaseException) -> bool:
+    """Whether a requests error means the connection could not be made (the request never left)."""
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError) and error.args:
+        reason = getattr(error.args[0], "reason", error.args[0])
+        return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+    return False
+
+
+def _timeout(given: Any, limit: float | None) -> Any:
+    if limit is None:
+        return given
+    if given is None:
+        return limit
+    if isinstance(given, tuple):
+        return tuple(limit if part is None else min(part, limit) for part in given)
+    return min(float(given), limit)
