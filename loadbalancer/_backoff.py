@@ -25,15 +25,18 @@ class Backoff:
 
     def __init__(self, wait: tenacity.wait.wait_base | None = None, *, first: float = 0.05, cap: float = 5.0) -> None:
         self._wait = wait if wait is not None else tenacity.wait_random_exponential(multiplier=first, max=cap)
-        self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        self._state: tenacity.RetryCallState | None = None  # made at the first failure: most calls have none
         self.failures = 0
 
     def delay(self) -> float:
         """The wait after ``failures`` failures in a row (0.0 after none)."""
         if not self.failures:
             return 0.0
-        self._state.attempt_number = self.failures
-        return max(0.0, float(self._wait(self._state)))
+        state = self._state
+        if state is None:
+            state = self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = self.failures
+        return max(0.0, float(self._wait(state)))
 
     def next(self) -> float:
         """Count one more failure; the wait after it."""

@@ -66,6 +66,7 @@ class RetryPolicy:
     wait: tenacity.wait.wait_base | None = None
     budget: RetryBudget | bool | None = True
     _budget: RetryBudget | None = field(init=False, repr=False, compare=False)
+    _wait: tenacity.wait.wait_base = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
@@ -89,6 +90,7 @@ class RetryPolicy:
         elif budget is not None and not isinstance(budget, RetryBudget):
             raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
         set_(self, "_budget", budget)
+        set_(self, "_wait", self.wait or tenacity.wait_random_exponential(multiplier=0.01, max=1.0))
 
     @classmethod
     def of(
@@ -109,7 +111,7 @@ class RetryPolicy:
         )
 
     def backoff(self) -> Backoff:
-        return Backoff(self.wait or tenacity.wait_random_exponential(multiplier=0.01, max=1.0))
+        return Backoff(self._wait)
 
     def deposit(self) -> None:
         if self._budget is not None:
