@@ -258,11 +258,11 @@ def faults(fleet: list[HttpBackend], rate: float, seconds: float) -> None:
     result = asyncio.run(fault_run(fleet, True, rate, seconds))
     ratio = result["p99"] / reference["p99"]
     ok = result["failed"] == 0 and ratio <= 2
-    print(
-        f"    no fault: {reference['requests']} requests, {reference['failed']} failed, p99 {reference['p99'] * 1000:.1f} ms"
-    )
-    print(f"    fault:    {result['requests']} requests, {result['failed']} failed, p99 {result['p99'] * 1000:.1f} ms"
-          f" ({ratio:.2f}x)  {result['kinds'] or ''}  goal 0 failed, p99 <= 2x  {'PASS' if ok else 'MISS'}")  # fmt: skip
+    for name, run in (("no fault", reference), ("fault", result)):
+        line = f"    {name + ':':<10}{run['requests']} requests, {run['failed']} failed, p99 {run['p99'] * 1000:.1f} ms"
+        if run is result:
+            line += f" ({ratio:.2f}x)  {run['kinds'] or ''}  goal 0 failed, p99 <= 2x  {'PASS' if ok else 'MISS'}"
+        print(line)
 
 
 def main() -> None:
