@@ -269,7 +269,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(
                     409,
                     status(409, "Conflict", f'Operation cannot be fulfilled on endpointslices.discovery.k8s.io "{name}":'
-                           " the object has been modified; please apply your changes to the latest version and try again"),
+                           " the object has been modified; please apply your changes to the latest version"
+                           " and try again"),
                 )  # fmt: skip
                 return
             self.stamp(obj, namespace, old)
@@ -279,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, reply)
 
     def do_DELETE(self) -> None:
-        path, _, parts = self.route()
+        _, _, parts = self.route()
         if not self.authorized():
             return
         target = self.slices_path(parts)
@@ -553,10 +554,8 @@ def endpoint(address: str, *, ready: bool | None = True, serving: bool | None = 
              terminating: bool | None = None, zone: str | None = None, node: str | None = None,
              pod: str | None = None, hostname: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One endpoint of a slice, as the EndpointSlice controller writes it."""
-    conditions: dict[str, bool] = {}
-    for name, value in (("ready", ready), ("serving", serving), ("terminating", terminating)):
-        if value is not None:
-            conditions[name] = value
+    flags = (("ready", ready), ("serving", serving), ("terminating", terminating))
+    conditions = {name: value for name, value in flags if value is not None}
     found: dict[str, Any] = {"addresses": [address], "conditions": conditions}
     if zone is not None:
         found["zone"] = zone
@@ -650,9 +649,11 @@ class K8sApiServer:
             try:
                 if self._http.get("/readyz").status_code == 200:
                     return self
-            except Exception:
+            except Exception as error:
                 if time.monotonic() > end:
-                    raise RuntimeError(f"the Kubernetes API test server did not start:\n{self.daemon.log_tail()}")
+                    raise RuntimeError(
+                        f"the Kubernetes API test server did not start:\n{self.daemon.log_tail()}"
+                    ) from error
             time.sleep(0.02)
 
     def stop(self) -> None:
