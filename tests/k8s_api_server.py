@@ -268,7 +268,7 @@ class Handler(BaseHTTPRequestHandler):
             if wanted and wanted != old["metadata"]["resourceVersion"]:
                 self.send_json(
                     409,
-                    status(409, "Conflict", f'Operation cannot be fulfilled on endpointslices.discovery.k8s.io "{name}":'
+                    status(409, "Conflict", f'Operation cannot be fulfilled on endpointslices.discovery.k8s.io "{name}":'  # noqa: E501
                            " the object has been modified; please apply your changes to the latest version"
                            " and try again"),
                 )  # fmt: skip
