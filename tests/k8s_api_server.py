@@ -49,6 +49,7 @@ from typing import Any
 
 GROUP = "/apis/discovery.k8s.io/v1"
 SERVICE_LABEL = "kubernetes.io/service-name"
+ADMIN_TOKEN = "k8s-test-admin"  # what the tests' own driver sends, accepted whatever the tokens are
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
@@ -104,12 +105,12 @@ def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
 class Store:
     """EndpointSlices by (namespace, name), one resourceVersion counter, the history of writes, open watches."""
 
-    def __init__(self, tokens: set[str] | None, bookmark_interval: float) -> None:
+    def __init__(self, tokens: set[str] | None, bookmark_interval: float, start_version: int = 1000) -> None:
         self.lock = threading.Condition()
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.version = 1000
+        self.version = start_version
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, namespace, type, object)
-        self.floor = 0  # watches from a version below this get 410
+        self.floor = start_version  # watches from a version below this get 410: no history before the start
         self.tokens = tokens
         self.bookmark_interval = bookmark_interval
         self.generation = itertools.count(1)
@@ -163,8 +164,9 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else ""
         with store.lock:
-            store.tokens_seen.append(token)
-            if token in store.tokens:
+            if token != ADMIN_TOKEN:
+                store.tokens_seen.append(token)
+            if token in store.tokens or token == ADMIN_TOKEN:
                 return True
             store.stats["unauthorized"] += 1
         self.send_json(401, status(401, "Unauthorized", "Unauthorized"))
@@ -534,10 +536,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cert", help="serve HTTPS with this certificate (PEM) ...")
     parser.add_argument("--key", help="... and this key")
     parser.add_argument("--bookmark-interval", type=float, default=0.0, help="seconds between bookmarks (0: none)")
+    parser.add_argument("--start-version", type=int, default=1000, help="the first resourceVersion")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         raise SystemExit("this test server listens on loopback only")
-    store = Store(set(args.token) if args.token else None, args.bookmark_interval)
+    store = Store(set(args.token) if args.token else None, args.bookmark_interval, args.start_version)
     server = Server((args.host, args.port), store)
     if args.cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -615,12 +618,14 @@ class K8sApiServer:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.daemon = Daemon(self.dir / "server.log")
         self._http: Any = None
+        self._next_start = 1000
 
     def start(self) -> K8sApiServer:
         import httpx
 
         command = [sys.executable, "-m", "tests.k8s_api_server", "--port", str(self.port),
-                   "--bookmark-interval", str(self.bookmark_interval)]  # fmt: skip
+                   "--bookmark-interval", str(self.bookmark_interval),
+                   "--start-version", str(self._next_start)]  # fmt: skip
         if self.token is not None:
             command += ["--token", self.token]
         if self.ca is not None and self._key is not None:
@@ -635,8 +640,8 @@ class K8sApiServer:
                 del os.environ["PYTHONPATH"]
             else:
                 os.environ["PYTHONPATH"] = env_path
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self._http = self._http or httpx.Client(
             base_url=self.url,
             headers=headers,
             verify=ssl.create_default_context(cafile=str(self.ca)) if self.ca else True,
@@ -657,14 +662,17 @@ class K8sApiServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """Stop the server; started again, it is empty, its versions past the old ones, its history new (410)."""
+        if self.daemon.running:
+            self._next_start = self.version() + 1000
         self.daemon.stop()
 
     def close(self) -> None:
         import shutil
 
+        self.stop()
         if self._http is not None:
             self._http.close()
-        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> K8sApiServer:

@@ -41,6 +41,9 @@ class _Cursor:
         self.version = version
         self.slices = slices
 
+    def __str__(self) -> str:
+        return self.version
+
     def __repr__(self) -> str:
         return repr(self.version)
 
