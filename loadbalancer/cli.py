@@ -37,8 +37,12 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "static")
-EXTRAS = {"etcd": "etcd", "zookeeper": "zookeeper"}  # source -> the pip extra that brings its client
+SOURCES = ("dns", "etcd", "zookeeper", "static", "kubernetes")
+EXTRAS = {
+    "etcd": "etcd",
+    "zookeeper": "zookeeper",
+    "kubernetes": "kubernetes",
+}  # source -> the pip extra that brings its client
 
 
 class UsageError(Exception):
@@ -160,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
             static.add_argument("instances", nargs="+", metavar="HOST:PORT")
 
+        if not registering:  # EndpointSlices are the cluster's controllers' to write
+            _kubernetes_source(sources, common)
+
         if registering:
             for source in (etcd, zookeeper):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
@@ -180,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _kubernetes_source(sources: Any, common: argparse.ArgumentParser) -> None:
+    k8s = sources.add_parser(
+        "kubernetes", parents=[common], help="a Kubernetes Service's EndpointSlices", description="Kubernetes."
+    )
+    k8s.add_argument("service", help="the Service's name")
+    k8s.add_argument("--namespace", "-n", help="its namespace (default: the context's, or the pod's)")
+    k8s.add_argument("--port", help="a port name or number of the slices (default: the only one)")
+    k8s.add_argument("--selector", "-l", dest="label_selector", help="more labels the slices must have")
+    k8s.add_argument("--accept", choices=("ready", "serving", "all"), default="ready", help="which endpoints")
+    k8s.add_argument("--kubeconfig", help="a kubeconfig file (default: in-cluster in a pod, else $KUBECONFIG)")
+    k8s.add_argument("--context", help="the kubeconfig context (default: its current one)")
+
+
 def _cannot_register(argv: Sequence[str]) -> str | None:
     """Why ``register SOURCE`` cannot work, for the sources ``register`` does not offer but users try."""
     if len(argv) < 2 or argv[0] != "register":
@@ -191,6 +211,11 @@ def _cannot_register(argv: Sequence[str]) -> str | None:
         )
     if argv[1] == "static":
         return "cannot register with a static list: it holds only what is given on the command line"
+    if argv[1] == "kubernetes":
+        return (
+            "cannot register with Kubernetes: a Service's EndpointSlices are written by the cluster's controllers;"
+            " run the instance as a pod that the Service selects"
+        )
     return None
 
 
@@ -326,7 +351,7 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}[source]
+    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}.get(source, source)
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -392,6 +417,20 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
         )
+    if source == "kubernetes":
+        port = int(args.port) if args.port is not None and args.port.isdigit() else args.port
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.service,
+            _identity,
+            namespace=args.namespace,
+            port=port,
+            label_selector=args.label_selector,
+            accept=args.accept,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            timeout=args.timeout,
+            close_delay=0,
+        )
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -410,6 +449,8 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.prefix} at {args.endpoints}"
     if source == "zookeeper":
         return f"{args.path} at {args.hosts}"
+    if source == "kubernetes":
+        return f"service {args.service}" + (f" in namespace {args.namespace}" if args.namespace else "")
     return "the static list"
 
 

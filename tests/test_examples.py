@@ -30,3 +30,16 @@ def test_the_memory_registry_example_balances_over_tagged_instances_and_sees_one
     assert "kept past its TTL: ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9004']" in out
     assert "closed the client of 127.0.0.1:9004\nleft -> ['127.0.0.1:9001', '127.0.0.1:9002']" in out
     assert result.stderr == ""
+
+
+def test_the_kubernetes_example_follows_pods_starting_draining_and_a_410() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "kubernetes.py")], capture_output=True, text=True, timeout=120, check=True
+    )
+    out = result.stdout
+    assert "-> 2 endpoints: 10.1.0.5:8080 (eu-1a), 10.1.0.6:8080 (eu-1b)" in out
+    assert "-> 3 endpoints: 10.1.0.5:8080 (eu-1a), 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
+    assert "-> 2 endpoints: 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
+    assert "-> 3 endpoints: 10.1.0.8:8080 (eu-1c), 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
+    assert "list_services(): ['web']" in out
+    assert result.stderr == ""
