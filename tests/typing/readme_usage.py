@@ -106,3 +106,28 @@ def without_a_factory() -> None:
     with memory.Registry() as registry:
         watched: Instance = RoundRobin(registry.watch("api")).endpoint()
     print(srv, listed, watched)
+
+
+def http_clients() -> None:
+    import requests
+
+    from loadbalancer import http
+
+    client = httpx.Client(transport=http.Transport({"api": static.Publisher(["127.0.0.1:8001"])}))
+    response: httpx.Response = client.get("http://api/users/1")
+    session = requests.Session()
+    session.mount("http://api", http.RequestsAdapter(static.Publisher(["127.0.0.1:8001"])))
+    call = Retry(3, 2.0, RoundRobin(static.Publisher(["127.0.0.1:8001"], http.factory())))
+    answer: httpx.Response = call("/users/1")
+    print(response, answer)
+
+
+async def async_http_client() -> None:
+    from loadbalancer import http
+
+    transport = http.AsyncTransport({"api": static.Publisher(["127.0.0.1:8001"])}, balancer=PeakEwma, retries=3)
+    async with httpx.AsyncClient(transport=transport) as c:
+        await c.post("http://api/orders", json={"item": 1})
+    call = Retry(3, 2.0, RoundRobin(static.Publisher(["127.0.0.1:8001"], http.async_factory())))
+    answer: httpx.Response = await call("/users/1")
+    print(answer)
