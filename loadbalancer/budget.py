@@ -47,6 +47,18 @@ def retryable(error: BaseException) -> bool:
     return not isinstance(error, _PROGRAMMING_ERRORS)
 
 
+def budget_of(value: object, **options: float) -> RetryBudget | None:
+    """A ``budget=`` argument as a budget: ``True`` makes one of its own (with ``options``),
+    ``False`` or ``None`` none; a ``RetryBudget`` (perhaps shared) as it is."""
+    if value is True:
+        return RetryBudget(**options)
+    if value is False or value is None:
+        return None
+    if isinstance(value, RetryBudget):
+        return value
+    raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {value!r}")
+
+
 class RetryBudget:
     """Caps retries at a fraction of recent requests plus a small floor, as Finagle's RetryBudget.
 

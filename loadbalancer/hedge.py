@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
-from .budget import RetryBudget
+from .budget import RetryBudget, budget_of
 from .errors import NotReadyError
 from .retry import remaining
 
@@ -71,13 +71,7 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         self._after = None if after is None else seconds(after, "after")
         self._percentile = percentile
         self._initial = seconds(initial, "initial")
-        if budget is True:
-            budget = RetryBudget(ratio=0.1)
-        elif budget is False:
-            budget = None
-        elif budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
-        self._budget = budget
+        self._budget = budget_of(budget, ratio=0.1)
         self._latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self._stale_quantile = 0  # samples since the quantile was last worked out (every 50: a sort of 1,000)
         self._delay = self._after if self._after is not None else self._initial

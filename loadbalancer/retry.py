@@ -32,7 +32,7 @@ from ._log import get_logger
 from ._runtime import RUNTIME
 from ._util import describe, seconds
 from .balancer import Balancer
-from .budget import RetryBudget, retryable
+from .budget import RetryBudget, budget_of, retryable
 from .errors import NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
 
 __all__ = ["Retry", "deadline", "remaining"]
@@ -381,12 +381,7 @@ class Retry(Generic[Req, Resp]):
         # a plain callable is as good as a stop_base here: stop_any calls each with the state
         self._stop = stop_all if stop is None else stop_all | cast(tenacity.stop.stop_base, stop)
         self._wait = _DEFAULT_WAIT if wait is None else wait
-        if budget is True:
-            budget = RetryBudget()
-        elif budget is False:
-            budget = None
-        elif budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
+        budget = budget_of(budget)
         self._budget = budget
         # counting a request is the only cost a budget adds to a call: a C-level increment
         self._deposit: Callable[[], object] = _nothing if budget is None else budget._requests.__next__

@@ -7,8 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .daemon import free_tcp_port
@@ -82,3 +83,36 @@ def running(count: int) -> Iterator[list[HttpBackend]]:
 def answer(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = response.json()
     return data
+
+
+class Load:
+    """Requests sent from several threads until the ``under_load`` block ends: ``done``, ``failures``."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.failures: list[BaseException] = []
+
+
+@contextlib.contextmanager
+def under_load(request: Callable[[], object], threads: int = 4) -> Iterator[Load]:
+    """Call ``request()`` in a loop on ``threads`` threads while the block runs; a raise is a failure."""
+    load = Load()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                request()
+                load.done += 1
+            except Exception as error:
+                load.failures.append(error)
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
 from loadbalancer import http as lbhttp
 from tests.helpers import eventually
-from tests.http_fixtures import HttpBackend, answer, running
+from tests.http_fixtures import HttpBackend, answer, running, under_load
 
 pytestmark = pytest.mark.server
 
@@ -171,56 +170,23 @@ def test_pools_are_closed_when_instances_leave(backends: list[HttpBackend]) -> N
 
 def test_instances_added_and_removed_under_load_fail_no_request(backends: list[HttpBackend]) -> None:
     publisher = static.Publisher([backends[0].address])
-    failures: list[BaseException] = []
-    stop = threading.Event()
-    with httpx.Client(transport=lbhttp.Transport({"api": publisher})) as c:
-
-        def load() -> None:
-            while not stop.is_set():
-                try:
-                    c.get("http://api/echo").raise_for_status()
-                except Exception as error:
-                    failures.append(error)
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
+    c = httpx.Client(transport=lbhttp.Transport({"api": publisher}))
+    with c, under_load(lambda: c.get("http://api/echo").raise_for_status()) as load:
         for members in ([0, 1], [0, 1, 2], [1, 2], [2], [0, 2], [0, 1, 2]):
             publisher.replace([backends[i].address for i in members])
-            time.sleep(0.1)
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert failures == []
+            done = load.done
+            eventually(lambda done=done: load.done > done + 20, what="requests on this set")  # type: ignore[misc]
+    assert load.failures == []
 
 
 def test_a_backend_killed_mid_run_fails_no_idempotent_request(backends: list[HttpBackend]) -> None:
-    failures: list[BaseException] = []
-    done = 0
-    stop = threading.Event()
-    with client(backends, eject=True) as c:
-
-        def load() -> None:
-            nonlocal done
-            while not stop.is_set():
-                try:
-                    c.get("http://api/echo").raise_for_status()
-                    done += 1
-                except Exception as error:
-                    failures.append(error)
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        eventually(lambda: done > 50)
+    with client(backends, eject=True) as c, under_load(lambda: c.get("http://api/echo").raise_for_status()) as load:
+        eventually(lambda: load.done > 50)
         backends[1].kill()
-        start = done
-        eventually(lambda: done > start + 100)
+        start = load.done
+        eventually(lambda: load.done > start + 100)
         backends[1].start()
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert failures == []
+    assert load.failures == []
 
 
 async def test_async_transport_spreads_retries_and_streams(backends: list[HttpBackend]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import requests
 from loadbalancer import NoEndpointsError, Retry, RetryError, RoundRobin, static
 from loadbalancer import http as lbhttp
 from tests.helpers import eventually
-from tests.http_fixtures import HttpBackend, running
+from tests.http_fixtures import HttpBackend, running, under_load
 
 pytestmark = pytest.mark.server
 
@@ -78,31 +77,12 @@ def test_requests_adapter_errors(backends: list[HttpBackend]) -> None:
 
 
 def test_requests_adapter_under_load_with_a_backend_killed(backends: list[HttpBackend]) -> None:
-    failures: list[BaseException] = []
-    done = 0
-    stop = threading.Event()
-    with session(backends, eject=True) as s:
-
-        def load() -> None:
-            nonlocal done
-            while not stop.is_set():
-                try:
-                    s.get("http://api/echo").raise_for_status()
-                    done += 1
-                except Exception as error:
-                    failures.append(error)
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        eventually(lambda: done > 50)
+    with session(backends, eject=True) as s, under_load(lambda: s.get("http://api/echo").raise_for_status()) as load:
+        eventually(lambda: load.done > 50)
         backends[2].kill()
-        start = done
-        eventually(lambda: done > start + 100)
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert failures == []
+        start = load.done
+        eventually(lambda: load.done > start + 100)
+    assert load.failures == []
 
 
 def test_go_kit_style_factory_with_retry(backends: list[HttpBackend]) -> None:

@@ -20,7 +20,7 @@ import tenacity
 
 from .._backoff import Backoff
 from .._util import seconds
-from ..budget import RetryBudget
+from ..budget import RetryBudget, budget_of
 
 __all__ = ["IDEMPOTENT", "RetryPolicy"]
 
@@ -82,14 +82,7 @@ class RetryPolicy:
             set_(self, "failure_statuses", _statuses(self.failure_statuses, "failure_statuses"))
         if self.wait is not None and not callable(self.wait):
             raise TypeError(f"wait must be a tenacity wait strategy, got {self.wait!r}")
-        budget = self.budget
-        if budget is True:
-            budget = RetryBudget()
-        elif budget is False:
-            budget = None
-        elif budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget must be a RetryBudget, True (a budget of its own) or None, got {budget!r}")
-        set_(self, "_budget", budget)
+        set_(self, "_budget", budget_of(self.budget))
         set_(self, "_wait", self.wait or tenacity.wait_random_exponential(multiplier=0.01, max=1.0))
 
     @classmethod

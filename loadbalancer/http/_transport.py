@@ -402,10 +402,37 @@ class _Base:
             backoff,
         )
 
-    def _failed(self, attempt: int, endpoint: Any, error: BaseException, delay: float) -> None:
+    def after(
+        self,
+        request: httpx.Request,
+        errors: list[BaseException],
+        tried: list[Any],
+        endpoint: Any,
+        response: httpx.Response | None,
+        failure: BaseException | None,
+        end: float,
+        backoff: Any,
+    ) -> float | None:
+        """Record an attempt that answered (``response``) or failed; the wait before the next one,
+        ``None`` to return ``response``, or raise the failure (a deadline's as ``DeadlineExceeded``)."""
+        errors.append(failure if failure is not None else _status(response))
+        delay = self.decide(request, len(errors), response, failure, end, backoff)
+        if delay is None:
+            if response is not None:
+                return None
+            assert failure is not None
+            if isinstance(failure, httpx.TimeoutException) and time.monotonic() >= end - _SLACK:
+                raise self.deadline_error(request, errors) from failure
+            raise failure
         self._log.info(
-            "http_attempt_failed", attempt=attempt, instance=str(endpoint), error=describe(error), wait=round(delay, 6)
+            "http_attempt_failed",
+            attempt=len(errors),
+            instance=str(endpoint),
+            error=describe(errors[-1]),
+            wait=round(delay, 6),
         )
+        tried.append(endpoint)
+        return delay
 
     def deadline_error(self, request: httpx.Request, errors: list[BaseException]) -> DeadlineExceeded:
         timeout = self._policy.timeout or 0.0
@@ -533,17 +560,10 @@ class Transport(_Base, httpx.BaseTransport):
                 response = failed.attempt.response
             except httpx.TransportError as error:
                 failure = error
-            errors.append(failure if failure is not None else _status(response))
-            delay = self.decide(request, len(errors), response, failure, end, backoff)
+            delay = self.after(request, errors, tried, endpoint, response, failure, end, backoff)
             if delay is None:
-                if response is not None:
-                    return response
-                assert failure is not None
-                if isinstance(failure, httpx.TimeoutException) and time.monotonic() >= end - _SLACK:
-                    raise self.deadline_error(request, errors) from failure
-                raise failure
-            self._failed(len(errors), endpoint, errors[-1], delay)
-            tried.append(endpoint)
+                assert response is not None
+                return response
             if response is not None:
                 response.close()
             time.sleep(delay)
@@ -635,17 +655,10 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             except TimeoutError as error:
                 errors.append(error)
                 raise self.deadline_error(request, errors) from error
-            errors.append(failure if failure is not None else _status(response))
-            delay = self.decide(request, len(errors), response, failure, end, backoff)
+            delay = self.after(request, errors, tried, endpoint, response, failure, end, backoff)
             if delay is None:
-                if response is not None:
-                    return response
-                assert failure is not None
-                if isinstance(failure, httpx.TimeoutException) and time.monotonic() >= end - _SLACK:
-                    raise self.deadline_error(request, errors) from failure
-                raise failure
-            self._failed(len(errors), endpoint, errors[-1], delay)
-            tried.append(endpoint)
+                assert response is not None
+                return response
             if response is not None:
                 await response.aclose()
             await asyncio.sleep(delay)
