@@ -162,8 +162,12 @@ def test_bookmarks_move_the_version_forward(k8s_api: K8sApiServer, ns: str) -> N
     with publisher(k8s_api, "web", ns) as p:
         before = int(p.resource_version)
         k8s_api.apply(endpoint_slice("x-a", "x", [endpoint("10.0.0.9")]), "elsewhere")  # moves the version only
-        k8s_api.control("bookmark")
-        eventually(lambda: int(p.resource_version) > before, 10, "a bookmark's version")
+
+        def bookmarked() -> bool:
+            k8s_api.control("bookmark")  # again until the watch, perhaps not open yet, has one
+            return int(p.resource_version) > before
+
+        eventually(bookmarked, 10, "a bookmark's version")
         assert addresses(p) == ["10.0.0.1:8080"]
 
 
