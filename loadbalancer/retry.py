@@ -355,6 +355,7 @@ class Retry(Generic[Req, Resp]):
         stop: tenacity.stop.stop_base | Callable[[tenacity.RetryCallState], bool] | None = None,
         budget: RetryBudget | bool | None = True,
         threaded: bool = False,
+        attempt_timeout: float | timedelta | None = None,
         logger: Any = None,
     ) -> None:
         # Both bounds are required, as in go-kit: None is not "no limit" but a mistake to report.
@@ -388,11 +389,16 @@ class Retry(Generic[Req, Resp]):
         # Only a home for the strategies, for those that look at retry_state.retry_object.
         self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
         self._threaded = threaded
+        self._attempt_timeout = (
+            None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
+        )
+        # one test on the hot path for both: calls that need more than the plain path
+        self._slow = threaded or self._attempt_timeout is not None
         # A failed call raises to its caller, who decides what it is worth: its events are
         # INFO (a library must not write a line to stderr per failed call of an application
         # that has not set logging up). A spent budget is a fleet-level condition: a WARNING
         # at most once per budget window, INFO for the refusals in between.
-        self._log = get_logger(logger, service=lb.publisher.service)
+        self._log = get_logger(logger, name=__name__, service=lb.publisher.service)
         self._names: tuple[object, dict[int, str]] | None = None  # (snapshot, id(endpoint) -> address)
         self._watchdog: _Watchdog | None = None
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
@@ -412,8 +418,10 @@ class Retry(Generic[Req, Resp]):
         outer = _get_deadline()
         if outer is not None and outer < end:
             end = outer  # an enclosing Retry's deadline is tighter
-        if self._threaded:
-            return self._call_threaded(request, start, end)
+        if self._slow:
+            if self._threaded:
+                return self._call_threaded(request, start, end)
+            return self._call_per_attempt(request, start, end)
         token = _set_deadline(end)
         endpoint = None  # None if the pick itself failed
         try:
@@ -662,12 +670,17 @@ class Retry(Generic[Req, Resp]):
                 errors.append(failure)
                 continue
             context = contextvars.copy_context()
-            future = self._workers.submit(context.run, self._attempt_in_thread, endpoint, request, end)
+            attempt_end = self._attempt_end(end)
+            future = self._workers.submit(context.run, self._attempt_in_thread, endpoint, request, attempt_end)
             # wait() rather than result(timeout): an endpoint's own TimeoutError is a failed
             # attempt, not the deadline (concurrent.futures.TimeoutError is TimeoutError).
-            if not concurrent.futures.wait((future,), max(0.0, end - _monotonic())).done:
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at the deadline"))
-                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
+            if not concurrent.futures.wait((future,), max(0.0, attempt_end - _monotonic())).done:
+                at = "the deadline" if attempt_end >= end else f"its {self._attempt_timeout:g}s"
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at {at}"))
+                if attempt_end >= end:
+                    raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
+                failed.append(endpoint)  # abandoned at its own timeout: try another
+                continue
             try:
                 result: Resp = future.result()
             except Exception as failure:
@@ -677,6 +690,86 @@ class Retry(Generic[Req, Resp]):
             if errors:
                 self._log.debug("retry_succeeded", attempt=len(errors) + 1)
             return result
+
+    def _attempt_end(self, end: float) -> float:
+        """When the attempt starting now must end: its own timeout, within the call's deadline."""
+        limit = self._attempt_timeout
+        return end if limit is None else min(end, _monotonic() + limit)
+
+    def _call_per_attempt(self, request: Req, start: float, end: float) -> Resp:
+        """A call whose attempts each have ``attempt_timeout``: sync endpoints see it through
+        ``loadbalancer.deadline``; an async attempt is cancelled when it runs out."""
+        errors: list[BaseException] = []
+        failed: list[object] = []
+        state = self._new_state(start, request)
+        endpoint: object = None
+        while True:
+            if errors:
+                delay = self._next_wait(state, errors, end, endpoint)
+                if delay:
+                    time.sleep(delay)
+            endpoint = None
+            token = deadline.set(self._attempt_end(end))
+            try:
+                endpoint = self._pick_other(failed)
+                result = endpoint(request)
+            except Exception as failure:
+                errors.append(failure)
+                if endpoint is not None:
+                    failed.append(endpoint)
+                continue
+            finally:
+                deadline.reset(token)
+            if _is_awaitable(result):
+                return cast(
+                    "Resp", self._per_attempt_async(result, endpoint, request, failed, errors, state, start, end)
+                )
+            return result
+
+    async def _per_attempt_async(
+        self,
+        first: Any,
+        endpoint: object,
+        request: Req,
+        failed: list[object],
+        errors: list[BaseException],
+        state: tenacity.RetryCallState,
+        start: float,
+        end: float,
+    ) -> Any:
+        attempt: Any = first
+        while True:
+            attempt_end = self._attempt_end(end)
+            token = deadline.set(attempt_end)
+            try:
+                if not _is_awaitable(attempt):
+                    return attempt
+                async with asyncio.timeout(max(0.0, attempt_end - _monotonic())):
+                    return await attempt
+            except TimeoutError as failure:
+                errors.append(TimeoutError(f"attempt {len(errors) + 1} ran out of its {self._attempt_timeout:g}s"))
+                errors[-1].__cause__ = failure
+                if attempt_end >= end:
+                    raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
+            except Exception as failure:
+                errors.append(failure)
+            finally:
+                deadline.reset(token)
+            failed.append(endpoint)
+            while True:
+                delay = self._next_wait(state, errors, end, endpoint)
+                if delay:
+                    await asyncio.sleep(delay)
+                endpoint = None
+                try:
+                    endpoint = self._pick_other(failed)
+                    attempt = endpoint(request)
+                except Exception as failure:
+                    errors.append(failure)
+                    if endpoint is not None:
+                        failed.append(endpoint)
+                    continue
+                break
 
     def _attempt_in_thread(self, endpoint: Callable[[Req], Resp], request: Req, end: float) -> Resp:
         deadline.set(end)  # this runs in a copied context: nothing to reset

@@ -16,7 +16,7 @@ import pytest
 import tenacity
 
 import loadbalancer
-from loadbalancer import NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
+from loadbalancer import Balancer, NoEndpointsError, Retry, RetryError, RetryTimeoutError, RoundRobin, static
 from loadbalancer._discovery import DiscoveryPublisher
 from tests.helpers import AsyncEndpoint, Endpoint, events
 
@@ -709,3 +709,60 @@ def test_a_closed_publisher_is_not_retried() -> None:
     publisher.close()
     with pytest.raises(loadbalancer.PublisherClosedError):
         call("ping")
+
+
+class _Ordered(Balancer[Any]):
+    """Offers the endpoints in order, over and over (a deterministic round robin for tests)."""
+
+    def __init__(self, publisher: Any) -> None:
+        self._set: Any = ()
+        self._n = 0
+        super().__init__(publisher)
+
+    def _update(self, endpoints: Any) -> None:
+        self._set = endpoints
+
+    def endpoint(self) -> Any:
+        picked = self._set[self._n % len(self._set)]
+        self._n += 1
+        return picked
+
+
+async def test_attempt_timeout_cancels_a_slow_async_attempt_and_moves_on() -> None:
+    async def slow(request: str) -> str:
+        await asyncio.sleep(30)
+        return "slow"
+
+    async def fast(request: str) -> str:
+        return "fast"
+
+    publisher = static.Publisher(["a:1", "b:2"], lambda a: slow if a == "a:1" else fast)
+    call = Retry(3, 5.0, _Ordered(publisher), attempt_timeout=0.1, wait=tenacity.wait_none())
+    assert await call("x") == "fast"
+    with pytest.raises(RetryTimeoutError):  # the deadline still bounds it all
+        await Retry(3, 0.2, _Ordered(static.Publisher(["a:1"], lambda a: slow)), attempt_timeout=1.0)("x")
+
+
+def test_attempt_timeout_is_what_a_sync_attempt_sees_and_abandons_a_threaded_one() -> None:
+    seen: list[float] = []
+
+    def honouring(request: str) -> str:
+        left = loadbalancer.remaining()
+        assert left is not None
+        seen.append(left)
+        time.sleep(min(left, 1.0))
+        raise TimeoutError("no answer within the time given")
+
+    def hanging(request: str) -> str:
+        time.sleep(5)
+        return "late"
+
+    publisher = static.Publisher(["a:1", "b:2"], lambda a: honouring if a == "a:1" else (lambda r: "fast"))
+    call = Retry(3, 5.0, _Ordered(publisher), attempt_timeout=0.1, wait=tenacity.wait_none())
+    assert call("x") == "fast"
+    assert seen and seen[0] <= 0.1  # the attempt's time, not the call's 5 s
+    hung = static.Publisher(["a:1", "b:2"], lambda a: hanging if a == "a:1" else (lambda r: "fast"))
+    threaded = Retry(3, 5.0, _Ordered(hung), attempt_timeout=0.1, threaded=True, wait=tenacity.wait_none())
+    assert threaded("x") == "fast"  # the hung attempt was left behind at its own timeout
+    with pytest.raises(ValueError, match="attempt_timeout must be positive"):
+        Retry(3, 5.0, _Ordered(publisher), attempt_timeout=0)
