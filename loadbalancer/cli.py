@@ -4,6 +4,7 @@
     loadbalancer watch zookeeper /services/api --hosts zk1:2181,zk2:2181
     loadbalancer register etcd /services/api 10.0.0.5:8080 --endpoints http://127.0.0.1:2379 --ttl 10
     loadbalancer resolve static 10.0.0.1:80 10.0.0.2:80 --json
+    loadbalancer watch mdns _http._tcp.local.
 
 ``resolve`` prints the current set once; ``watch`` prints changes until interrupted;
 ``register`` keeps an instance registered until interrupted, then deregisters it. Output
@@ -37,8 +38,8 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "static")
-EXTRAS = {"etcd": "etcd", "zookeeper": "zookeeper"}  # source -> the pip extra that brings its client
+SOURCES = ("dns", "etcd", "zookeeper", "mdns", "static")
+EXTRAS = {"etcd": "etcd", "zookeeper": "zookeeper", "mdns": "mdns"}  # source -> the pip extra that brings its client
 
 
 class UsageError(Exception):
@@ -156,12 +157,35 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
+        mdns = sources.add_parser(
+            "mdns", parents=[common], help="DNS-SD services on the local network (mDNS)", description="mDNS / DNS-SD."
+        )
+        if registering:
+            mdns.add_argument("type", help="the DNS-SD service type, such as _http._tcp.local.")
+            mdns.add_argument("--name", help="the instance name (default: this host's name and the port)")
+            mdns.add_argument(
+                "--ttl", type=_positive, default=120.0, metavar="SECONDS", help="the records' TTL (default: 120)"
+            )
+        else:
+            mdns.add_argument("types", nargs="+", metavar="TYPE", help="DNS-SD service types, such as _http._tcp")
+            mdns.add_argument("--name", help="only the instance of this name")
+            mdns.add_argument(
+                "--settle",
+                type=_positive,
+                default=1.5,
+                metavar="SECONDS",
+                help="how long to collect answers before the first set (default: 1.5)",
+            )
+        mdns.add_argument(
+            "--interfaces", default="all", help="all, default, or local IP addresses, comma-separated (default: all)"
+        )
+
         if not registering:  # a fixed list holds only what the command line gives
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
             static.add_argument("instances", nargs="+", metavar="HOST:PORT")
 
         if registering:
-            for source in (etcd, zookeeper):
+            for source in (etcd, zookeeper, mdns):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -326,7 +350,7 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}[source]
+    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "mdns": "mdns", "static": "static"}[source]
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -392,6 +416,10 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
         )
+    if source == "mdns":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.types, _identity, name=args.name, interfaces=args.interfaces, settle=args.settle, close_delay=0
+        )
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -410,6 +438,8 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.prefix} at {args.endpoints}"
     if source == "zookeeper":
         return f"{args.path} at {args.hosts}"
+    if source == "mdns":
+        return f"{', '.join(getattr(args, 'types', None) or [args.type])} on the local network"
     return "the static list"
 
 
@@ -464,6 +494,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             registrar = module.Registrar(
                 args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
             )
+        elif args.source == "mdns":
+            registrar = module.Registrar(args.type, instance, name=args.name, ttl=args.ttl, interfaces=args.interfaces)
         else:
             registrar = module.Registrar(
                 args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
@@ -493,7 +525,7 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key or ZooKeeper node that holds the registration."""
+    """The etcd key, ZooKeeper node or DNS-SD name that holds the registration."""
     for name in ("key", "node"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):

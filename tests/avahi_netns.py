@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -193,3 +194,14 @@ class AvahiNamespace:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def namespace_or_skip() -> Iterator[AvahiNamespace]:
+    """For a fixture: a namespace with Avahi up, then down; skipped (failed under CI) where it cannot be made."""
+    from tests.daemon import missing
+
+    reason = unavailable()
+    if reason:
+        missing(reason)
+    with AvahiNamespace() as namespace:
+        yield namespace

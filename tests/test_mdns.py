@@ -22,8 +22,7 @@ import pytest
 from loadbalancer import Instance, mdns
 from loadbalancer.instance import parse_instance
 from loadbalancer.mdns._records import check_interfaces, check_type, check_types, properties_of
-from tests.avahi_netns import AvahiNamespace, unavailable
-from tests.daemon import missing
+from tests.avahi_netns import AvahiNamespace, namespace_or_skip
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +31,7 @@ WAIT = 30.0  # a bound for things that take about a second, on a loaded machine
 
 @pytest.fixture(scope="module")
 def avahi() -> Iterator[AvahiNamespace]:
-    reason = unavailable()
-    if reason:
-        missing(reason)
-    with AvahiNamespace() as namespace:
-        yield namespace
+    yield from namespace_or_skip()
 
 
 class Agent:

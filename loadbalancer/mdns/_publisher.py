@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -126,6 +127,12 @@ class Registrar(_GenericRegistrar):
         logger: Any = None,
     ) -> None:
         parsed = instance if isinstance(instance, Instance) else parse_instance(instance)
+        try:
+            ipaddress.ip_address(parsed.host)
+        except ValueError:
+            raise ValueError(
+                f"cannot announce {parsed.address!r} over mDNS: give the instance's IP address, not a host name"
+            ) from None
         self._type = check_type(service_type)
         self._name = check_name(default_name(parsed.port) if name is None else name)
         self._properties = dict(properties or {})

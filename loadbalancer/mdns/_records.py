@@ -41,7 +41,7 @@ def check_type(value: object) -> str:
         checked = service_type_name(text, strict=False)
     except BadTypeInNameException as error:
         raise ValueError(starts if not text.startswith("_") else f"invalid service type {value!r}: {error}") from None
-    if checked.lower() != text.lower():
+    if checked.lower() != text.lower() and checked.startswith("_"):
         # an instance name was given ("web._http._tcp.local.") where a type belongs
         raise ValueError(f"invalid service type {value!r}: give the type only ('{checked}'), the instance as name=")
     if not text.startswith("_"):
