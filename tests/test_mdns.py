@@ -316,3 +316,14 @@ async def test_a_host_name_cannot_be_announced() -> None:
 def test_txt_properties_carry_metadata_and_tags() -> None:
     instance = Instance("10.0.0.1", 80, tags=("a", "b"), metadata={"path": "/"})
     assert properties_of(instance, {"extra": "1"}) == {"path": "/", "extra": "1", "tags": "a,b"}
+
+
+def test_the_example_announces_follows_and_sees_one_leave(avahi: AvahiNamespace) -> None:
+    result = avahi.run([sys.executable, str(ROOT / "examples" / "mdns.py")], timeout=90)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "announced api-1._lbdemo._tcp.local., api-2._lbdemo._tcp.local., api-old._lbdemo._tcp.local." in out
+    assert "-> 2 endpoints:" in out and "version=2" in out and "version=1" not in out  # the v1 one filtered out
+    assert "calls: ['api-1 handled /hello', 'api-1 handled /hello', 'api-2 handled /hello', 'api-2 handled" in out
+    assert "-> 1 endpoints:" in out and "calls: ['api-2 handled /hello', 'api-2 handled /hello']" in out
+    assert result.stderr == ""

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from zeroconf import (
+    DNSQuestionType,
     InterfaceChoice,
     NonUniqueNameException,
     ServiceInfo,
@@ -82,7 +83,11 @@ class _Tracker:
         zc = await self.backend.zeroconf()
         loop = asyncio.get_running_loop()
         self._started = loop.time()
-        self._browser = AsyncServiceBrowser(zc.zeroconf, list(self.types), handlers=[self._on_change])
+        # QM questions only: a unicast answer (QU) reaches one of the sockets bound to port 5353
+        # on this host, not necessarily ours, when another mDNS stack (Avahi) runs beside us
+        self._browser = AsyncServiceBrowser(
+            zc.zeroconf, list(self.types), handlers=[self._on_change], question_type=DNSQuestionType.QM
+        )
         self._checker = loop.create_task(self._recheck(), name=f"mdns recheck {self.service}")
 
     async def settled(self) -> None:
@@ -125,7 +130,7 @@ class _Tracker:
         try:
             zc = await self.backend.zeroconf()
             info = AsyncServiceInfo(service_type, name)
-            if not await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000):
+            if not await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000, DNSQuestionType.QM):
                 self._log.info("mdns_resolve_failed", instance_name=name, timeout=self.backend.resolve_timeout)
                 return  # tried again at the next recheck while the browser still lists it
             try:
@@ -199,7 +204,7 @@ class _Tracker:
         try:
             zc = await self.backend.zeroconf()
             info = AsyncServiceInfo(service_type, name)
-            if await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000):
+            if await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000, DNSQuestionType.QM):
                 with contextlib.suppress(InvalidInstanceError):
                     instance = instance_of(info, self.backend.ip_version)
                     if self.instances.get(name) != instance or self._differs(name, instance):
@@ -242,7 +247,9 @@ class Backend(_Backend):
       addresses whose interfaces to use; ``ip_version``: ``"v4"`` (default), ``"v6"`` or
       ``"all"`` (an IPv6 link-local address needs its scope, which ``"host:port"`` cannot carry).
     - ``settle``: how long a first listing waits for answers to the browse (mDNS has no
-      "that is all": responders answer within a second); ``resolve_timeout``: how long to
+      "that is all"; a responder that multicast its records in the last second answers
+      only the browse's second query, about a second later, as RFC 6762 section 6 asks:
+      keep it above 1.2 s); ``resolve_timeout``: how long to
       wait for an instance's SRV, TXT and addresses; ``recheck``: how often the records of
       known instances are checked (an instance whose SRV or addresses expired and that does
       not answer again is removed).
