@@ -4,6 +4,7 @@
         {"set": [instance documents], "stale": false, "t": monotonic} on every change of the set
     python -m tests.mdns_agent register TYPE HOST:PORT --name N [--ttl S] [--meta K=V] [--tag T]
         {"registered": "full name", "t": ...}; stdin closing or SIGTERM: deregister, {"deregistered": ...}
+        (--exit-without-close: just exit, the library withdraws it at interpreter exit)
     python -m tests.mdns_agent services | discover TYPE [--tag T]
         one document with the registry's answer
 
@@ -63,6 +64,7 @@ def main() -> int:
     parser.add_argument("--ttl", type=float, default=120.0)
     parser.add_argument("--meta", action="append", default=[])
     parser.add_argument("--tag", action="append", default=[])
+    parser.add_argument("--exit-without-close", action="store_true", help="leave the goodbye to interpreter exit")
     args = parser.parse_args()
     logger = logging.getLogger("loadbalancer")
     logger.setLevel(logging.INFO)
@@ -91,6 +93,9 @@ def main() -> int:
         say(registered=registrar.key)
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         stop.wait()
+        if args.exit_without_close:
+            say(exiting=registrar.key)
+            return 0
         key = registrar.key
         registrar.close()
         say(deregistered=key)

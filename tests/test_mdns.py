@@ -210,6 +210,24 @@ def test_what_the_registrar_announces_avahi_resolves_and_sees_withdrawn(avahi: A
     assert not [fields for fields in browse(avahi, "_api._tcp") if named("api-1")(fields)]
 
 
+def test_a_registration_still_standing_at_interpreter_exit_is_withdrawn(avahi: AvahiNamespace) -> None:
+    registrar = agent(
+        avahi, "register", "_exit._tcp.local.", "127.0.0.1:7050", "--name", "leaver", "--exit-without-close"
+    )
+    watching = Agent(avahi, ["avahi-browse", "-pk", "_exit._tcp"], parse=False)
+    try:
+        registrar.wait_for(lambda line: "registered" in line, "registered")
+        watching.wait_for(lambda line: line.startswith("+") and ";leaver;" in line, "avahi-browse lists it")
+        registrar.stop()  # stdin closed: the process returns from main without closing the registrar
+        assert registrar.find(lambda line: "exiting" in line) is not None
+        assert registrar.process.returncode == 0
+        watching.wait_for(lambda line: line.startswith("-") and ";leaver;" in line, "withdrawn at exit")
+    finally:
+        watching.process.terminate()
+        watching.stop()
+        registrar.stop()
+
+
 def test_a_name_avahi_holds_is_renamed_as_rfc_6762_says_and_reported(avahi: AvahiNamespace) -> None:
     holder = publish(avahi, "taken", "_api._tcp", 7100)
     registrar = agent(avahi, "register", "_api._tcp.local.", "127.0.0.1:7101", "--name", "taken")
