@@ -244,8 +244,9 @@ def test_a_name_avahi_holds_is_renamed_as_rfc_6762_says_and_reported(avahi: Avah
 
 
 def test_a_responder_killed_without_goodbye_goes_when_its_records_expire(avahi: AvahiNamespace) -> None:
-    # The registrar's records live 3 s; killed with SIGKILL it sends no goodbye, and the PTR
-    # alone would keep it browsable: the publisher notices the expired SRV and that nobody answers.
+    # The registrar's SRV and A records live 3 s, its PTR 75 minutes (as Avahi's); killed with
+    # SIGKILL it sends no goodbye, and zeroconf's browser would report nothing until the PTR
+    # expires: the publisher notices the expired SRV, and that nobody answers for it.
     watcher = agent(avahi, "watch", "_gone._tcp.local.", "--recheck", "0.5")
     registrar = agent(avahi, "register", "_gone._tcp.local.", "127.0.0.1:7200", "--name", "doomed", "--ttl", "3")
     try:

@@ -54,6 +54,7 @@ __all__ = ["Backend", "MdnsError", "Registry"]
 
 _Names = list[str]  # the method ``list`` shadows the builtin in the class
 _HISTORY = 10_000  # changes kept per tracker for watches to resume from
+_OTHER_TTL = 4500  # seconds: RFC 6762's TTL for records that do not name a host (PTR, TXT)
 
 
 class MdnsError(DiscoveryError):
@@ -258,7 +259,8 @@ class Backend(_Backend):
       the backend opens its own on first use and closes it in ``aclose()``.
 
     Registering announces a service (``register``); a lease is the announcement, kept as
-    long as the process runs; its ``ttl`` is the records' TTL, how long others keep the
+    long as the process runs; its ``ttl`` is the TTL of the SRV and A records (the PTR and
+    TXT records keep RFC 6762's 75 minutes), how long this library's publishers keep the
     instance if the process dies without sending goodbye packets.
     """
 
@@ -424,8 +426,8 @@ class Backend(_Backend):
             properties=properties_of(instance, properties),
             server=host,
             addresses=[address.packed],
-            host_ttl=record_ttl,
-            other_ttl=record_ttl,
+            host_ttl=record_ttl,  # SRV and A: as RFC 6762 section 10 advises for records naming a host
+            other_ttl=max(_OTHER_TTL, record_ttl),  # PTR and TXT
         )
         zc = await self.zeroconf()
         try:

@@ -101,10 +101,12 @@ class Registrar(_GenericRegistrar):
     the change logged (``mdns_name_conflict``), or with ``rename=False`` refused.
     ``deregister()``, ``close()`` and interpreter exit send goodbye packets. The TXT record
     holds the instance's metadata, ``properties``, and its tags under ``tags``; the SRV its
-    priority and weight. ``ttl``: the records' TTL in seconds (default 120, as RFC 6762
-    advises for records naming a host): how long others keep the instance if this process
-    dies without goodbye. ``server``: the host name in the SRV record (default
-    ``"{name}.local."``). The instance's host must be an IP address (the A record).
+    priority and weight. ``ttl``: the TTL of the SRV and A records in seconds (default
+    120, as RFC 6762 advises for records naming a host): how long an ``mdns.Publisher``
+    keeps the instance if this process dies without goodbye (the PTR and TXT records live
+    RFC 6762's 75 minutes, and browsers that watch only the PTR keep it that long).
+    ``server``: the host name in the SRV record (default: this host's short name and the
+    port, ``"web-3-8080.local."``). The instance's host must be an IP address (the A record).
 
     >>> with Registrar("_http._tcp.local.", "192.168.1.5:8080", name="web") as registrar:  # doctest: +SKIP
     ...     registrar.key
