@@ -4,6 +4,7 @@
     loadbalancer watch zookeeper /services/api --hosts zk1:2181,zk2:2181
     loadbalancer register etcd /services/api 10.0.0.5:8080 --endpoints http://127.0.0.1:2379 --ttl 10
     loadbalancer resolve static 10.0.0.1:80 10.0.0.2:80 --json
+    loadbalancer watch mdns _http._tcp.local.
 
 ``resolve`` prints the current set once; ``watch`` prints changes until interrupted;
 ``register`` keeps an instance registered until interrupted, then deregisters it. Output
@@ -37,10 +38,11 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "static", "kubernetes")
+SOURCES = ("dns", "etcd", "zookeeper", "mdns", "static", "kubernetes")
 EXTRAS = {
     "etcd": "etcd",
     "zookeeper": "zookeeper",
+    "mdns": "mdns",
     "kubernetes": "kubernetes",
 }  # source -> the pip extra that brings its client
 
@@ -160,6 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
+        mdns = sources.add_parser(
+            "mdns", parents=[common], help="DNS-SD services on the local network (mDNS)", description="mDNS / DNS-SD."
+        )
+        if registering:
+            mdns.add_argument("type", help="the DNS-SD service type, such as _http._tcp.local.")
+            mdns.add_argument("--name", help="the instance name (default: this host's name and the port)")
+            mdns.add_argument(
+                "--ttl", type=_positive, default=120.0, metavar="SECONDS", help="the records' TTL (default: 120)"
+            )
+        else:
+            mdns.add_argument("types", nargs="+", metavar="TYPE", help="DNS-SD service types, such as _http._tcp")
+            mdns.add_argument("--name", help="only the instance of this name")
+            mdns.add_argument(
+                "--settle",
+                type=_positive,
+                default=1.5,
+                metavar="SECONDS",
+                help="how long to collect answers before the first set (default: 1.5)",
+            )
+        mdns.add_argument(
+            "--interfaces", default="all", help="all, default, or local IP addresses, comma-separated (default: all)"
+        )
+
         if not registering:  # a fixed list holds only what the command line gives
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
             static.add_argument("instances", nargs="+", metavar="HOST:PORT")
@@ -168,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
             _kubernetes_source(sources, common)
 
         if registering:
-            for source in (etcd, zookeeper):
+            for source in (etcd, zookeeper, mdns):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -351,7 +376,9 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}.get(source, source)
+    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "mdns": "mdns", "static": "static"}.get(
+        source, source
+    )
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -431,6 +458,10 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
             timeout=args.timeout,
             close_delay=0,
         )
+    if source == "mdns":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.types, _identity, name=args.name, interfaces=args.interfaces, settle=args.settle, close_delay=0
+        )
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -451,6 +482,8 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.path} at {args.hosts}"
     if source == "kubernetes":
         return f"service {args.service}" + (f" in namespace {args.namespace}" if args.namespace else "")
+    if source == "mdns":
+        return f"{', '.join(getattr(args, 'types', None) or [args.type])} on the local network"
     return "the static list"
 
 
@@ -505,6 +538,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             registrar = module.Registrar(
                 args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
             )
+        elif args.source == "mdns":
+            registrar = module.Registrar(args.type, instance, name=args.name, ttl=args.ttl, interfaces=args.interfaces)
         else:
             registrar = module.Registrar(
                 args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
@@ -534,7 +569,7 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key or ZooKeeper node that holds the registration."""
+    """The etcd key, ZooKeeper node or DNS-SD name that holds the registration."""
     for name in ("key", "node"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):
