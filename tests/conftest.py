@@ -46,7 +46,8 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # marked by hand because they start their own), so ``-m "not server"`` is the quick run.
 _SERVER_FIXTURES = frozenset(
     {"bind", "private_bind", "zookeeper_server", "private_zookeeper", "zk_client", "unstarted_zookeeper",
-     "server", "cluster", "etcd_server"}
+     "server", "cluster", "etcd_server",
+     "eureka_server", "seed_servers"}
 )  # fmt: skip
 
 
