@@ -192,7 +192,7 @@ class Handler(BaseHTTPRequestHandler):
         with r.lock:
             r.prune()
             if parts == ["_test", "stats"]:
-                self._send(200 if "json" in self.headers.get("Accept", "") else 200, {"stats": dict(r.stats)})
+                self._send(200, {"stats": dict(r.stats)})
                 return
             if parts == ["apps"]:
                 r.stats["full"] += 1

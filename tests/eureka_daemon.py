@@ -33,7 +33,7 @@ class EurekaServer(Server):
         while True:
             self.exited("the Eureka API server")
             try:
-                httpx.get(self.url + "apps", timeout=1.0)
+                httpx.get(f"http://127.0.0.1:{self.port}/_test/stats", timeout=1.0)
                 return self
             except httpx.HTTPError:
                 if time.monotonic() > end:
@@ -45,7 +45,9 @@ class EurekaServer(Server):
     def get(self, path: str) -> Any:
         return httpx.get(self.url + path, headers={"Accept": "application/json"}, timeout=5).json()
 
-    def register(self, app: str, instance_id: str, host: str, port: int, *, status: str = "UP", **extra: Any) -> None:
+    def register(
+        self, app: str, instance_id: str, host: str, port: int, /, *, status: str = "UP", **extra: Any
+    ) -> None:
         record = {
             "instanceId": instance_id,
             "hostName": host,
