@@ -37,8 +37,13 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "static")
-EXTRAS = {"etcd": "etcd", "zookeeper": "zookeeper"}  # source -> the pip extra that brings its client
+SOURCES = ("dns", "etcd", "zookeeper", "static", "eureka", "http")
+EXTRAS = {
+    "etcd": "etcd",
+    "zookeeper": "zookeeper",
+    "eureka": "eureka",
+    "http": "httppoll",
+}  # source -> the pip extra that brings its client
 
 
 class UsageError(Exception):
@@ -156,12 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
+        eureka = _eureka_parser(sources, common, registering)
+        if not registering:  # the seeds own their lists
+            _http_parser(sources, common)
+
         if not registering:  # a fixed list holds only what the command line gives
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
             static.add_argument("instances", nargs="+", metavar="HOST:PORT")
 
         if registering:
-            for source in (etcd, zookeeper):
+            for source in (etcd, zookeeper, eureka):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -180,6 +189,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _eureka_parser(sources: Any, common: argparse.ArgumentParser, registering: bool) -> argparse.ArgumentParser:
+    eureka = sources.add_parser("eureka", parents=[common], help="a Eureka application", description="Eureka.")
+    eureka.add_argument("app", help="the application name, such as api (Eureka upper-cases it)")
+    eureka.add_argument(
+        "--urls",
+        default="http://127.0.0.1:8761/eureka/",
+        help="Eureka service URLs, comma-separated (default: http://127.0.0.1:8761/eureka/)",
+    )
+    if registering:
+        eureka.add_argument(
+            "--ttl", type=_positive, default=90.0, metavar="SECONDS", help="lease duration; heartbeats every third"
+        )
+        eureka.add_argument("--instance-id", help="the instance id (default: host:app:port)")
+    else:
+        eureka.add_argument(
+            "--interval", type=_positive, default=30.0, metavar="SECONDS", help="delta fetch interval (default: 30)"
+        )
+    return eureka  # type: ignore[no-any-return]
+
+
+def _http_parser(sources: Any, common: argparse.ArgumentParser) -> None:
+    http = sources.add_parser(
+        "http", parents=[common], help="seed URLs answering a JSON list", description="HTTP polling."
+    )
+    http.add_argument("seeds", nargs="+", metavar="URL", help="seed URLs ({service} is replaced by --service)")
+    http.add_argument("--service", default="default", help="the service name (default: default)")
+    http.add_argument(
+        "--interval", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
+    )
+
+
 def _cannot_register(argv: Sequence[str]) -> str | None:
     """Why ``register SOURCE`` cannot work, for the sources ``register`` does not offer but users try."""
     if len(argv) < 2 or argv[0] != "register":
@@ -189,6 +229,8 @@ def _cannot_register(argv: Sequence[str]) -> str | None:
             "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
             " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
         )
+    if argv[1] == "http":
+        return "cannot register with HTTP seeds: each seed owns the list it answers"
     if argv[1] == "static":
         return "cannot register with a static list: it holds only what is given on the command line"
     return None
@@ -326,7 +368,8 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}[source]
+    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static", "eureka": "eureka",
+              "http": "httppoll"}[source]  # fmt: skip
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -392,6 +435,14 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
         )
+    if source == "eureka":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.app, _identity, urls=args.urls, interval=args.interval, timeout=args.timeout, close_delay=0
+        )
+    if source == "http":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.seeds, _identity, service=args.service, interval=args.interval, timeout=args.timeout, close_delay=0
+        )
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -410,6 +461,10 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.prefix} at {args.endpoints}"
     if source == "zookeeper":
         return f"{args.path} at {args.hosts}"
+    if source == "eureka":
+        return f"{args.app} at {args.urls}"
+    if source == "http":
+        return " ".join(args.seeds)
     return "the static list"
 
 
@@ -464,6 +519,10 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             registrar = module.Registrar(
                 args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
             )
+        elif args.source == "eureka":
+            registrar = module.Registrar(
+                args.app, instance, urls=args.urls, ttl=args.ttl, instance_id=args.instance_id, timeout=args.timeout
+            )
         else:
             registrar = module.Registrar(
                 args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
@@ -493,8 +552,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key or ZooKeeper node that holds the registration."""
-    for name in ("key", "node"):
+    """The etcd key, ZooKeeper node or Eureka instance id that holds the registration."""
+    for name in ("key", "node", "instance_id"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):
             return value
