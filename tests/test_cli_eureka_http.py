@@ -13,7 +13,24 @@ from tests.eureka_daemon import EurekaServer
 from tests.seed_daemon import SeedServer
 from tests.test_cli import Process, one_line_error, run
 
-pytest_plugins = ["tests.eureka_fixtures", "tests.seed_fixtures"]
+
+@pytest.fixture
+def eureka_server() -> Iterator[EurekaServer]:
+    with EurekaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def seed_servers() -> Iterator[list[SeedServer]]:
+    """Two seeds, started."""
+    seeds = [SeedServer(), SeedServer()]
+    try:
+        for seed in seeds:
+            seed.start()
+        yield seeds
+    finally:
+        for seed in seeds:
+            seed.close()
 
 
 @pytest.fixture

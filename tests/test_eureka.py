@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from loadbalancer import Instance, eureka
@@ -9,7 +11,11 @@ from loadbalancer.backend import Registrar as GenericRegistrar
 from tests.eureka_daemon import EurekaServer
 from tests.helpers import eventually
 
-pytest_plugins = ["tests.eureka_fixtures"]
+
+@pytest.fixture
+def eureka_server() -> Iterator[EurekaServer]:
+    with EurekaServer() as server:
+        yield server
 
 
 def addresses(publisher: eureka.Publisher[Instance]) -> list[str]:

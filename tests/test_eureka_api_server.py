@@ -8,6 +8,7 @@ local apps hash against the server's ``apps__hashcode``) must agree with the ser
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +17,13 @@ import pytest
 from tests.eureka_daemon import EurekaServer
 from tests.helpers import aeventually
 
-pytest_plugins = ["tests.eureka_fixtures"]
+
+@pytest.fixture
+def eureka_server() -> Iterator[EurekaServer]:
+    with EurekaServer() as server:
+        yield server
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # py-eureka-client's logger.warn
 
 eureka_basic = pytest.importorskip("py_eureka_client.eureka_basic")

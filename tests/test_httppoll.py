@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from loadbalancer import Instance, httppoll
 from tests.helpers import eventually
 from tests.seed_daemon import SeedServer
 
-pytest_plugins = ["tests.seed_fixtures"]
+
+@pytest.fixture
+def seed_servers() -> Iterator[list[SeedServer]]:
+    """Two seeds, started."""
+    seeds = [SeedServer(), SeedServer()]
+    try:
+        for seed in seeds:
+            seed.start()
+        yield seeds
+    finally:
+        for seed in seeds:
+            seed.close()
 
 
 def addresses(publisher: httppoll.Publisher[Instance]) -> list[str]:
