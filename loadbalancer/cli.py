@@ -38,12 +38,14 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "mdns", "static", "kubernetes")
+SOURCES = ("dns", "etcd", "zookeeper", "mdns", "static", "kubernetes", "eureka", "http")
 EXTRAS = {
     "etcd": "etcd",
     "zookeeper": "zookeeper",
     "mdns": "mdns",
     "kubernetes": "kubernetes",
+    "eureka": "eureka",
+    "http": "httppoll",
 }  # source -> the pip extra that brings its client
 
 
@@ -184,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         mdns.add_argument(
             "--interfaces", default="all", help="all, default, or local IP addresses, comma-separated (default: all)"
         )
+        eureka = _eureka_parser(sources, common, registering)
+        if not registering:  # the seeds own their lists
+            _http_parser(sources, common)
 
         if not registering:  # a fixed list holds only what the command line gives
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
             _kubernetes_source(sources, common)
 
         if registering:
-            for source in (etcd, zookeeper, mdns):
+            for source in (etcd, zookeeper, mdns, eureka):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -225,6 +230,37 @@ def _kubernetes_source(sources: Any, common: argparse.ArgumentParser) -> None:
     k8s.add_argument("--context", help="the kubeconfig context (default: its current one)")
 
 
+def _eureka_parser(sources: Any, common: argparse.ArgumentParser, registering: bool) -> argparse.ArgumentParser:
+    eureka = sources.add_parser("eureka", parents=[common], help="a Eureka application", description="Eureka.")
+    eureka.add_argument("app", help="the application name, such as api (Eureka upper-cases it)")
+    eureka.add_argument(
+        "--urls",
+        default="http://127.0.0.1:8761/eureka/",
+        help="Eureka service URLs, comma-separated (default: http://127.0.0.1:8761/eureka/)",
+    )
+    if registering:
+        eureka.add_argument(
+            "--ttl", type=_positive, default=90.0, metavar="SECONDS", help="lease duration; heartbeats every third"
+        )
+        eureka.add_argument("--instance-id", help="the instance id (default: host:app:port)")
+    else:
+        eureka.add_argument(
+            "--interval", type=_positive, default=30.0, metavar="SECONDS", help="delta fetch interval (default: 30)"
+        )
+    return eureka  # type: ignore[no-any-return]
+
+
+def _http_parser(sources: Any, common: argparse.ArgumentParser) -> None:
+    http = sources.add_parser(
+        "http", parents=[common], help="seed URLs answering a JSON list", description="HTTP polling."
+    )
+    http.add_argument("seeds", nargs="+", metavar="URL", help="seed URLs ({service} is replaced by --service)")
+    http.add_argument("--service", default="default", help="the service name (default: default)")
+    http.add_argument(
+        "--interval", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
+    )
+
+
 def _cannot_register(argv: Sequence[str]) -> str | None:
     """Why ``register SOURCE`` cannot work, for the sources ``register`` does not offer but users try."""
     if len(argv) < 2 or argv[0] != "register":
@@ -234,6 +270,8 @@ def _cannot_register(argv: Sequence[str]) -> str | None:
             "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
             " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
         )
+    if argv[1] == "http":
+        return "cannot register with HTTP seeds: each seed owns the list it answers"
     if argv[1] == "static":
         return "cannot register with a static list: it holds only what is given on the command line"
     if argv[1] == "kubernetes":
@@ -376,9 +414,7 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "mdns": "mdns", "static": "static"}.get(
-        source, source
-    )
+    module = {"dns": "dnssrv", "http": "httppoll"}.get(source, source)
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -462,6 +498,14 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.types, _identity, name=args.name, interfaces=args.interfaces, settle=args.settle, close_delay=0
         )
+    if source == "eureka":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.app, _identity, urls=args.urls, interval=args.interval, timeout=args.timeout, close_delay=0
+        )
+    if source == "http":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.seeds, _identity, service=args.service, interval=args.interval, timeout=args.timeout, close_delay=0
+        )
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -484,6 +528,10 @@ def _where(args: argparse.Namespace) -> str:
         return f"service {args.service}" + (f" in namespace {args.namespace}" if args.namespace else "")
     if source == "mdns":
         return f"{', '.join(getattr(args, 'types', None) or [args.type])} on the local network"
+    if source == "eureka":
+        return f"{args.app} at {args.urls}"
+    if source == "http":
+        return " ".join(args.seeds)
     return "the static list"
 
 
@@ -540,6 +588,10 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             )
         elif args.source == "mdns":
             registrar = module.Registrar(args.type, instance, name=args.name, ttl=args.ttl, interfaces=args.interfaces)
+        elif args.source == "eureka":
+            registrar = module.Registrar(
+                args.app, instance, urls=args.urls, ttl=args.ttl, instance_id=args.instance_id, timeout=args.timeout
+            )
         else:
             registrar = module.Registrar(
                 args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
@@ -569,8 +621,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key, ZooKeeper node or DNS-SD name that holds the registration."""
-    for name in ("key", "node"):
+    """The etcd key, ZooKeeper node, DNS-SD name or Eureka instance id that holds the registration."""
+    for name in ("key", "node", "instance_id"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):
             return value

@@ -46,7 +46,8 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # marked by hand because they start their own), so ``-m "not server"`` is the quick run.
 _SERVER_FIXTURES = frozenset(
     {"bind", "private_bind", "zookeeper_server", "private_zookeeper", "zk_client", "unstarted_zookeeper",
-     "server", "cluster", "etcd_server", "k8s_api", "k8s_server", "avahi"}
+     "server", "cluster", "etcd_server", "k8s_api", "k8s_server", "avahi",
+     "eureka_server", "seed_servers"}
 )  # fmt: skip
 
 

@@ -1,0 +1,94 @@
+"""``httppoll.Publisher`` and ``httppoll.Registry``: the generic publisher and facade over seed URLs."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from .._typing import E
+from .._util import seconds
+from ..backend import Publisher as _Generic
+from ..backend import Registry as _Registry
+from ..publisher import Factory
+from ._backend import Backend
+
+__all__ = ["Publisher", "Registry"]
+
+
+class Publisher(_Generic[E]):
+    """Polls ``seeds`` (one URL or several) every ``interval`` seconds and publishes the instances they list.
+
+    Each seed answers a JSON list of instances (``"host:port"`` strings or objects: ``id``,
+    ``name``, ``version``, ``address``/``host``, ``port``, ``weight``, ``priority``,
+    ``tags``, ``metadata``, ``status``; see ``httppoll.parse_answer``). Requests carry
+    ``If-None-Match``: an unchanged answer is a ``304``, and then nothing is parsed or
+    compared. The seeds' lists are merged by instance id (the first seed wins a
+    disagreement); a failing seed keeps its last answer; when every seed fails the set is
+    kept (stale) and polling backs off up to ``max_backoff``. ``service``: the name put
+    into seeds that say ``{service}`` and the ``name`` instances must have, if they have one.
+
+    >>> publisher = Publisher("http://127.0.0.1:8500/peers.json", interval=2)  # doctest: +SKIP
+    >>> publisher.refresh()  # doctest: +SKIP
+    EndpointSet([Instance(host='10.0.0.7', port=8080)])
+    """
+
+    def __init__(
+        self,
+        seeds: str | Sequence[str],
+        factory: Factory[E] | None = None,
+        *,
+        service: str = "default",
+        interval: float | timedelta = 5.0,
+        timeout: float | timedelta = 5.0,
+        headers: Mapping[str, str] | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        tags: Iterable[str] | str | None = None,
+        max_backoff: float | timedelta = 5.0,
+        logger: Any = None,
+        invalidate_after: float | timedelta | None = None,
+        close_delay: float | timedelta = 1.0,
+    ) -> None:
+        backend = Backend(
+            seeds,
+            interval=seconds(interval, "interval", allow_zero=False),
+            timeout=seconds(timeout, "timeout", allow_zero=False),
+            headers=headers,
+            verify=verify,
+            logger=logger,
+        )
+        super().__init__(
+            backend,
+            service,
+            factory,
+            tags=tags,
+            max_backoff=max_backoff,
+            logger=logger,
+            invalidate_after=invalidate_after,
+            close_delay=close_delay,
+            own_backend=True,
+        )
+        backend.log = self._log
+        self._seeds = backend
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests so far by outcome: ``"200"`` (read and parsed), ``"304"`` (unchanged), ``"failed"``."""
+        return dict(self._seeds.requests)
+
+    def __repr__(self) -> str:
+        return f"httppoll.Publisher({','.join(self._seeds.seeds)!r})"
+
+
+class Registry(_Registry):
+    """The registry facade over seed URLs: ``discover``, ``lookup`` and ``watch``; registering raises.
+
+    >>> registry = Registry("http://127.0.0.1:8500/services/{service}.json")
+    >>> registry.backend.urls("api")
+    ['http://127.0.0.1:8500/services/api.json']
+    >>> registry.close()
+    """
+
+    def __init__(self, seeds: str | Sequence[str], *, logger: Any = None, **options: Any) -> None:
+        super().__init__(Backend(seeds, logger=logger, **options), logger=logger)

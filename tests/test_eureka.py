@@ -1,0 +1,155 @@
+"""``loadbalancer.eureka`` against the Eureka API test server (a separate process on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from loadbalancer import Instance, eureka
+from loadbalancer.backend import Registrar as GenericRegistrar
+from tests.eureka_daemon import EurekaServer
+from tests.helpers import eventually
+
+
+@pytest.fixture
+def eureka_server() -> Iterator[EurekaServer]:
+    with EurekaServer() as server:
+        yield server
+
+
+def addresses(publisher: eureka.Publisher[Instance]) -> list[str]:
+    return sorted(str(i) for i in publisher.endpoints())
+
+
+def test_a_publisher_sees_up_instances_then_changes_through_deltas_only(eureka_server: EurekaServer) -> None:
+    eureka_server.register("api", "a-1", "127.0.0.1", 9001, metadata={"zone": "eu", "weight": "5", "tags": "blue,v2"})
+    eureka_server.register("api", "a-2", "127.0.0.1", 9002, status="STARTING")
+    eureka_server.register("other", "o-1", "127.0.0.1", 9100)
+    with eureka.Publisher("api", urls=eureka_server.url, interval=0.1) as publisher:
+        assert publisher.wait_ready(10)
+        (instance,) = publisher.endpoints()
+        assert instance == Instance("127.0.0.1", 9001, weight=5, tags=("blue", "v2"), metadata={"zone": "eu"})
+        eureka_server.set_status("api", "a-2", "UP")
+        eventually(lambda: addresses(publisher) == ["127.0.0.1:9001", "127.0.0.1:9002"], 10, "a-2 UP")
+        eureka_server.set_status("api", "a-1", "OUT_OF_SERVICE")
+        eventually(lambda: addresses(publisher) == ["127.0.0.1:9002"], 10, "a-1 out of service")
+        eureka_server.cancel("api", "a-2")
+        eventually(lambda: addresses(publisher) == [], 10, "a-2 cancelled")
+        assert not publisher.endpoints().stale
+        stats = eureka_server.stats()
+        assert stats["full"] == 1 and stats["delta"] >= 3  # one full fetch, then deltas that matched the hash
+
+
+def test_a_delta_that_misses_a_change_fails_the_hash_check_and_a_full_fetch_repairs(
+    eureka_server: EurekaServer, logs: pytest.LogCaptureFixture
+) -> None:
+    eureka_server.register("api", "a-1", "127.0.0.1", 9001)
+    with eureka.Publisher("api", urls=eureka_server.url, interval=0.1) as publisher:
+        assert publisher.wait_ready(10)
+        eventually(lambda: eureka_server.stats().get("delta", 0) >= 1, 10, "a delta fetch")
+        eureka_server.register("api", "a-2", "127.0.0.1", 9002)
+        eureka_server.forget_deltas()  # the delta will not carry it; the hash (UP_2_) will
+        eventually(lambda: addresses(publisher) == ["127.0.0.1:9001", "127.0.0.1:9002"], 10, "a-2 by a full fetch")
+        assert eureka_server.stats()["full"] == 2
+        assert any(r.event == "eureka_hash_mismatch" for r in logs.records if hasattr(r, "event"))
+
+
+def test_ports_secure_and_hostname_choices(eureka_server: EurekaServer) -> None:
+    eureka_server.register(
+        "api", "s-1", "127.0.0.1", 9001, hostName="api-1.internal", port={"$": 80, "@enabled": "false"},
+        securePort={"$": 9443, "@enabled": "true"},
+    )  # fmt: skip
+    eureka_server.register("api", "p-1", "127.0.0.1", 9002)
+    with eureka.Registry(eureka_server.url) as registry:
+        found = registry.discover("api")
+        assert [(i.port, dict(i.metadata)) for i in found] == [(9002, {}), (9443, {"eureka.secure": "true"})]
+    with eureka.Registry(eureka_server.url, secure=True, address="hostname") as registry:
+        assert [str(i) for i in registry.discover("api")] == ["api-1.internal:9443"]
+    with eureka.Registry(eureka_server.url, secure=False) as registry:
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9002"]
+
+
+def test_servers_fail_over_and_the_set_goes_stale_only_when_all_fail() -> None:
+    with EurekaServer() as first, EurekaServer() as second:
+        for server in (first, second):
+            server.register("api", "a-1", "127.0.0.1", 9001)
+        with eureka.Publisher("api", urls=[first.url, second.url], interval=0.1, max_backoff=0.2) as publisher:
+            assert publisher.wait_ready(10)
+            assert publisher.server == first.url
+            first.stop()
+            second.register("api", "a-2", "127.0.0.1", 9002)
+            eventually(lambda: len(publisher.endpoints()) == 2, 10, "a-2 from the second server")
+            assert publisher.server == second.url and not publisher.endpoints().stale
+            second.stop()
+            eventually(lambda: publisher.endpoints().stale, 10, "the set to go stale")
+            assert addresses(publisher) == ["127.0.0.1:9001", "127.0.0.1:9002"]  # stale beats empty
+            second.start()  # a restarted server has forgotten everything: the hash says so
+            second.register("api", "a-3", "127.0.0.1", 9003)
+            eventually(lambda: addresses(publisher) == ["127.0.0.1:9003"], 15, "the restarted server's registry")
+            assert not publisher.endpoints().stale
+
+
+def test_the_registrar_registers_heartbeats_changes_status_and_cancels(eureka_server: EurekaServer) -> None:
+    instance = Instance("127.0.0.1", 9001, weight=3, tags=("blue",), metadata={"zone": "eu"})
+    registrar = eureka.Registrar("api", instance, urls=eureka_server.url, ttl=3)
+    assert registrar.instance_id == "127.0.0.1:api:9001" and registrar.heartbeat_interval == 1.0
+    with eureka.Publisher("api", urls=eureka_server.url, interval=0.1) as publisher, registrar:
+        eventually(lambda: list(publisher.endpoints()) == [instance], 10, "the registered instance")
+        record = eureka_server.get("apps/API/127.0.0.1:api:9001")["instance"]
+        assert record["leaseInfo"]["durationInSecs"] == 3 and record["metadata"]["tags"] == "blue"
+        eventually(lambda: eureka_server.stats().get("renew", 0) >= 2, 10, "heartbeats")  # one a second
+        registrar.set_status("OUT_OF_SERVICE")
+        assert registrar.status == "OUT_OF_SERVICE"
+        eventually(lambda: list(publisher.endpoints()) == [], 10, "out of service")
+        registrar.set_status("UP")
+        eventually(lambda: list(publisher.endpoints()) == [instance], 10, "up again")
+    assert eureka_server.get("apps")["applications"]["apps__hashcode"] == ""  # cancelled on close
+
+
+def test_a_heartbeat_answered_404_registers_again(eureka_server: EurekaServer, logs: pytest.LogCaptureFixture) -> None:
+    with eureka.Registrar("api", "127.0.0.1:9001", urls=eureka_server.url, ttl=3, instance_id="mine") as registrar:
+        assert eureka_server.cancel("api", "mine") == 200  # the server forgets it (as after a restart)
+        eventually(lambda: "API" in str(eureka_server.get("apps")), 10, "the registration again")
+        assert registrar.registered
+    assert any(getattr(r, "event", None) == "eureka_lease_lost" for r in logs.records)
+
+
+def test_the_registry_facade(eureka_server: EurekaServer) -> None:
+    with eureka.Registry(eureka_server.url, interval=0.1) as registry:
+        registry.register("api", Instance("127.0.0.1", 9001, tags=("v2",)), ttl=30)
+        registry.register("api", "127.0.0.1:9002", ttl=30)
+        registry.register("db", "127.0.0.1:5432", ttl=30)
+        assert [str(i) for i in registry.discover("api", tags=["v2"])] == ["127.0.0.1:9001"]
+        assert registry.list_services() == ["API", "DB"]
+        assert registry.health().healthy
+        with registry.watch("db") as publisher:
+            assert publisher.wait_ready(10) and [str(i) for i in publisher.endpoints()] == ["127.0.0.1:5432"]
+            registry.deregister("db")
+            eventually(lambda: len(publisher.endpoints()) == 0, 10, "db gone")
+    assert eureka_server.get("apps")["applications"]["apps__hashcode"] == ""
+
+
+def test_bad_input_is_refused_with_the_value_named() -> None:
+    with pytest.raises(ValueError, match="invalid Eureka URL 'ftp://x'"):
+        eureka.Publisher("api", urls="ftp://x")
+    with pytest.raises(ValueError, match="statuses must be among"):
+        eureka.Registry("http://127.0.0.1:1/eureka/", statuses=["RUNNING"])
+    with pytest.raises(ValueError, match="invalid Eureka status 'GREEN'"):
+        eureka.Registrar("api", "127.0.0.1:80", status="GREEN")
+    with pytest.raises(ValueError, match="ttl must be at least 3 seconds"):
+        eureka.Registrar("api", "127.0.0.1:80", ttl=1)
+    assert eureka.parse_urls("http://h:8761") == ("http://h:8761/eureka/",)
+
+
+def test_an_unreachable_server_raises_on_register_and_the_registry_is_unhealthy() -> None:
+    from tests.daemon import free_tcp_port
+
+    url = f"http://127.0.0.1:{free_tcp_port()}/eureka/"
+    registrar = eureka.Registrar("api", "127.0.0.1:9001", urls=url, timeout=1)
+    with pytest.raises(eureka.EurekaError, match="failed on every server"):
+        registrar.register()
+    registrar.close()
+    with eureka.Registry(url, timeout=1) as registry:
+        assert not registry.health().healthy
+    assert isinstance(registrar, GenericRegistrar)
