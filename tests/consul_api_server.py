@@ -72,6 +72,10 @@ def fold(value: Any) -> Any:
     return value
 
 
+class JSONText(str):
+    """A body already in JSON (a JSON string, as ``/v1/status/leader`` answers)."""
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -292,9 +296,10 @@ class Handler(BaseHTTPRequestHandler):
             status, body = error.status, error.message
         except (ValueError, KeyError, TypeError) as error:
             status, body = 400, f"Request decode failed: {error}"
+        text = isinstance(body, str) and not isinstance(body, JSONText)
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8" if isinstance(body, str) else "application/json")
+        self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)
@@ -357,7 +362,7 @@ class Handler(BaseHTTPRequestHandler):
         if method != "GET":
             raise HTTPError(405, f"method {method} not allowed")
         if path == "/v1/status/leader":
-            return 200, "127.0.0.1:8300", {}
+            return 200, JSONText(json.dumps("127.0.0.1:8300")), {}
         if path == "/v1/agent/self":
             return 200, {"Config": {"Datacenter": state.datacenter, "NodeName": state.node}, "Member": {}}, {}
         if path == "/v1/agent/services":

@@ -40,7 +40,7 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
 
     >>> instance_of({"Node": {"Address": "10.0.0.2"}, "Service": {"Port": 80, "Tags": ["v2"],
     ...              "Weights": {"Passing": 3, "Warning": 1}}, "Checks": []})
-    Instance(host='10.0.0.2', port=80, weight=3, tags=frozenset({'v2'}))
+    Instance(host='10.0.0.2', port=80, weight=3, tags=('v2',))
     """
     service = entry.get("Service") or {}
     node = entry.get("Node") or {}
