@@ -1,4 +1,4 @@
-"""loadbalancer.piloted: ContainerPilot's template and configuration, and service() against the Consul API test server."""
+"""loadbalancer.piloted: ContainerPilot's template and configuration; service() against the Consul API test server."""
 
 from __future__ import annotations
 
