@@ -263,6 +263,7 @@ def public(check: dict[str, Any]) -> dict[str, Any]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes: no delayed-ACK stall between them
     server: Server
 
     def log_message(self, format: str, *args: Any) -> None:

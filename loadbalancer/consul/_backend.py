@@ -4,10 +4,10 @@ Listing is ``GET /v1/health/service/<name>`` (``passing``, one ``tag`` per tag, 
 ``X-Consul-Index`` is the cursor. Watching is the blocking-query loop Consul documents:
 ``index`` and ``wait``, the answer diffed against the set before it; the index is reset
 (the service listed afresh) when it goes backwards, set to 1 when Consul answers with one
-not above zero, and the loop is rate-limited (a token bucket) so that a query answering at
-once cannot spin. Registration is an agent service with a TTL check, passed at once and
-then every half TTL by the registrar (or an HTTP check run by the agent); deregistration
-removes the service.
+not above zero, and answers that change nothing are rate-limited (a token bucket) so that
+a query answering at once cannot spin, while a real change is never held back.
+Registration is an agent service with a TTL check, passed at once and then every half TTL
+by the registrar (or an HTTP check run by the agent); deregistration removes the service.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Backend(_Backend):
     ``passing_only``: only instances whose checks all pass (Consul's ``passing``);
     ``tags``: only those carrying every tag (asked of Consul); ``wait``: how long a blocking
     query may wait for a change (Consul caps it at 10 minutes); ``rate``: the most blocking
-    queries a second one watch makes (bursts of ``burst`` allowed); ``deregister_after``:
+    queries a second one watch makes after answers that changed nothing (bursts of ``burst``
+    allowed; an answer with a change is followed at once); ``deregister_after``:
     ``DeregisterCriticalServiceAfter`` of the checks it registers (seconds, ``None``: never).
     """
 
@@ -174,8 +175,10 @@ class Backend(_Backend):
             raise CursorExpiredError(f"no set known at Consul index {index} of {service!r}: list again")
         bucket = _Bucket(self.rate, self.burst)
         first = True
+        quiet = False
         while True:
-            await bucket.take()
+            if quiet:  # the last answer changed nothing: a loop answering at once must not spin
+                await bucket.take()
             found, new = await self._query(service, None if first else index)
             if new < index:
                 raise CursorExpiredError(f"the Consul index of {service!r} went back from {index} to {new}")
@@ -190,7 +193,7 @@ class Backend(_Backend):
             elif new != index:
                 self._remember(service, new, found)
                 yield Batch((), new)
-            first = False
+            first, quiet = False, not changes
             known, index = found, new
 
     # -- registering -----------------------------------------------------------------------
