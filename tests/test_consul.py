@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -311,3 +312,58 @@ def test_registry_health_reports_an_unreachable_agent() -> None:
 def test_logs_are_quiet_by_default(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="loadbalancer")
     assert consul.Backend.name == "consul"
+
+
+# -- the blocking-query loop's rate limit (a stub agent that answers at once) --------------------
+
+
+_real_sleep = asyncio.sleep
+
+
+class _InstantAgent:
+    """Answers every query at once with index 5: either the same set (a spin) or a new one each time."""
+
+    address = "http://stub"
+
+    def __init__(self, changing: bool) -> None:
+        self.changing = changing
+        self.queries = 0
+
+    async def get(self, path: str, params: Any = None, *, wait: float | None = None) -> tuple[Any, int]:
+        self.queries += 1
+        await _real_sleep(0)  # a real agent's answer comes through the loop
+        port = 9000 + (self.queries % 2 if self.changing else 0)
+        return [{"Node": {"Node": "n", "Address": "127.0.0.1"}, "Service": {"ID": "a", "Port": port}}], 5
+
+
+@pytest.mark.parametrize("changing", [False, True])
+async def test_answers_that_change_nothing_are_rate_limited_and_changes_are_not(
+    changing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float, *args: Any) -> Any:
+        slept.append(delay)
+        return await real_sleep(0)
+
+    agent = _InstantAgent(changing)
+    backend = consul.Backend(agent, rate=10, burst=3)  # type: ignore[arg-type]
+    listing = await backend.list("api")
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    stream = backend.watch("api", listing.cursor)
+
+    async def consume() -> None:
+        async for _ in stream:
+            pass
+
+    task = asyncio.ensure_future(consume())
+    while agent.queries < 12 and not task.done():
+        await real_sleep(0.001)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if changing:
+        assert slept == []  # every answer brought a change: followed at once
+    else:
+        # after the burst of 3, each further query waits for a token: about 1/rate seconds each
+        assert len(slept) >= 8 and all(delay > 0.05 for delay in slept)
