@@ -37,8 +37,12 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "static")
-EXTRAS = {"etcd": "etcd", "zookeeper": "zookeeper"}  # source -> the pip extra that brings its client
+SOURCES = ("dns", "etcd", "zookeeper", "consul", "static")
+EXTRAS = {
+    "etcd": "etcd",
+    "zookeeper": "zookeeper",
+    "consul": "consul",
+}  # source -> the pip extra that brings its client
 
 
 class UsageError(Exception):
@@ -156,12 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
+        consul = sources.add_parser(
+            "consul", parents=[common], help="a Consul service's passing instances", description="Consul."
+        )
+        consul.add_argument("service", help="the service name, such as api")
+        consul.add_argument(
+            "--address", help="the Consul agent: http[s]://host:port (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
+        )
+        consul.add_argument("--token", help="the ACL token (default: $CONSUL_HTTP_TOKEN)")
+        consul.add_argument("--dc", help="the datacenter (default: the agent's)")
+        if registering:
+            consul.add_argument(
+                "--ttl", type=_positive, default=10.0, metavar="SECONDS", help="the TTL check's TTL (default: 10)"
+            )
+        else:
+            consul.add_argument(
+                "--tag", dest="tags", action="append", default=[], metavar="TAG", help="only with this tag (repeatable)"
+            )
+
         if not registering:  # a fixed list holds only what the command line gives
             static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
             static.add_argument("instances", nargs="+", metavar="HOST:PORT")
 
         if registering:
-            for source in (etcd, zookeeper):
+            for source in (etcd, zookeeper, consul):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -187,7 +209,7 @@ def _cannot_register(argv: Sequence[str]) -> str | None:
     if argv[1] == "dns":
         return (
             "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
-            " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
+            " (for example with an RFC 2136 update: nsupdate); register with etcd, zookeeper or consul instead"
         )
     if argv[1] == "static":
         return "cannot register with a static list: it holds only what is given on the command line"
@@ -326,7 +348,7 @@ def _import(source: str) -> Any:
     """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
     import importlib
 
-    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "static": "static"}[source]
+    module = {"dns": "dnssrv", "etcd": "etcd", "zookeeper": "zookeeper", "consul": "consul", "static": "static"}[source]
     try:
         return importlib.import_module(f"loadbalancer.{module}")
     except ImportError as error:
@@ -392,6 +414,11 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
         )
+    if source == "consul":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.service, _identity, address=args.address, token=args.token, datacenter=args.dc,
+            tags=args.tags, timeout=args.timeout, close_delay=0,
+        )  # fmt: skip
     return module.Publisher(  # type: ignore[no-any-return]
         args.path,
         _identity,
@@ -410,6 +437,8 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.prefix} at {args.endpoints}"
     if source == "zookeeper":
         return f"{args.path} at {args.hosts}"
+    if source == "consul":
+        return f"service {args.service!r} at {args.address or 'the Consul agent'}"
     return "the static list"
 
 
@@ -464,6 +493,11 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             registrar = module.Registrar(
                 args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
             )
+        elif args.source == "consul":
+            registrar = module.Registrar(
+                args.service, instance, address=args.address, token=args.token, datacenter=args.dc, ttl=args.ttl,
+                timeout=args.timeout,
+            )  # fmt: skip
         else:
             registrar = module.Registrar(
                 args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
@@ -493,8 +527,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key or ZooKeeper node that holds the registration."""
-    for name in ("key", "node"):
+    """The etcd key, ZooKeeper node or Consul service ID that holds the registration."""
+    for name in ("key", "node", "service_id"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):
             return value

@@ -199,11 +199,11 @@ def test_register_offers_only_the_sources_that_can_register(capsys: pytest.Captu
     code, out, _ = run(capsys, "register", "--help")
     assert code == 0
     offered = re.findall(r"^    (\w+)\b", out, re.MULTILINE)
-    assert offered == ["etcd", "zookeeper"], out
-    code, _, err = run(capsys, "register", "consul", "/s", "127.0.0.1:80")
-    assert code == 2 and "choose from 'etcd', 'zookeeper'" in err
+    assert offered == ["etcd", "zookeeper", "consul"], out
+    code, _, err = run(capsys, "register", "eureka", "/s", "127.0.0.1:80")
+    assert code == 2 and "choose from 'etcd', 'zookeeper', 'consul'" in err
     code, out, _ = run(capsys, "resolve", "--help")  # the other actions keep every source
-    assert re.findall(r"^    (\w+)\b", out, re.MULTILINE) == ["dns", "etcd", "zookeeper", "static"], out
+    assert re.findall(r"^    (\w+)\b", out, re.MULTILINE) == ["dns", "etcd", "zookeeper", "consul", "static"], out
 
 
 def test_verbose_lines_name_the_logger_they_come_from(capsys: pytest.CaptureFixture[str]) -> None:
