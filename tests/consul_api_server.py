@@ -492,10 +492,23 @@ def main() -> None:
     parser.add_argument("--index-start", type=int, default=10, help="the Raft index to start from")
     parser.add_argument("--reap-interval", type=float, default=30.0)
     parser.add_argument("--deregister-minimum", type=float, default=60.0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (and --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-ca", help="require client certificates signed by this CA (verify_incoming)")
     args = parser.parse_args()
     server = Server(args)
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_ca:
+            context.load_verify_locations(args.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=run_checks, args=(server.state,), daemon=True).start()
-    print(f"consul api test server on http://{args.host}:{server.server_address[1]}", flush=True)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"consul api test server on {scheme}://{args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever()
 
 

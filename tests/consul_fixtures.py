@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import tempfile
 import time
@@ -21,12 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 class ConsulServer(Server):
     """``tests/consul_api_server.py`` on a free loopback port; ``url`` is its HTTP address."""
 
-    def __init__(self, *options: str, token: str | None = None) -> None:
+    def __init__(self, *options: str, token: str | None = None, tls: dict[str, str] | None = None) -> None:
         super().__init__(Path(tempfile.mkdtemp(prefix="consul-api-")), "consul.log")
         self.port = free_tcp_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.token = token
+        self.tls = tls
         self.options = list(options) + ([] if token is None else ["--acl-token", token])
+        if tls is not None:
+            self.options += ["--tls-cert", tls["server_cert"], "--tls-key", tls["server_key"], "--tls-ca", tls["ca"]]
 
     def start(self) -> Self:
         command = [
@@ -41,12 +45,19 @@ class ConsulServer(Server):
         while True:
             self.exited("the Consul API test server")
             try:
-                with urllib.request.urlopen(f"{self.url}/v1/status/leader", timeout=1):
+                with urllib.request.urlopen(f"{self.url}/v1/status/leader", timeout=1, context=self._context()):
                     return self
             except OSError:
                 if time.monotonic() > end:
                     raise RuntimeError(f"the Consul API test server did not answer:\n{self.log_tail()}") from None
                 time.sleep(0.02)
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=self.tls["ca"])
+        context.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        return context
 
     # plain HTTP calls, as a test's own hands on the agent (not through the library)
     def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -54,7 +65,7 @@ class ConsulServer(Server):
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         if self.token is not None:
             request.add_header("X-Consul-Token", self.token)
-        with urllib.request.urlopen(request, timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=10, context=self._context()) as reply:
             text = reply.read()
         return json.loads(text) if text else None
 

@@ -367,3 +367,22 @@ async def test_answers_that_change_nothing_are_rate_limited_and_changes_are_not(
     else:
         # after the burst of 3, each further query waits for a token: about 1/rate seconds each
         assert len(slept) >= 8 and all(delay > 0.05 for delay in slept)
+
+
+@pytest.mark.server
+def test_tls_with_a_ca_and_a_client_certificate(tmp_path: Any) -> None:
+    import shutil
+
+    from tests.etcd_server import make_certs
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = make_certs(tmp_path)
+    with ConsulServer(tls=certs) as server:
+        server.register("api", "api-1", 9001)
+        client_cert = (certs["client_cert"], certs["client_key"])
+        with publisher(server, verify=certs["ca"], cert=client_cert) as p:
+            eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read over TLS")
+        with publisher(server) as untrusted:  # the system's CAs do not know the test CA
+            eventually(lambda: untrusted.endpoints().stale, what="the certificate refused")
+            assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.endpoints().error)
