@@ -182,7 +182,7 @@ def test_usage_errors_are_one_line_and_exit_2(
 
 
 def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["resolve"], ["resolve", "consul", "x"], ["watch", "dns"], ["resolve", "dns", "x", "--ttl", "0"]):
+    for argv in ([], ["resolve"], ["resolve", "eureka", "x"], ["watch", "dns"], ["resolve", "dns", "x", "--ttl", "0"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert "usage:" in err and "Traceback" not in err

@@ -202,9 +202,20 @@ def test_refresh_rereads_every_service_and_service_waits_for_it(pilot: Piloted, 
     assert pilot.service("db").port == 5001
     consul_server.deregister("db-1")  # the db poll is 600 s: only a refresh sees it
     assert pilot.endpoints("db") == [Endpoint("127.0.0.1", 5001), Endpoint("127.0.0.1", 5002)]
-    future = pilot.request_refresh()
-    endpoint = pilot.service("db")  # waits for the refresh under way
-    assert future.done() and endpoint == Endpoint("127.0.0.1", 5002)
+    consul_server.pause()  # the refresh hangs on Consul until it resumes
+    try:
+        future = pilot.request_refresh()
+        got: list[Endpoint] = []
+        caller = threading.Thread(target=lambda: got.append(pilot.service("db")), daemon=True)
+        caller.start()
+        caller.join(0.5)  # a bound on how long we look for a call that must not return
+        assert got == [] and not future.done()  # service() waits for the update under way
+    finally:
+        consul_server.resume()
+    caller.join(10)
+    assert got == [Endpoint("127.0.0.1", 5002)]  # the refreshed set (the old one would answer 5002, then 5001)
+    assert pilot.service("db") == Endpoint("127.0.0.1", 5002)
+    assert future.result(timeout=10) is None
 
 
 @pytest.mark.server
