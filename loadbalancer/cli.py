@@ -38,10 +38,11 @@ from .publisher import EndpointSet, Publisher
 __all__ = ["main"]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "mdns", "static", "kubernetes", "eureka", "http")
+SOURCES = ("dns", "etcd", "zookeeper", "consul", "mdns", "static", "kubernetes", "eureka", "http")
 EXTRAS = {
     "etcd": "etcd",
     "zookeeper": "zookeeper",
+    "consul": "consul",
     "mdns": "mdns",
     "kubernetes": "kubernetes",
     "eureka": "eureka",
@@ -164,6 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="the ZooKeeper session timeout (default: 10)",
         )
 
+        consul = sources.add_parser(
+            "consul", parents=[common], help="a Consul service's passing instances", description="Consul."
+        )
+        consul.add_argument("service", help="the service name, such as api")
+        consul.add_argument(
+            "--address", help="the Consul agent: http[s]://host:port (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
+        )
+        consul.add_argument("--token", help="the ACL token (default: $CONSUL_HTTP_TOKEN)")
+        consul.add_argument("--dc", help="the datacenter (default: the agent's)")
+        if registering:
+            consul.add_argument(
+                "--ttl", type=_positive, default=10.0, metavar="SECONDS", help="the TTL check's TTL (default: 10)"
+            )
+        else:
+            consul.add_argument(
+                "--tag", dest="tags", action="append", default=[], metavar="TAG", help="only with this tag (repeatable)"
+            )
         mdns = sources.add_parser(
             "mdns", parents=[common], help="DNS-SD services on the local network (mDNS)", description="mDNS / DNS-SD."
         )
@@ -198,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
             _kubernetes_source(sources, common)
 
         if registering:
-            for source in (etcd, zookeeper, mdns, eureka):
+            for source in (etcd, zookeeper, consul, mdns, eureka):
                 source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
                 source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
                 source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
@@ -268,7 +286,7 @@ def _cannot_register(argv: Sequence[str]) -> str | None:
     if argv[1] == "dns":
         return (
             "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
-            " (for example with an RFC 2136 update: nsupdate); register with etcd or zookeeper instead"
+            " (for example with an RFC 2136 update: nsupdate); register with etcd, zookeeper or consul instead"
         )
     if argv[1] == "http":
         return "cannot register with HTTP seeds: each seed owns the list it answers"
@@ -480,6 +498,11 @@ def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
         return module.Publisher(  # type: ignore[no-any-return]
             args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
         )
+    if source == "consul":
+        return module.Publisher(  # type: ignore[no-any-return]
+            args.service, _identity, address=args.address, token=args.token, datacenter=args.dc,
+            tags=args.tags, timeout=args.timeout, close_delay=0,
+        )  # fmt: skip
     if source == "kubernetes":
         port = int(args.port) if args.port is not None and args.port.isdigit() else args.port
         return module.Publisher(  # type: ignore[no-any-return]
@@ -524,6 +547,8 @@ def _where(args: argparse.Namespace) -> str:
         return f"{args.prefix} at {args.endpoints}"
     if source == "zookeeper":
         return f"{args.path} at {args.hosts}"
+    if source == "consul":
+        return f"service {args.service!r} at {args.address or 'the Consul agent'}"
     if source == "kubernetes":
         return f"service {args.service}" + (f" in namespace {args.namespace}" if args.namespace else "")
     if source == "mdns":
@@ -586,6 +611,11 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
             registrar = module.Registrar(
                 args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
             )
+        elif args.source == "consul":
+            registrar = module.Registrar(
+                args.service, instance, address=args.address, token=args.token, datacenter=args.dc, ttl=args.ttl,
+                timeout=args.timeout,
+            )  # fmt: skip
         elif args.source == "mdns":
             registrar = module.Registrar(args.type, instance, name=args.name, ttl=args.ttl, interfaces=args.interfaces)
         elif args.source == "eureka":
@@ -621,8 +651,8 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
 
 
 def _registered_as(registrar: Any) -> str | None:
-    """The etcd key, ZooKeeper node, DNS-SD name or Eureka instance id that holds the registration."""
-    for name in ("key", "node", "instance_id"):
+    """The etcd key, ZooKeeper node, Consul service ID, DNS-SD name or Eureka instance id of the registration."""
+    for name in ("key", "node", "service_id", "instance_id"):
         value = getattr(registrar, name, None)
         if isinstance(value, str):
             return value

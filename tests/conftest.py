@@ -8,7 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.consul_fixtures import consul_acl_server, consul_server
 from tests.servers import BindServer, require_named
+
+__all__ = ["consul_acl_server", "consul_server"]  # fixtures of the Consul API test server
 
 _names = itertools.count()
 
@@ -47,7 +50,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 _SERVER_FIXTURES = frozenset(
     {"bind", "private_bind", "zookeeper_server", "private_zookeeper", "zk_client", "unstarted_zookeeper",
      "server", "cluster", "etcd_server", "k8s_api", "k8s_server", "avahi",
-     "eureka_server", "seed_servers"}
+     "eureka_server", "seed_servers", "consul_server", "consul_acl_server"}
 )  # fmt: skip
 
 

@@ -1,0 +1,191 @@
+"""The HTTP side of the Consul backend: the agent's address, TLS, the ACL token, requests and errors.
+
+One ``Client`` holds one httpx connection pool to one Consul agent (or server) and is used
+only on the library's runtime loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from .._util import describe
+from ..errors import DiscoveryError
+
+__all__ = ["DEFAULT_ADDRESS", "Client", "ConsulError", "go_duration", "parse_address"]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8500"
+
+
+class ConsulError(DiscoveryError):
+    """A Consul request failed: ``status`` is the HTTP status (``None``: no answer), ``path`` what was asked.
+
+    >>> error = ConsulError("consul http://127.0.0.1:8500: PUT /v1/agent/service/register: 403 ACL not found",
+    ...                     status=403, path="/v1/agent/service/register")
+    >>> error.status, error.denied
+    (403, True)
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.path = path
+
+    @property
+    def denied(self) -> bool:
+        """Whether Consul refused the ACL token (403)."""
+        return self.status == 403
+
+
+def parse_address(address: str | None) -> str:
+    """``"host:port"`` or ``"http[s]://host:port"`` as a base URL; ``None``: ``CONSUL_HTTP_ADDR`` or the default."""
+    if address is None:
+        address = os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"invalid Consul address {address!r}: give host:port or http[s]://host:port")
+    text = address.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid Consul address {address!r}: give host:port or http[s]://host:port")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid Consul address {address!r}: the port is not a number") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 8500)}"
+
+
+def go_duration(value: float) -> str:
+    """Seconds as a Go duration string, as Consul takes them (``"2.5s"``)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _ssl_context(verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if isinstance(verify, bool) and cert is None:
+        return verify
+    if isinstance(verify, bool):
+        context = ssl.create_default_context()
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        try:
+            context = ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load the CA file {verify!r}: {describe(error)}") from error
+    else:
+        raise TypeError(f"verify must be a bool, a CA file path or an ssl.SSLContext, got {verify!r}")
+    if cert is not None:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load the client certificate {cert!r}: {describe(error)}") from error
+    return context
+
+
+class Client:
+    """One Consul agent's HTTP API: ``get``/``put`` with the token, the datacenter and a timeout."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        datacenter: str | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.address = parse_address(address)
+        if token is None:
+            token = os.environ.get("CONSUL_HTTP_TOKEN") or None
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ValueError(f"invalid Consul ACL token {token!r}: give a non-empty string or None")
+        if datacenter is not None and (not isinstance(datacenter, str) or not datacenter or "/" in datacenter):
+            raise ValueError(f"invalid datacenter {datacenter!r}: give a name such as 'dc1'")
+        self.token = token
+        self.datacenter = datacenter
+        self.timeout = timeout
+        self._verify = _ssl_context(verify, cert) if self.address.startswith("https://") else True
+        self._pool: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._pool is None:
+            headers = {} if self.token is None else {"X-Consul-Token": self.token}
+            self._pool = httpx.AsyncClient(
+                base_url=self.address,
+                verify=self._verify,
+                headers=headers,
+                timeout=self.timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            )
+        return self._pool
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+    async def get(
+        self, path: str, params: list[tuple[str, Any]] | None = None, *, wait: float | None = None
+    ) -> tuple[Any, int]:
+        """GET ``path``: the decoded JSON body and ``X-Consul-Index`` (0 if absent); ``wait`` stretches the timeout."""
+        query = list(params or ())
+        if self.datacenter is not None:
+            query.append(("dc", self.datacenter))
+        timeout = self.timeout if wait is None else wait + wait / 16 + self.timeout
+        reply = await self._send("GET", path, params=query, timeout=timeout)
+        try:
+            body = reply.json() if reply.content else None
+        except json.JSONDecodeError as error:
+            raise self._error("GET", path, f"the answer is not JSON: {describe(error)}", reply.status_code) from None
+        try:
+            index = int(reply.headers.get("X-Consul-Index", "0"))
+        except ValueError:
+            raise self._error("GET", path, f"bad X-Consul-Index {reply.headers['X-Consul-Index']!r}", 200) from None
+        return body, index
+
+    async def put(self, path: str, body: Any = None, params: list[tuple[str, Any]] | None = None) -> None:
+        await self._send("PUT", path, params=list(params or ()), json_body=body)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, Any]],
+        timeout: float | None = None,  # noqa: ASYNC109 - httpx's per-request timeout
+        json_body: Any = None,
+    ) -> httpx.Response:
+        try:
+            reply = await self._http().request(
+                method,
+                path,
+                params=params,
+                json=json_body,
+                timeout=self.timeout if timeout is None else timeout,
+            )
+        except httpx.HTTPError as error:
+            raise self._error(method, path, describe(error), None) from error
+        if reply.status_code != 200:
+            text = reply.text.strip()[:300] or reply.reason_phrase
+            raise self._error(method, path, f"{reply.status_code} {text}", reply.status_code)
+        return reply
+
+    def _error(self, method: str, path: str, what: str, status: int | None) -> ConsulError:
+        return ConsulError(f"consul {self.address}: {method} {path}: {what}", status=status, path=path)
+
+    @staticmethod
+    def segment(value: str) -> str:
+        """``value`` quoted as one path segment."""
+        return quote(value, safe="")
