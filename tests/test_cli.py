@@ -182,7 +182,7 @@ def test_usage_errors_are_one_line_and_exit_2(
 
 
 def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["resolve"], ["resolve", "eureka", "x"], ["watch", "dns"], ["resolve", "dns", "x", "--ttl", "0"]):
+    for argv in ([], ["resolve"], ["resolve", "nosuch", "x"], ["watch", "dns"], ["resolve", "dns", "x", "--ttl", "0"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert "usage:" in err and "Traceback" not in err
@@ -203,7 +203,7 @@ def test_register_offers_only_the_sources_that_can_register(capsys: pytest.Captu
         offered
     ), out
     code, _, err = run(capsys, "register", "nosuch", "/s", "127.0.0.1:80")
-    assert code == 2 and "choose from 'etcd', 'zookeeper', 'mdns', 'eureka', 'consul'" in err
+    assert code == 2 and "choose from 'etcd', 'zookeeper', 'consul', 'mdns', 'eureka'" in err
     code, out, _ = run(capsys, "resolve", "--help")  # the other actions keep every source
     assert set(re.findall(r"^    (\w+)\b", out, re.MULTILINE)) == set(cli.SOURCES), out
 
