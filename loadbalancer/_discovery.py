@@ -90,6 +90,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
         self._dirty = False
         self._added = 0
         self._removed: list[E] = []
+        self.refresh_failures: dict[str, int] = {}  # by the error's type: counters the metrics layer reads
+        self.last_good: float | None = None  # time.monotonic() of the last good read
 
     @property
     def tags(self) -> frozenset[str]:
@@ -155,6 +157,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
             self._cache = new
             current = self._current
             self._generation += 1
+            self.last_good = time.monotonic()
             self._log_recovery(current, len(kept))
             if current is None or current.error is not None or tuple(kept) != current.instances:
                 if added or removed or current is None:
@@ -312,6 +315,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
                 return
             self._dirty = False
             self._generation += 1
+            self.last_good = time.monotonic()
             removed, self._removed = self._removed, []
             added, self._added = self._added, 0
             if fresh:
@@ -330,6 +334,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
                 return
             current = self._current
             kept = 0 if current is None else len(current)
+            kind = type(error).__name__
+            self.refresh_failures[kind] = self.refresh_failures.get(kind, 0) + 1
             if current is not None and current.error is not None:
                 # already stale: logged when it turned so; nothing new for subscribers
                 self._log.info("refresh_failed", error=describe(error), kept=kept)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from types import CoroutineType
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import _metrics
 from .balancer import Balancer, _Empty, _Ring
 from .instance import Instance
 from .publisher import EndpointSet, Publisher
@@ -97,7 +98,7 @@ class TrackedEndpoint(Generic[E]):
     (42, 0, '10.0.0.1:80')
     """
 
-    __slots__ = ("__weakref__", "_clock", "_inflight", "_observer", "_state", "endpoint", "instance")
+    __slots__ = ("__weakref__", "_clock", "_inflight", "_observer", "_state", "_stats", "endpoint", "instance")
 
     def __init__(
         self,
@@ -115,6 +116,7 @@ class TrackedEndpoint(Generic[E]):
         self._observer = observer
         self._clock = clock
         self._state: Any = None  # the observer's per-endpoint state
+        self._stats: Any = None  # the metrics' per-instance figures, while metrics are on
 
     @property
     def outstanding(self) -> int:
@@ -275,9 +277,19 @@ def _is_async(endpoint: object) -> bool:
 
 
 def track(
-    endpoint: E, instance: Instance, observer: _Observer | None = None, clock: Clock = time.monotonic
+    endpoint: E,
+    instance: Instance,
+    observer: _Observer | None = None,
+    clock: Clock = time.monotonic,
+    service: str | None = None,
 ) -> TrackedEndpoint[E]:
-    """Wrap ``endpoint``; an ``async`` one (function or ``async def __call__``) gets the async wrapper."""
+    """Wrap ``endpoint``; an ``async`` one (function or ``async def __call__``) gets the async wrapper.
+
+    With metrics on (``loadbalancer.metrics``), each call is also recorded for ``service``.
+    """
+    recording = None if service is None or getattr(endpoint, "records_calls", False) else _metrics.observer(service)
+    if recording is not None:
+        observer = recording if observer is None else _Fanout(observer, recording)
     kind = _AsyncTrackedEndpoint if _is_async(endpoint) else TrackedEndpoint
     tracked = kind(endpoint, instance, observer, clock)
     if observer is not None:
@@ -371,7 +383,7 @@ class FeedbackBalancer(Balancer[E]):
             elif isinstance(endpoint, TrackedEndpoint) and adopt(endpoint, self._observer, self._clock):
                 tracked = endpoint  # a filter's tracker already times these calls: one wrapper, not two
             else:
-                tracked = track(endpoint, instance, self._observer, self._clock)
+                tracked = track(endpoint, instance, self._observer, self._clock, self._publisher.service)
             new[instance.address] = tracked
             trackers.append(tracked)
         self._trackers = new

@@ -36,7 +36,7 @@ from typing import Any, Self
 
 import tenacity
 
-from . import _exit
+from . import _exit, _metrics
 from ._backoff import Backoff
 from ._bridge import await_on_runtime, wait_on_runtime
 from ._discovery import DiscoveryPublisher, check_tags
@@ -401,6 +401,10 @@ class Registrar:
         self._own_backend = own_backend
         self._lease: Lease | None = None
         self._registered = False
+        self.registrations = 0  # counters the metrics layer reads (loadbalancer.metrics)
+        self.renewals = 0
+        self.leases_lost = 0
+        _metrics.register("registrar", self)
         self._keeper: asyncio.Task[None] | None = None
         self._busy: asyncio.Lock | None = None  # made on the runtime loop
         self._closed = False
@@ -471,6 +475,7 @@ class Registrar:
             if self._registered:
                 return
             self._lease = await self._grant()
+            self.registrations += 1
             self._registered = True
             _exit.track(self)
             self._keeper = asyncio.get_running_loop().create_task(self._keep(), name=f"keepalive {self!r}")
@@ -488,7 +493,9 @@ class Registrar:
                 else:
                     try:
                         await self._backend.keepalive(lease)
+                        self.renewals += 1
                     except LeaseLostError as error:
+                        self.leases_lost += 1
                         self._log.warning(self._event("lease_lost"), lease=lease.id, error=describe(error))
                         self._lease = None
                         self._lease = await self._grant()

@@ -86,7 +86,8 @@ class RetryBudget:
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
         self.window = seconds(window, "window", allow_zero=False)
-        self._requests = itertools.count()
+        self._requests = itertools.count()  # deposit()'s
+        self._counters: list[itertools.count[int]] = []  # the calls counters of the Retrys that use it
         self._lock = threading.Lock()
         now = time.monotonic()
         self._samples: list[tuple[float, int]] = [(now, 0)]  # (time, requests counted by then)
@@ -119,9 +120,14 @@ class RetryBudget:
             retries.append(now)
             return True
 
+    def _attach(self, counter: itertools.count[int]) -> None:
+        """Count ``counter``'s increments as requests too (a ``Retry``'s calls: one increment serves both)."""
+        with self._lock:
+            self._counters = [*self._counters, counter]
+
     def _count(self) -> int:
         # itertools.count has no read: its repr holds the next value (a C call, no lock)
-        return int(repr(self._requests)[6:-1])
+        return sum(int(repr(counter)[6:-1]) for counter in (self._requests, *self._counters))
 
     def _requests_since(self, start: float, now: float, count: int) -> float:
         when, then = self._samples[0]

@@ -26,7 +26,7 @@ class Endpointer(DiscoveryPublisher[E]):
 
     Staleness passes through: when ``publisher``'s set turns stale, so does this one (with
     the same error), keeping its endpoints. Closing it closes its endpoints, and
-    ``publisher`` too unless ``own=False``.
+    ``publisher`` too unless ``own=False``. ``service`` names it (default: ``publisher``'s).
 
     >>> from loadbalancer import static
     >>> instances = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"])
@@ -44,10 +44,12 @@ class Endpointer(DiscoveryPublisher[E]):
         close_delay: float | timedelta = 1.0,
         logger: Any = None,
         own: bool = True,
+        service: str | None = None,
     ) -> None:
         if not isinstance(publisher, Publisher):
             raise TypeError(f"Endpointer needs a loadbalancer.Publisher, got {publisher!r}")
-        super().__init__(factory, service=publisher.service, logger=logger, close_delay=close_delay)
+        name = publisher.service if service is None else service
+        super().__init__(factory, service=name, logger=logger, close_delay=close_delay)
         self._inner = publisher
         self._own = own
         self._subscription = publisher.subscribe(self._on_inner)

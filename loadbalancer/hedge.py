@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
+from . import _metrics
 from ._log import get_logger
 from ._util import describe, seconds
 from .balancer import Balancer
@@ -77,8 +78,9 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         self._delay = self._after if self._after is not None else self._initial
         self._ready_timeout = seconds(ready_timeout, "ready_timeout")
         self._log = get_logger(logger, name=__name__, service=lb.publisher.service)
-        self.hedges = 0  # counters a metrics layer can read
+        self.hedges = 0  # counters the metrics layer reads (loadbalancer.metrics)
         self.hedge_wins = 0
+        _metrics.register("hedge", self)
         super().__init__(lb.publisher)
 
     def _update(self, endpoints: Any) -> None:

@@ -242,7 +242,7 @@ class OutlierDetector(Filtered[E, TrackedEndpoint[E]]):
     def _wrap(self, endpoint: E, instance: Instance) -> TrackedEndpoint[E]:
         wrapper = self._wrappers.get(instance.address)
         if wrapper is None or wrapper.endpoint is not endpoint:
-            wrapper = self._wrappers[instance.address] = track(endpoint, instance, self)
+            wrapper = self._wrappers[instance.address] = track(endpoint, instance, self, service=self._service)
         else:
             wrapper.instance = instance
         return wrapper

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self
 
+from . import _metrics
 from ._bridge import wait_on_runtime
 from ._log import get_logger
 from ._runtime import RUNTIME
@@ -126,6 +127,8 @@ class Publisher(Generic[E]):
         self._task: concurrent.futures.Future[None] | None = None
         self._reads: set[concurrent.futures.Future[object]] = set()  # on-demand reads in progress
         self._reads_lock = threading.Lock()
+        self.sets_published = 0  # a counter the metrics layer reads (loadbalancer.metrics)
+        _metrics.register("publisher", self)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -278,6 +281,7 @@ class Publisher(Generic[E]):
     def _set(self, snapshot: EndpointSet[Any]) -> None:
         """Make ``snapshot`` current and tell the subscribers (call with ``_lock`` held)."""
         self._current = snapshot
+        self.sets_published += 1
         self._ready.set()
         for callback in self._subscribers.values():
             self._notify(callback, snapshot)

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 
 import tenacity
 
+from . import _metrics
 from ._feedback import TrackedEndpoint
 from ._log import get_logger
 from ._runtime import RUNTIME
@@ -59,10 +60,6 @@ _get_running_loop = asyncio._get_running_loop  # None outside a running event lo
 # clients spread out instead of arriving together; the deadline bounds the total anyway.
 _REPICKS = 3  # how many more picks a retry may ask for to avoid an endpoint that already failed
 _DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
-
-
-def _nothing() -> None:
-    pass
 
 
 def remaining() -> float | None:
@@ -385,7 +382,17 @@ class Retry(Generic[Req, Resp]):
         budget = budget_of(budget)
         self._budget = budget
         # counting a request is the only cost a budget adds to a call: a C-level increment
-        self._deposit: Callable[[], object] = _nothing if budget is None else budget._requests.__next__
+        # One C-level increment per call, which is also the budget's count of requests: the
+        # budget sums its Retrys' counters, so no call pays for two.
+        self._calls = itertools.count()
+        self._deposit: Callable[[], object] = self._calls.__next__
+        if budget is not None:
+            budget._attach(self._calls)
+        self.retries = 0  # counters the metrics layer reads (loadbalancer.metrics)
+        self.give_ups = 0
+        self.deadlines = 0
+        self.budget_refusals = 0
+        _metrics.register("retry", self)
         # Only a home for the strategies, for those that look at retry_state.retry_object.
         self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
         self._threaded = threaded
@@ -537,6 +544,7 @@ class Retry(Generic[Req, Resp]):
                 errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)", instance
             )
         if self._budget is not None and not self._budget.withdraw():
+            self.budget_refusals += 1
             log = self._log.warning if self._budget._warning_due() else self._log.info
             log(
                 "retry_budget_exhausted",
@@ -552,6 +560,7 @@ class Retry(Generic[Req, Resp]):
             raise exhausted
         state.idle_for += delay
         state.upcoming_sleep = delay
+        self.retries += 1
         self._log.info(
             "retry_attempt_failed", attempt=attempt, instance=instance, error=describe(error), wait=round(delay, 6)
         )
@@ -592,7 +601,13 @@ class Retry(Generic[Req, Resp]):
     def _summary(self, errors: list[BaseException]) -> str:
         return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
 
+    @property
+    def calls(self) -> int:
+        """Calls made through this ``Retry`` (a counter for metrics)."""
+        return int(repr(self._calls)[6:-1])  # itertools.count has no read: its repr holds the next value
+
     def _gave_up(self, errors: list[BaseException], start: float, instance: str | None) -> RetryError:
+        self.give_ups += 1
         elapsed = _monotonic() - start
         self._log.info(
             "retry_gave_up",
@@ -608,6 +623,7 @@ class Retry(Generic[Req, Resp]):
     def _timeout_error(
         self, errors: list[BaseException], start: float, why: str, instance: str | None
     ) -> RetryTimeoutError:
+        self.deadlines += 1
         elapsed = _monotonic() - start
         self._log.info(
             "retry_deadline_exceeded",

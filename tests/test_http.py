@@ -265,3 +265,30 @@ def test_instance_attributes_reach_the_outgoing_url() -> None:
     sent = transport.outgoing(request, Instance("::1", 8080), float("inf"))
     assert str(sent.url) == "http://[::1]:8080/x?y=1" and sent.headers["host"] == "api"
     transport.close()
+
+
+def test_the_transport_records_each_attempt_for_metrics(backends: list[HttpBackend]) -> None:
+    from loadbalancer import metrics as lbmetrics
+
+    lbmetrics.enable()
+    try:
+        backends[0].mode("down")
+        service = "api"
+        with client(backends[:2], retries=2) as c:
+            for _ in range(10):
+                assert c.get("http://api/echo").status_code == 200
+            figures = {
+                (row.labels, row.name): row.value
+                for row in lbmetrics.rows()
+                if dict(row.labels).get("service") == service and row.name == "loadbalancer_requests"
+            }
+        down = backends[0].address
+        failures = figures[
+            ((("service", service), ("instance", down), ("outcome", "failure")), "loadbalancer_requests")
+        ]
+        successes = figures[
+            ((("service", service), ("instance", backends[1].address), ("outcome", "success")), "loadbalancer_requests")
+        ]
+        assert successes == 10 and failures == backends[0].counts()["GET /echo"]  # every attempt, once
+    finally:
+        lbmetrics.disable()

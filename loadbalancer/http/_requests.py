@@ -28,6 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "loadbalancer.http.RequestsAdapter needs requests, which is not installed: pip install requests"
     ) from error
 
+from .. import _metrics
 from .._log import get_logger
 from .._util import describe
 from ..balancer import Balancer, RoundRobin
@@ -95,10 +96,13 @@ class _Call:
 class _Pool:
     """One instance's ``HTTPAdapter``; closed once the instance has left and its last response is closed."""
 
-    def __init__(self, instance: Instance, maxsize: int, failures: Any) -> None:
+    records_calls = True  # its attempts are counted here (metrics): trackers need not count them again
+
+    def __init__(self, instance: Instance, maxsize: int, failures: Any, service: str) -> None:
         self.instance = instance
         self.adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=maxsize, max_retries=0)
         self._failures = failures
+        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
         self._lock = threading.Lock()
         self._inflight = 0
         self._leaving = False
@@ -106,13 +110,15 @@ class _Pool:
     def __call__(self, request: requests.PreparedRequest, stream: bool, **options: Any) -> _Call | _Answered:
         with self._lock:
             self._inflight += 1
+        start = time.monotonic()
         try:
             response = self.adapter.send(request, stream=stream, **options)
             if not stream:
                 response.content  # noqa: B018 - read the body now: the call lasts until it is in
         except BaseException:
-            self._release()
+            self._release(start, False)
             raise
+        ok = response.status_code not in self._failures
         call: _Call | _Answered
         if stream:
             call = streamed = _Call(response)
@@ -123,17 +129,19 @@ class _Pool:
                     close()
                 finally:
                     streamed.finish()
-                    self._release()
+                    self._release(start, ok)
 
             response.close = closing  # type: ignore[method-assign]
         else:
             call = _Answered(response)
-            self._release()
-        if response.status_code in self._failures:
+            self._release(start, ok)
+        if not ok:
             raise _Failed(response)
         return call
 
-    def _release(self) -> None:
+    def _release(self, start: float, ok: bool) -> None:
+        if self._stats is not None:
+            self._stats.record(time.monotonic() - start, ok)
         with self._lock:
             self._inflight -= 1
             last = self._leaving and self._inflight == 0
@@ -182,7 +190,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         failures = self._policy.failure_statuses
 
         def pool(instance: Instance) -> _Pool:
-            return _Pool(instance, pool_maxsize, failures)
+            return _Pool(instance, pool_maxsize, failures, publisher.service)
 
         self._pools: Endpointer[_Pool] = Endpointer(
             publisher,

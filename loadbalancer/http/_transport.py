@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from .. import _metrics
 from .._log import get_logger
 from .._util import describe, seconds
 from ..balancer import Balancer, RoundRobin
@@ -80,11 +81,13 @@ class _FailedStatus(Exception):
 class _Attempt:
     """One attempt's response; its body's close ends the call for the trackers (``finish_later``)."""
 
-    __slots__ = ("_done", "pool", "response")
+    __slots__ = ("_done", "_failed", "_start", "pool", "response")
 
-    def __init__(self, response: httpx.Response, pool: _PoolBase[Any]) -> None:
+    def __init__(self, response: httpx.Response, pool: _PoolBase[Any], start: float, failed: bool) -> None:
         self.response = response
         self.pool = pool
+        self._start = start
+        self._failed = failed
         self._done: list[Callable[[BaseException | None], None]] = []
 
     def finish_later(self, done: Callable[[BaseException | None], None]) -> None:
@@ -94,7 +97,7 @@ class _Attempt:
         done, self._done = self._done, []
         for callback in done:
             callback(error)
-        self.pool.release()
+        self.pool.release(self._start, not self._failed and error is None)
 
 
 class _SyncStream(httpx.SyncByteStream):
@@ -145,29 +148,37 @@ class _AsyncStream(httpx.AsyncByteStream):
 class _PoolBase(Generic[P]):
     """One instance's connection pool; closed once the instance has left and its last response is closed."""
 
-    def __init__(self, instance: Instance, transport: P, failures: Any) -> None:
+    records_calls = True  # its attempts are counted here (metrics): trackers need not count them again
+
+    def __init__(self, instance: Instance, transport: P, failures: Any, service: str) -> None:
         self.instance = instance
         self.transport = transport
         self._failures = failures
+        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
         self._lock = threading.Lock()
         self._inflight = 0
         self._leaving = False
 
-    def _acquire(self) -> None:
+    def _acquire(self) -> float:
         with self._lock:
             self._inflight += 1
+        return time.monotonic()
 
-    def release(self) -> None:
+    def release(self, start: float, ok: bool) -> None:
+        """An attempt has ended (its body closed, or it failed): count it, and close a leaving pool after its last."""
+        if self._stats is not None:
+            self._stats.record(time.monotonic() - start, ok)
         with self._lock:
             self._inflight -= 1
             last = self._leaving and self._inflight == 0
         if last:
             self._shut()
 
-    def _answer(self, response: httpx.Response, stream: type[Any]) -> _Attempt:
-        attempt = _Attempt(response, self)
+    def _answer(self, response: httpx.Response, stream: type[Any], start: float) -> _Attempt:
+        failed = response.status_code in self._failures
+        attempt = _Attempt(response, self, start, failed)
         response.stream = stream(response.stream, attempt)
-        if response.status_code in self._failures:
+        if failed:
             raise _FailedStatus(attempt)
         return attempt
 
@@ -191,13 +202,13 @@ class _PoolBase(Generic[P]):
 
 class _SyncPool(_PoolBase[httpx.BaseTransport]):
     def __call__(self, request: httpx.Request) -> _Attempt:
-        self._acquire()
+        start = self._acquire()
         try:
             response = self.transport.handle_request(request)
         except BaseException:
-            self.release()
+            self.release(start, False)
             raise
-        return self._answer(response, _SyncStream)
+        return self._answer(response, _SyncStream, start)
 
     def _shut(self) -> None:
         self.transport.close()
@@ -205,13 +216,13 @@ class _SyncPool(_PoolBase[httpx.BaseTransport]):
 
 class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
     async def __call__(self, request: httpx.Request) -> _Attempt:
-        self._acquire()
+        start = self._acquire()
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException:
-            self.release()
+            self.release(start, False)
             raise
-        return self._answer(response, _AsyncStream)
+        return self._answer(response, _AsyncStream, start)
 
     def _shut(self) -> None:
         transport = self.transport
@@ -235,7 +246,7 @@ class _Route:
         self,
         name: str,
         publisher: Publisher[Any],
-        make_pool: Callable[[Instance], Any],
+        make_pool: Callable[[str], Callable[[Instance], Any]],
         balancer: Balancing,
         eject: bool | Mapping[str, Any],
         own: bool,
@@ -245,7 +256,9 @@ class _Route:
             raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
         self.name = name
         self.publisher = publisher
-        self.pools: Endpointer[Any] = Endpointer(publisher, make_pool, close_delay=0, own=own, logger=log)
+        self.pools: Endpointer[Any] = Endpointer(
+            publisher, make_pool(name), close_delay=0, own=own, logger=log, service=name
+        )
         top: Publisher[Any] = self.pools
         self.detector: OutlierDetector[Any] | None = None
         if eject:
@@ -311,7 +324,7 @@ class _Base:
     def __init__(
         self,
         services: Mapping[str, Publisher[Any]] | Publisher[Any],
-        make_pool: Callable[[Instance], Any],
+        make_pool: Callable[[str], Callable[[Instance], Any]],
         *,
         balancer: Balancing,
         eject: bool | Mapping[str, Any],
@@ -456,11 +469,16 @@ class _Base:
 
 def _pool_factory(
     pool: type[_PoolBase[Any]], make: Callable[[Instance], Any], failures: Any
-) -> Callable[[Instance], _PoolBase[Any]]:
-    def factory(instance: Instance) -> _PoolBase[Any]:
-        return pool(instance, make(instance), failures)
+) -> Callable[[str], Callable[[Instance], _PoolBase[Any]]]:
+    """Per service: a factory of its instances' pools."""
 
-    return factory
+    def for_service(service: str) -> Callable[[Instance], _PoolBase[Any]]:
+        def factory(instance: Instance) -> _PoolBase[Any]:
+            return pool(instance, make(instance), failures, service)
+
+        return factory
+
+    return for_service
 
 
 class Transport(_Base, httpx.BaseTransport):
