@@ -41,6 +41,7 @@ from ._backoff import Backoff
 from ._bridge import await_on_runtime, wait_on_runtime
 from ._discovery import DiscoveryPublisher, check_tags
 from ._log import get_logger
+from ._runtime import RUNTIME
 from ._typing import E
 from ._util import describe, seconds
 from .errors import DiscoveryError
@@ -670,9 +671,43 @@ class Registry:
         return random.choice(found) if found else None
 
     def watch(
-        self, name: str, factory: Factory[E] | None = None, *, tags: Iterable[str] | str | None = None, **options: Any
+        self,
+        name: str,
+        factory: Factory[E] | None = None,
+        *,
+        tags: Iterable[str] | str | None = None,
+        ready_timeout: float | None = 5.0,
+        **options: Any,
     ) -> DiscoveryPublisher[E]:
-        """A publisher following ``name``: the backend's own, or ``backend.Publisher`` (options as for it)."""
+        """A publisher following ``name``: the backend's own, or ``backend.Publisher`` (options as for it).
+
+        It returns once the registry's first answer is in, so that a pick can follow at
+        once (or after ``ready_timeout`` seconds; ``None``: at once); the publisher goes on
+        either way. ``await awatch()`` waits without blocking an event loop.
+        """
+        publisher = self._follow(name, factory, tags, options)
+        if ready_timeout is not None and not RUNTIME.in_loop_thread():
+            publisher.wait_ready(ready_timeout)
+        return publisher
+
+    async def awatch(
+        self,
+        name: str,
+        factory: Factory[E] | None = None,
+        *,
+        tags: Iterable[str] | str | None = None,
+        ready_timeout: float | None = 5.0,
+        **options: Any,
+    ) -> DiscoveryPublisher[E]:
+        """Async form of ``watch()``."""
+        publisher = self._follow(name, factory, tags, options)
+        if ready_timeout is not None:
+            await publisher.ready_wait(ready_timeout)
+        return publisher
+
+    def _follow(
+        self, name: str, factory: Factory[E] | None, tags: Iterable[str] | str | None, options: dict[str, Any]
+    ) -> DiscoveryPublisher[E]:
         options.setdefault("logger", self._logger)
         own = self._backend.publisher(name, factory, tags=tags, **options)
         return Publisher(self._backend, name, factory, tags=tags, **options) if own is None else own

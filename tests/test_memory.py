@@ -231,3 +231,22 @@ def test_register_and_deregister_raise_close_logs(logs: pytest.LogCaptureFixture
     assert events(logs, "memory_close_incomplete")
     with pytest.raises(RuntimeError, match="is closed"):
         registrar.register()
+
+
+def test_watch_returns_once_the_first_answer_is_in_so_a_pick_follows_at_once() -> None:
+    with memory.Registry() as registry:
+        registry.register("api", "10.0.0.1:80")
+        for _ in range(20):  # the first pick right after watch(): never "not answered yet"
+            with registry.watch("api") as publisher:
+                assert RoundRobin(publisher).endpoint() == Instance("10.0.0.1", 80)
+        quick = registry.watch("api", ready_timeout=None)  # at once, as a plain publisher
+        assert quick.wait_ready(5)
+        quick.close()
+
+
+async def test_awatch_waits_without_blocking_the_loop() -> None:
+    async with memory.Registry() as registry:
+        await registry.aregister("api", "10.0.0.1:80")
+        publisher = await registry.awatch("api")
+        assert RoundRobin(publisher).endpoint() == Instance("10.0.0.1", 80)
+        await publisher.aclose()
