@@ -90,10 +90,13 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
                 source.replace(_instances(urls, schemes))
 
     ejections = 0
+    parent = os.getppid()
 
     async def housekeeping() -> None:
         nonlocal ejections
         while True:
+            if os.getppid() != parent:  # the supervisor is gone (killed): do not serve on alone
+                stop.set()
             proxy.sweep()
             for backend in backends.all():
                 metrics.active.labels(str(backend)).set(backend.active)
