@@ -361,7 +361,7 @@ class Attempt:
 
     __slots__ = (
         "backend", "buffer", "buffered", "cache_base", "chunked_out", "client", "future", "head_sent", "lookup",
-        "request", "retry_statuses", "status", "upstream_headers",
+        "request", "retry_statuses", "status", "timer", "upstream_headers",
     )  # fmt: skip
 
     def __init__(self, client: ClientConnection, request: Request, *, retry_statuses: bool, cache_base: bytes | None):
@@ -378,6 +378,7 @@ class Attempt:
         self.buffered = 0
         self.upstream_headers: list[tuple[bytes, bytes]] = []
         self.lookup: dict[bytes, bytes] = {}
+        self.timer: asyncio.TimerHandle | None = None
 
     async def run(self, backend: Backend) -> None:
         self.backend = backend
@@ -387,7 +388,7 @@ class Attempt:
         loop = client.loop
         future = self.future = loop.create_future()
         started = time.monotonic()
-        timer = loop.call_later(client.proxy.timeout, _time_out, future)
+        timer = self.timer = loop.call_later(client.proxy.timeout, _time_out, future)
         completed = False
         try:
             connection.peer = client.transport
@@ -462,6 +463,8 @@ class Attempt:
     # -- Exchange --
 
     def head(self, connection: UpstreamConnection) -> bool:
+        if self.timer is not None:
+            self.timer.cancel()  # --timeout bounds the wait for an answer to begin, not a long body
         status = connection.status
         self.status = status
         if self.retry_statuses and status in RETRY_STATUSES:

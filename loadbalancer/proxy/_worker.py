@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from typing import Any
@@ -108,6 +109,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
             await asyncio.sleep(1.0)
 
     tasks = [loop.create_task(follow_control()), loop.create_task(housekeeping())]
+    gc.freeze()  # what was built to start is never garbage: keep the collector off it
     os.write(ready_fd, b"1")
     os.close(ready_fd)
     await stop.wait()
