@@ -327,3 +327,12 @@ def test_goaround_command_line_unchanged(tmp_path: Path) -> None:
         with proxy:
             assert proxy.port == port
             assert get(f"http://127.0.0.1:{port}/echo").json()["port"] == backend.port
+
+
+def test_backends_from_a_discovery_source(tmp_path: Path) -> None:
+    with (
+        running(2) as (a, b),
+        ProxyProcess(["--source", f"static:{a.address}", "--source-option", b.address], tmp_path, workers=1) as proxy,
+    ):
+        assert {get(f"{proxy.url}/echo").json()["port"] for _ in range(6)} == {a.port, b.port}
+        assert proxy.admin(f"http://{a.address}\n").startswith("error: the backends come from --source")
