@@ -173,8 +173,8 @@ def main() -> int:
                 if subject == "proxy" and not answers(ports["proxy"]):
                     lockups += 1
     print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
-    print(f"| {'proxy':<22} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
-    print(f"|{'-' * 24}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
+    print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
+    print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
     names = {
         "proxy": f"loadbalancer proxy ({args.workers}w)",
         "goaround": "goaround -n 3",
@@ -184,7 +184,7 @@ def main() -> int:
         rows = results[subject]
         rates = [rate for rate, _, _ in rows]
         print(
-            f"| {names[subject]:<22} | {max(rates):>12,.0f} | {min(p99 for _, p99, _ in rows):>8.2f} ms |"
+            f"| {names[subject]:<24} | {max(rates):>12,.0f} | {min(p99 for _, p99, _ in rows):>8.2f} ms |"
             f" {min(rates):>6,.0f}-{max(rates):<7,.0f} | {sum(e for _, _, e in rows):>6} |"
         )
     for other in subjects[1:]:
