@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -18,7 +19,16 @@ _LISTENING = re.compile(r"listening on (\w+)://[^:]+:(\d+)")
 class ProxyProcess:
     """``python -m loadbalancer proxy ARGS`` on 127.0.0.1 (its port chosen by the system)."""
 
-    def __init__(self, args: list[str], directory: Path, *, workers: int = 2, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        directory: Path,
+        *,
+        workers: int = 2,
+        metrics: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = None if env is None else {**os.environ, **env}
         self.socket = str(directory / f"proxy-{id(self)}.sock")
         self.metrics_port = free_tcp_port() if metrics else 0
         self.command = [
@@ -32,7 +42,7 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         self.process = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True).start()

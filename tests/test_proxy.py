@@ -292,6 +292,13 @@ def test_tls_termination_with_a_generated_certificate(tmp_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(cert))
         with urllib.request.urlopen(f"{proxy.url}/echo/again", timeout=10, context=context) as response:
             assert json.load(response)["port"] == backend.port
+        # and as an https backend of another proxy, which verifies it (health checks over TLS too)
+        with ProxyProcess(
+            ["-b", proxy.url, "--health-interval", "0.2"], tmp_path, workers=1, env={"SSL_CERT_FILE": str(cert)}
+        ) as front:
+            assert get(f"{front.url}/echo/chained").json()["path"] == "/echo/chained"
+            with urllib.request.urlopen(f"http://127.0.0.1:{front.metrics_port}/metrics", timeout=10) as answer:
+                assert "loadbalancer_proxy_healthy_backends" in answer.read().decode()
 
 
 def test_command_line_errors_name_the_value(tmp_path: Path) -> None:
@@ -336,3 +343,29 @@ def test_backends_from_a_discovery_source(tmp_path: Path) -> None:
     ):
         assert {get(f"{proxy.url}/echo").json()["port"] for _ in range(6)} == {a.port, b.port}
         assert proxy.admin(f"http://{a.address}\n").startswith("error: the backends come from --source")
+
+
+def test_bodies_stream_both_ways_and_pipelined_requests_are_answered_in_turn(proxy: ProxyProcess) -> None:
+    big = b"0123456789abcdef" * 131072  # 2 MiB up
+    answer = requests.put(f"{proxy.url}/echo/big", data=big, timeout=30).json()
+    assert answer["method"] == "PUT" and answer["body"].encode() == big
+
+    with requests.get(f"{proxy.url}/stream/3/0.05", stream=True, timeout=10) as streamed:
+        assert streamed.headers["Transfer-Encoding"] == "chunked"
+        assert list(streamed.iter_lines()) == [b"chunk 0", b"chunk 1", b"chunk 2"]
+
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:  # HTTP/1.0: ends with the close
+        sock.sendall(b"GET /stream/2/0 HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"chunk 0\nchunk 1\n")
+
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /echo/p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/p2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.count(b"HTTP/1.1 200") == 2 and data.index(b"/echo/p1") < data.index(b"/echo/p2")

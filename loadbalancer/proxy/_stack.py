@@ -61,6 +61,7 @@ def build_stack(
     queue_timeout: float,
     connect_timeout: float,
     upstream_ssl: _ssl.SSLContext | None,
+    health_ssl: bool,
     health_path: str | None,
     health_interval: float,
     eject_after: int,
@@ -84,7 +85,7 @@ def build_stack(
     if health_path is not None:
         top = HealthChecker(
             top,
-            HttpCheck(health_path),
+            HttpCheck(health_path, ssl=upstream_ssl if health_ssl else None),
             interval=health_interval,
             timeout=min(2.0, health_interval),
             healthy_threshold=1,

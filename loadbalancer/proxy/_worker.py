@@ -8,6 +8,7 @@ import contextlib
 import gc
 import os
 import signal
+import ssl
 from typing import Any
 
 from .. import static
@@ -50,7 +51,8 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         limit=args.connections,
         queue_timeout=args.queue_timeout,
         connect_timeout=args.connect_timeout,
-        upstream_ssl=None,
+        upstream_ssl=ssl.create_default_context() if "https" in schemes.values() else None,
+        health_ssl=bool(schemes) and set(schemes.values()) == {"https"},
         health_path=None if args.health_path == "none" else args.health_path,
         health_interval=args.health_interval,
         eject_after=args.eject_after,
