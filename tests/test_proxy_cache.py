@@ -1,4 +1,4 @@
-"""The proxy's cache rules (``loadbalancer.proxy._cache``), without a server."""
+"""The proxy's cache rules and its sharing of -n (``loadbalancer.proxy``), without a server."""
 
 from __future__ import annotations
 
@@ -49,3 +49,11 @@ def test_bounded_in_bytes() -> None:
     assert not cache.store(b"GET /big", {}, 200, [(b"Cache-Control", b"max-age=60")], b"x" * 5000)
     assert not cache.store(b"GET /500", {}, 500, [(b"Cache-Control", b"max-age=60")], b"")
     assert not cache.store(b"GET /star", {}, 200, [(b"Cache-Control", b"max-age=60"), (b"Vary", b"*")], b"")
+
+
+def test_the_connection_limit_is_shared_out_between_workers_exactly() -> None:
+    from loadbalancer.proxy._worker import share
+
+    assert [share(5, 2, index) for index in range(2)] == [3, 2]
+    assert sum(share(7, 3, index) or 0 for index in range(3)) == 7
+    assert share(None, 4, 0) is None

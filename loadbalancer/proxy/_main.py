@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add(
         "-n", "--connections", type=_positive_int, metavar="N",
-        help="at most N concurrent connections per backend; more requests wait in turn, then get 503"
-        " (default: no limit)",
+        help="at most N concurrent connections per backend, shared out between the workers (no more workers"
+        " than N); more requests wait in turn, then get 503 (default: no limit)",
     )  # fmt: skip
     add("-cacert", "--cacert", metavar="FILE", help="the server certificate (PEM) for TLS; needs -privkey")
     add("-privkey", "--privkey", metavar="FILE", help="the private key (PEM) of -cacert")

@@ -10,6 +10,8 @@ from typing import Any
 
 import httptools
 
+from .._log import get_logger
+from .._util import describe
 from ..errors import NoEndpointsError
 from ..http._policy import IDEMPOTENT, RETRY_STATUSES
 from ._cache import CACHEABLE_METHODS, Cache, Entry
@@ -28,6 +30,7 @@ _IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _MAX_PENDING = 1 << 20  # request body bytes held while no backend takes them yet
 _MAX_HEADERS = 64 * 1024
+_log = get_logger(name=__name__)
 
 
 class UpstreamError(Exception):
@@ -236,7 +239,12 @@ class ClientConnection(asyncio.Protocol):
         try:
             while self.queue and not self.closed:
                 request = self.queue[0]
-                await self._handle(request)
+                try:
+                    await self._handle(request)
+                except Exception as error:  # a bug must cost this connection only, never a slot or a hang
+                    _log.error("proxy_request_failed", error=describe(error), exc_info=error)
+                    self.abort()
+                    return
                 if self.queue and self.queue[0] is request:
                     self.queue.popleft()
                 if not request.keep_alive or self.proxy.draining:
@@ -258,7 +266,8 @@ class ClientConnection(asyncio.Protocol):
             lookup = dict(request.headers)
             control = lookup.get(b"cache-control", b"").lower()
             if b"authorization" not in lookup and b"no-store" not in control:
-                cache_base = Cache.base_key(request.method, proxy.scheme + b"://" + request.host + request.url)
+                # a HEAD is answered from the GET's entry (without the body); only GETs are stored
+                cache_base = Cache.base_key(b"GET", proxy.scheme + b"://" + request.host + request.url)
                 entry = None if b"no-cache" in control else cache.lookup(cache_base, lookup)
                 proxy.metrics.cache.labels("hit" if entry is not None else "miss").inc()
                 if entry is not None:
@@ -505,7 +514,7 @@ class Attempt:
         lines.append(b"\r\n")
         client.write(b"".join(lines))
         self.head_sent = True
-        if self.cache_base is not None and 200 <= status < 500:
+        if self.cache_base is not None and request.method == b"GET" and 200 <= status < 500:
             self.buffer = []
             self.upstream_headers = kept
         return True

@@ -25,7 +25,7 @@ class _Worker:
         self.control = control  # write end of the worker's control pipe
 
 
-def _fork_worker(args: argparse.Namespace, port: int) -> tuple[_Worker, int]:
+def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Worker, int]:
     control_read, control_write = os.pipe()
     ready_read, ready_write = os.pipe()
     pid = os.fork()
@@ -38,7 +38,7 @@ def _fork_worker(args: argparse.Namespace, port: int) -> tuple[_Worker, int]:
 
             from ._worker import serve
 
-            code = uvloop.run(serve(args, port, control_read, ready_write))
+            code = uvloop.run(serve(args, port, control_read, ready_write, index))
         except BaseException as error:  # report, then leave without running the supervisor's code
             print(f"loadbalancer proxy: worker {os.getpid()} failed: {error!r}", file=sys.stderr)
         finally:
@@ -88,10 +88,12 @@ def supervise(args: argparse.Namespace) -> int:
         return 1
     port = holder.getsockname()[1]
     directory = _metrics_dir()
+    if args.connections is not None and args.connections < args.workers:
+        args.workers = args.connections  # -n is shared out between the workers: one connection each at least
     workers: list[_Worker] = []
     ready: list[int] = []
-    for _ in range(args.workers):
-        worker, ready_fd = _fork_worker(args, port)
+    for index in range(args.workers):
+        worker, ready_fd = _fork_worker(args, port, index)
         workers.append(worker)
         ready.append(ready_fd)
     try:
@@ -175,7 +177,7 @@ async def _watch_workers(args: argparse.Namespace, port: int, workers: list[_Wor
             if pid and not stop.is_set():
                 multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
                 os.close(worker.control)
-                replacement, ready_fd = _fork_worker(args, port)
+                replacement, ready_fd = _fork_worker(args, port, index)
                 workers[index] = replacement
                 await asyncio.get_running_loop().run_in_executor(None, _wait_ready, [ready_fd], 60.0)
 

@@ -32,7 +32,14 @@ def _instances(urls: list[str], schemes: dict[str, str]) -> list[Instance]:
     return instances
 
 
-async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: int) -> int:
+def share(total: int | None, workers: int, index: int) -> int | None:
+    """Worker ``index``'s part of ``-n total``: the parts add up to ``total`` exactly."""
+    if total is None:
+        return None
+    return total // workers + (1 if index < total % workers else 0)
+
+
+async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: int, index: int = 0) -> int:
     """Serve until SIGTERM (or SIGINT), then drain; ``control_fd`` brings backend lists from the admin socket."""
     loop = asyncio.get_running_loop()
     metrics = Metrics()
@@ -48,7 +55,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         source,
         loop=loop,
         schemes=schemes,
-        limit=args.connections,
+        limit=share(args.connections, args.workers, index),
         queue_timeout=args.queue_timeout,
         connect_timeout=args.connect_timeout,
         upstream_ssl=ssl.create_default_context() if "https" in schemes.values() else None,
