@@ -276,16 +276,22 @@ class ClientConnection(asyncio.Protocol):
                     return
         attempts_left = proxy.attempts
         idempotent = request.method in _IDEMPOTENT and not request.has_body
+        tried: list[str] = []
         while True:
             attempts_left -= 1
             try:
                 tracked = proxy.balancer.endpoint()
+                for _ in range(8 if tried else 0):  # a retry goes to a backend not tried yet, if there is one
+                    if str(tracked) not in tried:
+                        break
+                    tracked = proxy.balancer.endpoint()
             except NoEndpointsError:
                 proxy.metrics.unavailable.labels("no_backend").inc()
                 self._simple(request, 503, b"no backend available\n")
                 return
             attempt = Attempt(self, request, retry_statuses=idempotent and attempts_left > 0, cache_base=cache_base)
             attempt.lookup = lookup
+            tried.append(str(tracked))
             try:
                 await tracked(attempt)
                 return
