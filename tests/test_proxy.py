@@ -6,7 +6,9 @@ import concurrent.futures
 import http.client
 import http.server
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -384,3 +386,27 @@ def test_bodies_stream_both_ways_and_pipelined_requests_are_answered_in_turn(pro
         while chunk := sock.recv(65536):
             data += chunk
         assert data.count(b"HTTP/1.1 200") == 2 and data.index(b"/echo/p1") < data.index(b"/echo/p2")
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_dead_worker_is_replaced_and_the_others_keep_serving(tmp_path: Path) -> None:
+    with HttpBackend() as backend, ProxyProcess([*urls([backend]), "--health-path", "none"], tmp_path) as proxy:
+        assert proxy.process is not None
+        workers = children(proxy.process.pid)
+        assert len(workers) == 2
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        eventually(lambda: len(children(proxy.process.pid) - {victim}) == 2, 20, "a new worker")  # type: ignore[union-attr]
+        assert all(get(f"{proxy.url}/echo").status_code == 200 for _ in range(20))

@@ -32,6 +32,12 @@ def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Work
     if pid == 0:  # the worker
         code = 1
         try:
+            # Forked from the supervisor's running loop (a replacement) or before it: drop its
+            # signal wiring, or a SIGTERM before the worker's own handlers would go to the supervisor.
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            asyncio.events._set_running_loop(None)
             os.close(control_write)
             os.close(ready_read)
             import uvloop
