@@ -328,26 +328,24 @@ class ClientConnection(asyncio.Protocol):
 
     def _send_cached(self, request: Request, entry: Entry) -> None:
         age = int(time.monotonic() - entry.stored)
-        head = [b"HTTP/1.1 %d %b\r\n" % (entry.status, _REASONS.get(entry.status, b"Unknown"))]
-        head += [b"%b: %b\r\n" % pair for pair in entry.headers]
-        body = b"" if request.method == b"HEAD" else entry.body
-        head.append(b"content-length: %d\r\nage: %d\r\nx-cache: HIT\r\n" % (len(entry.body), age))
-        if not request.keep_alive or self.proxy.draining:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
-        self.write(b"".join(head) + body)
+        headers = [*entry.headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")]
+        head_only = request.method == b"HEAD"
+        self.send_head(request, entry.status, headers, b"%d" % len(entry.body), head_only)
+        if not head_only and entry.body:
+            self.send_body(request, entry.body, False)
+        self.send_end(request, False)
 
     def _simple(self, request: Request, status: int, body: bytes, backend: Backend | None = None) -> None:
         """An answer of the proxy's own (503, 502, 504), plain text."""
-        closing = not request.keep_alive or self.proxy.draining or not request.body_done
-        self.write(
-            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n%b\r\n%b"
-            % (status, _REASONS[status], len(body), b"connection: close\r\n" if closing else b"",
-               b"" if request.method == b"HEAD" else body)
-        )  # fmt: skip
+        if not request.body_done:
+            request.keep_alive = False  # the rest of the body is not read: the connection cannot go on
+        head_only = request.method == b"HEAD"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        self.send_head(request, status, headers, b"%d" % len(body), head_only)
+        if not head_only:
+            self.send_body(request, body, False)
+        self.send_end(request, False)
         self.proxy.metrics.answered(str(backend) if backend else "none", request.method.decode(), status)
-        if closing:
-            request.keep_alive = False
 
     def _reject(self, status: int, body: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -356,6 +354,36 @@ class ClientConnection(asyncio.Protocol):
                 % (status, _REASONS[status], len(body), body)
             )
         self.close()
+
+    # -- the answer's framing (HTTP/1.1 here; HTTP/2 overrides) --
+
+    def send_head(
+        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
+    ) -> bool:
+        """Write the answer's head; True when its body is to be sent chunked."""
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+        lines += [b"%b: %b\r\n" % pair for pair in headers]
+        chunked = False
+        if length is not None:
+            lines.append(b"content-length: %b\r\n" % length)
+        elif not no_body:
+            if request.version == b"1.1":
+                lines.append(b"transfer-encoding: chunked\r\n")
+                chunked = True
+            else:
+                request.keep_alive = False  # the end of the body is the end of the connection
+        if not request.keep_alive or self.proxy.draining:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        self.write(b"".join(lines))
+        return chunked
+
+    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+        self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+
+    def send_end(self, request: Request, chunked: bool) -> None:
+        if chunked:
+            self.write(b"0\r\n\r\n")
 
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -504,21 +532,8 @@ class Attempt:
                 length = value
             if lowered not in dropped:
                 kept.append((name, value))
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-        lines += [b"%b: %b\r\n" % pair for pair in kept]
         no_body = request.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
-        if length is not None:
-            lines.append(b"content-length: %b\r\n" % length)
-        elif not no_body:
-            if request.version == b"1.1":
-                lines.append(b"transfer-encoding: chunked\r\n")
-                self.chunked_out = True
-            else:
-                request.keep_alive = False  # the end of the body is the end of the connection
-        if not request.keep_alive or client.proxy.draining:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        client.write(b"".join(lines))
+        self.chunked_out = client.send_head(request, status, kept, length, no_body)
         self.head_sent = True
         if self.cache_base is not None and request.method == b"GET" and 200 <= status < 500:
             self.buffer = []
@@ -526,10 +541,7 @@ class Attempt:
         return True
 
     def body(self, chunk: bytes) -> None:
-        if self.chunked_out:
-            self.client.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        else:
-            self.client.write(chunk)
+        self.client.send_body(self.request, chunk, self.chunked_out)
         if self.buffer is not None:
             self.buffer.append(chunk)
             self.buffered += len(chunk)
@@ -538,8 +550,7 @@ class Attempt:
                 self.buffer = None
 
     def complete(self, keep_alive: bool) -> None:
-        if self.chunked_out:
-            self.client.write(b"0\r\n\r\n")
+        self.client.send_end(self.request, self.chunked_out)
         future = self.future
         if future is not None and not future.done():
             future.set_result(None)
