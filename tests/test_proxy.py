@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import http.client
 import http.server
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
 
@@ -290,15 +292,21 @@ def test_a_failed_connect_goes_to_another_backend_and_none_reachable_is_502(tmp_
         eventually(lambda: get(f"{proxy.url}/echo").status_code == 502, 10, "only the dead one")
 
 
-def test_tls_termination_with_a_generated_certificate(tmp_path: Path) -> None:
+def certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
     if shutil.which("openssl") is None:
         missing("openssl is not installed (Debian: openssl)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+def test_tls_termination_with_a_generated_certificate(tmp_path: Path) -> None:
+    cert, key = certificate(tmp_path)
     with (
         HttpBackend() as backend,
         ProxyProcess([*urls([backend]), "-cacert", str(cert), "-privkey", str(key)], tmp_path, workers=1) as proxy,
@@ -309,6 +317,17 @@ def test_tls_termination_with_a_generated_certificate(tmp_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(cert))
         with urllib.request.urlopen(f"{proxy.url}/echo/again", timeout=10, context=context) as response:
             assert json.load(response)["port"] == backend.port
+        trusting = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(http2=True, verify=trusting, timeout=10) as client:  # HTTP/2 by ALPN
+            answers = [client.get(f"{proxy.url}/echo/h2/{n}") for n in range(3)]
+            assert {answer.http_version for answer in answers} == {"HTTP/2"}
+            assert [answer.json()["path"] for answer in answers] == [f"/echo/h2/{n}" for n in range(3)]
+            big = b"0123456789abcdef" * 65536  # 1 MiB: beyond the first flow-control windows both ways
+            posted = client.post(f"{proxy.url}/echo/h2-post", content=big)
+            assert posted.http_version == "HTTP/2" and posted.json()["body"].encode() == big
+            streamed = client.get(f"{proxy.url}/stream/3/0.01")
+            assert streamed.text == "chunk 0\nchunk 1\nchunk 2\n"
+            assert client.head(f"{proxy.url}/echo/h2-head").status_code == 200
         # and as an https backend of another proxy, which verifies it (health checks over TLS too)
         with ProxyProcess(
             ["-b", proxy.url, "--health-interval", "0.2"], tmp_path, workers=1, env={"SSL_CERT_FILE": str(cert)}
@@ -410,3 +429,27 @@ def test_a_dead_worker_is_replaced_and_the_others_keep_serving(tmp_path: Path) -
         os.kill(victim, signal.SIGKILL)
         eventually(lambda: len(children(proxy.process.pid) - {victim}) == 2, 20, "a new worker")  # type: ignore[union-attr]
         assert all(get(f"{proxy.url}/echo").status_code == 200 for _ in range(20))
+
+
+async def test_http2_streams_the_client_resets_lose_no_slot(tmp_path: Path) -> None:
+    cert, key = certificate(tmp_path)
+    with (
+        HttpBackend() as backend,
+        ProxyProcess(
+            [*urls([backend]), "-n", "2", "--health-path", "none", "-cacert", str(cert), "-privkey", str(key)],
+            tmp_path,
+            workers=1,
+        ) as proxy,
+    ):
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(http2=True, verify=trusting, timeout=10) as client:
+            slow = [asyncio.ensure_future(client.get(f"{proxy.url}/slow/3/{n}")) for n in range(4)]
+            await asyncio.to_thread(
+                eventually, lambda: backend.counts().get("GET /slow/3/1") == 1, 10, "slow requests at the backend"
+            )
+            for request in slow:
+                request.cancel()  # httpx resets the streams
+        async with httpx.AsyncClient(http2=True, verify=trusting, timeout=10) as client:
+            answers = await asyncio.gather(*(client.get(f"{proxy.url}/echo/{n}") for n in range(200)))
+        assert {answer.status_code for answer in answers} == {200}
+        assert {answer.http_version for answer in answers} == {"HTTP/2"}

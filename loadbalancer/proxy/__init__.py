@@ -12,6 +12,7 @@ Needs the ``proxy`` extra: ``pip install 'loadbalancer[proxy]'``.
 
 try:
     import cachetools  # noqa: F401
+    import h2  # noqa: F401
     import httptools  # noqa: F401
     import prometheus_client  # noqa: F401
     import uvloop  # noqa: F401

@@ -189,7 +189,7 @@ def server_ssl(args: argparse.Namespace) -> ssl.SSLContext:
         context.load_cert_chain(args.cacert, args.privkey)
     except (OSError, ssl.SSLError) as error:
         raise UsageError(f"-cacert {args.cacert!r} -privkey {args.privkey!r}: {error}") from None
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"])  # HTTP/2 when the client offers it
     return context
 
 

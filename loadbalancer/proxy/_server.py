@@ -136,6 +136,14 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2" and type(self) is ClientConnection:
+            from ._h2 import H2Connection
+
+            h2_connection = H2Connection(self.proxy)
+            transport.set_protocol(h2_connection)
+            h2_connection.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_ip = (peer[0] if isinstance(peer, tuple) else "unknown").encode()
