@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "watch": "print changes to the instance set as they happen, until Ctrl-C",
         "register": "register an instance and keep it registered until Ctrl-C, then deregister it",
     }
+    # listed for --help; main() hands 'proxy ...' to loadbalancer.proxy, which parses goaround's flags
+    actions.add_parser(
+        "proxy", help="an HTTP load-balancing proxy (goaround's flags; see 'proxy --help')", add_help=False
+    )
     for action, text in helps.items():
         sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         sources = sub.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -728,8 +732,10 @@ def _error(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["proxy"]:
+        return _proxy(argv[1:])
+    parser = build_parser()
     reason = _cannot_register(argv)
     if reason is not None:
         _error(reason)
@@ -764,6 +770,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         _error(describe(error))
         return 1
+
+
+def _proxy(argv: list[str]) -> int:
+    try:
+        from . import proxy
+    except ImportError as error:
+        _error(f"the proxy needs an optional dependency ({error.name or error}): pip install 'loadbalancer[proxy]'")
+        return 1
+    return proxy.main(argv)
 
 
 def _quiet_stdout() -> None:

@@ -7,6 +7,10 @@ Paths (any method):
 - ``/flaky/<n>``: 503 for this server's first ``n`` requests to that path, then 200;
 - ``/slow/<seconds>``: 200 after a delay;
 - ``/stream/<chunks>/<seconds>``: 200, chunked, a chunk every ``seconds``;
+- ``/cache?cc=<Cache-Control>&vary=<Vary>``: 200 with those headers, ``X-Backend: kept`` and a
+  body counting this server's answers on that full path (so a cached answer shows an old count);
+- ``/health``: 200 (``echo``) until ``/admin/health/<status>/<state>`` sets its answer: that
+  status with the body ``{"state": "<state>", "message": ""}`` (state ``none``: a plain body);
 - ``/admin/counts``: JSON of requests seen per ``METHOD path``; ``/admin/mode/<mode>``: ``ok``,
   ``down`` (503 to all), ``hang`` (never answers).
 It prints ``ready`` on stdout once it listens.
@@ -20,6 +24,7 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -31,6 +36,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.counts: collections.Counter[str] = collections.Counter()
         self.flaky: collections.Counter[str] = collections.Counter()
         self.mode = "ok"
+        self.health: tuple[int, str] | None = None
         self.lock = threading.Lock()
 
 
@@ -48,6 +54,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if path == "/admin/counts":
                 with server.lock:
                     self._send(200, json.dumps(dict(server.counts)).encode())
+            elif path.startswith("/admin/health/"):
+                _, _, _, status, state = path.split("/")
+                server.health = (int(status), state)
+                self._send(200, b"ok")
             elif path.startswith("/admin/mode/"):
                 server.mode = path.rsplit("/", 1)[1]
                 self._send(200, b"ok")
@@ -62,7 +72,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         parts = path.strip("/").split("/")
         head = parts[0]
-        if head == "status":
+        if path == "/health" and server.health is not None:
+            status, state = server.health
+            said = b"no" if state == "none" else json.dumps({"state": state, "message": ""}).encode()
+            self._send(status, said)
+        elif head.startswith("cache"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+            headers = {"X-Backend": "kept"}
+            if "cc" in query:
+                headers["Cache-Control"] = query["cc"][0]
+            if "vary" in query:
+                headers["Vary"] = query["vary"][0]
+            with server.lock:
+                seen = server.counts[f"{self.command} {path}"]
+            self._send(200, f"{self.command} {path} answer {seen}".encode(), headers)
+        elif head == "status":
             self._send(int(parts[1]), b"status")
         elif head == "retry-after":
             self._send(503, b"busy", {"Retry-After": parts[1]})

@@ -1,0 +1,206 @@
+"""``loadbalancer proxy`` against goaround and nginx: wrk on the same two backends, in one run.
+
+Two nginx backends serve a 1 KiB file (and ``/health``) on 127.0.0.1; in front of them, in
+turn: ``loadbalancer proxy`` (its default workers), goaround (``-n 3``, its best setting
+measured) and nginx as a proxy (upstream keep-alive). Each is loaded with
+``wrk -t2 -c50 -d4s --latency`` (HTTP/1.1 keep-alive, 50 connections), ``--rounds`` times in
+a rotating order; the table shows each one's best round (req/s, p99) and the median
+per-round ratio of the proxy to each other. After every run the proxy must still answer
+(no lock-up). Needs Debian's ``wrk`` and ``nginx-light``; goaround is optional (the path in
+``--goaround``; skipped when absent).
+
+    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextlib.contextmanager
+def nginx(conf_body: str) -> Iterator[None]:
+    directory = tempfile.mkdtemp(prefix="bench-proxy-nginx-")
+    with open(os.path.join(directory, "1k"), "wb") as file:
+        file.write(b"x" * 1024)
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as file:
+        file.write(
+            f"daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;\n"
+            "events { worker_connections 4096; }\n"
+            f"http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {directory};\n"
+            f"{conf_body.replace('ROOT', directory)} }}\n"
+        )
+    process = subprocess.Popen([shutil.which("nginx") or "nginx", "-c", conf, "-p", directory])
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def backend_conf(port: int) -> str:
+    return (
+        f"server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000; root ROOT;"
+        ' location = /health { return 200 \'{"state": "healthy", "message": ""}\'; }'
+        " location / { try_files /1k =404; } }"
+    )
+
+
+def wrk(port: int, seconds: float) -> tuple[float, float, int]:
+    """req/s, p99 (ms), and errors (non-2xx or socket errors) of one wrk run."""
+    out = subprocess.run(
+        ["wrk", "-t2", "-c50", f"-d{seconds:g}s", "--latency", f"http://127.0.0.1:{port}/1k"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    match = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99 = float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)] if match else float("nan")
+    errors = 0
+    for pattern in (
+        r"Non-2xx or 3xx responses: (\d+)",
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+    ):
+        found = re.search(pattern, out)
+        if found:
+            errors += sum(int(group) for group in found.groups())
+    return rate, p99, errors
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/1k", timeout=5) as response:
+            return response.status == 200 and len(response.read()) == 1024
+    except OSError:
+        return False
+
+
+def run_goaround(command: list[str], port: int, seconds: float) -> tuple[float, float, int]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        answers(port)
+        return wrk(port, seconds)
+    finally:
+        process.kill()
+        process.wait()
+        with contextlib.suppress(OSError):
+            os.unlink("/tmp/goaround.sock")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--goaround", default=os.environ.get("GOAROUND", "/tmp/goaround-ref/goaround"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    if not (shutil.which("wrk") and shutil.which("nginx")):
+        print("needs wrk and nginx (Debian: apt-get install wrk nginx-light)")
+        return 1
+    b1, b2 = free_port(), free_port()
+    urls = [f"http://127.0.0.1:{b1}", f"http://127.0.0.1:{b2}"]
+    ports = {"proxy": free_port(), "goaround": free_port(), "nginx": free_port()}
+    nginx_proxy = (
+        f"upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; }}"
+        f" server {{ listen 127.0.0.1:{ports['nginx']}; keepalive_requests 1000000;"
+        " location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2)))
+        stack.enter_context(nginx(nginx_proxy))
+        socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(ports["proxy"]), "--bind", "127.0.0.1",
+             "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers),
+             *(arg for url in urls for arg in ("-b", url))],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(proxy.wait)
+        stack.callback(proxy.terminate)
+        subjects = ["proxy", "nginx"]
+        goaround_command: list[str] = []
+        if os.access(args.goaround, os.X_OK) and not os.path.exists("/tmp/goaround.sock"):
+            goaround_command = [
+                args.goaround, "-p", str(ports["goaround"]), "-prometheus-port", str(free_port()), "-n", "3",
+                *(arg for url in urls for arg in ("-b", url)),
+            ]  # fmt: skip
+            subjects.insert(1, "goaround")
+        else:
+            print(f"goaround: not run (no executable at {args.goaround}, or /tmp/goaround.sock is taken)")
+        for port in (b1, b2, ports["proxy"], ports["nginx"]):
+            wait_port(port)
+        for subject in ("proxy", "nginx"):
+            wrk(ports[subject], 1.0)  # warm-up
+        results: dict[str, list[tuple[float, float, int]]] = {subject: [] for subject in subjects}
+        lockups = 0
+        for round_ in range(args.rounds):
+            order = subjects[round_ % len(subjects) :] + subjects[: round_ % len(subjects)]
+            for subject in order:
+                if subject == "goaround":  # it locks up after a run (its README): a fresh process each time
+                    results[subject].append(run_goaround(goaround_command, ports["goaround"], args.seconds))
+                    continue
+                results[subject].append(wrk(ports[subject], args.seconds))
+                if subject == "proxy" and not answers(ports["proxy"]):
+                    lockups += 1
+    print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
+    print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
+    print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
+    names = {
+        "proxy": f"loadbalancer proxy ({args.workers}w)",
+        "goaround": "goaround -n 3",
+        "nginx": "nginx (keepalive)",
+    }
+    for subject in subjects:
+        rows = results[subject]
+        rates = [rate for rate, _, _ in rows]
+        print(
+            f"| {names[subject]:<24} | {max(rates):>12,.0f} | {min(p99 for _, p99, _ in rows):>8.2f} ms |"
+            f" {min(rates):>6,.0f}-{max(rates):<7,.0f} | {sum(e for _, _, e in rows):>6} |"
+        )
+    for other in subjects[1:]:
+        pairs = [(a, b) for a, b in zip(results["proxy"], results[other], strict=True) if b[0] > 0 and b[1] > 0]
+        if not pairs:
+            print(f"proxy / {other}: no successful run of {other} to compare with")
+            continue
+        ratios = [a[0] / b[0] for a, b in pairs]
+        p99s = [a[1] / b[1] for a, b in pairs]
+        print(
+            f"proxy / {other}: throughput {statistics.median(ratios):.2f}x"
+            f" ({min(ratios):.2f}-{max(ratios):.2f}), p99 {statistics.median(p99s):.2f}x"
+        )
+    print(f"proxy lock-ups after a run: {lockups}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

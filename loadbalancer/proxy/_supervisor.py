@@ -1,0 +1,279 @@
+"""The supervisor: holds the port, forks the workers, serves the admin socket and /metrics, stops them all."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from ._main import listening_socket
+from ._upstream import parse_backend_url
+
+__all__ = ["supervise"]
+
+
+class _Worker:
+    def __init__(self, pid: int, control: int) -> None:
+        self.pid = pid
+        self.control = control  # write end of the worker's control pipe
+
+
+def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Worker, int]:
+    control_read, control_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            # Forked from the supervisor's running loop (a replacement) or before it: drop its
+            # signal wiring, or a SIGTERM before the worker's own handlers would go to the supervisor.
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            asyncio.events._set_running_loop(None)
+            os.close(control_write)
+            os.close(ready_read)
+            import uvloop
+
+            from ._worker import serve
+
+            code = uvloop.run(serve(args, port, control_read, ready_write, index))
+        except BaseException as error:  # report, then leave without running the supervisor's code
+            print(f"loadbalancer proxy: worker {os.getpid()} failed: {error!r}", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(control_read)
+    os.close(ready_write)
+    return _Worker(pid, control_write), ready_read
+
+
+def _wait_ready(fds: list[int], timeout: float) -> bool:
+    import select
+
+    deadline = time.monotonic() + timeout
+    pending = set(fds)
+    ok = True
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            ok = False
+            break
+        readable, _, _ = select.select(list(pending), [], [], left)
+        for fd in readable:
+            if not os.read(fd, 1):
+                ok = False  # the worker died before it was ready
+            pending.discard(fd)
+    for fd in fds:
+        os.close(fd)
+    return ok
+
+
+def _metrics_dir() -> str:
+    directory = tempfile.mkdtemp(prefix="loadbalancer-proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # each worker writes its own file; /metrics sums them
+    return directory
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Run the proxy: the workers, the admin socket, /metrics; until SIGTERM or SIGINT."""
+    try:
+        holder = listening_socket(args.bind, args.port, listen=False)  # keeps the port ours, says if taken
+    except OSError as error:
+        print(f"loadbalancer proxy: error: cannot listen on {args.bind}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    port = holder.getsockname()[1]
+    directory = _metrics_dir()
+    if args.connections is not None and args.connections < args.workers:
+        args.workers = args.connections  # -n is shared out between the workers: one connection each at least
+    workers: list[_Worker] = []
+    ready: list[int] = []
+    for index in range(args.workers):
+        worker, ready_fd = _fork_worker(args, port, index)
+        workers.append(worker)
+        ready.append(ready_fd)
+    try:
+        if not _wait_ready(ready, 60.0):
+            print("loadbalancer proxy: error: a worker failed to start", file=sys.stderr)
+            _stop_workers(workers, 2.0)
+            return 1
+        return asyncio.run(_run(args, port, workers))
+    finally:
+        holder.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop_workers(workers: list[_Worker], timeout: float) -> None:
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        while True:
+            try:
+                pid, _ = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(worker.pid, 0)
+                break
+            time.sleep(0.05)
+
+
+async def _run(args: argparse.Namespace, port: int, workers: list[_Worker]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    servers: list[asyncio.Server] = []
+    socket_path = None if args.socket == "none" else args.socket
+    try:
+        if args.prometheus_port:
+            servers.append(await asyncio.start_server(_metrics_handler, args.bind, args.prometheus_port))
+        if socket_path is not None:
+            _free_socket_path(socket_path)
+            servers.append(await asyncio.start_unix_server(lambda r, w: _admin(r, w, args, workers), socket_path))
+    except OSError as error:
+        print(f"loadbalancer proxy: error: {error}", file=sys.stderr)
+        _stop_workers(workers, 2.0)
+        return 1
+    scheme = "https" if args.cacert else "http"
+    where = f"{scheme}://{args.bind}:{port}"
+    extras = [f"{len(workers)} workers"]
+    if args.prometheus_port:
+        extras.append(f"metrics on :{servers[0].sockets[0].getsockname()[1]}/metrics")
+    if socket_path is not None:
+        extras.append(f"admin socket {socket_path}")
+    print(f"loadbalancer proxy: listening on {where} ({', '.join(extras)})", flush=True)
+    watcher = loop.create_task(_watch_workers(args, port, workers, stop))
+    await stop.wait()
+    watcher.cancel()
+    for server in servers:
+        server.close()
+    if socket_path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+    await loop.run_in_executor(None, _stop_workers, workers, args.shutdown_timeout + 5.0)
+    return 0
+
+
+async def _watch_workers(args: argparse.Namespace, port: int, workers: list[_Worker], stop: asyncio.Event) -> None:
+    """Replace a worker that died on its own (the others keep serving meanwhile)."""
+    from prometheus_client import multiprocess
+
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        for index, worker in enumerate(workers):
+            pid = _reaped(worker.pid)
+            if pid and not stop.is_set():
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+                os.close(worker.control)
+                replacement, ready_fd = _fork_worker(args, port, index)
+                workers[index] = replacement
+                await asyncio.get_running_loop().run_in_executor(None, _wait_ready, [ready_fd], 60.0)
+
+
+def _reaped(pid: int) -> int:
+    """``pid`` if that child has exited (now reaped), else 0 (never blocks)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0]
+    except ChildProcessError:
+        return pid
+
+
+def _free_socket_path(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # left over from a proxy that is gone
+    else:
+        raise OSError(f"the admin socket {path} is in use by another process (give --socket PATH)")
+    finally:
+        probe.close()
+
+
+async def _admin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace,
+                 workers: list[_Worker]) -> None:  # fmt: skip
+    """A comma-separated list of URLs replaces the backends; the answer says what is used now."""
+    try:
+        data = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while b"\n" not in data and len(data) < 65536:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        writer.write(_replace(data, args, workers).encode())
+        await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+def _replace(data: bytes, args: argparse.Namespace, workers: list[_Worker]) -> str:
+    if args.source is not None:
+        return f"error: the backends come from --source {args.source}; the socket cannot replace them\n"
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "error: not UTF-8 text; nothing changed\n"
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls:
+        return "error: no backend URLs given (write http://HOST:PORT,...); nothing changed\n"
+    try:
+        for url in urls:
+            parse_backend_url(url)
+    except ValueError as error:
+        return f"error: {error}; nothing changed\n"
+    args.backends = urls  # for workers started later
+    line = (",".join(urls) + "\n").encode()
+    for worker in workers:
+        with contextlib.suppress(OSError):
+            os.write(worker.control, line)
+    return "ok: " + ",".join(urls) + "\n"
+
+
+async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    try:
+        async with asyncio.timeout(5.0):
+            head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+        if path.split(b"?")[0] != b"/metrics":
+            body, status = b"not found: /metrics serves the metrics\n", b"404 Not Found"
+            kind = b"text/plain"
+        else:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            body, status = generate_latest(registry), b"200 OK"
+            kind = b"text/plain; version=0.0.4; charset=utf-8"
+        writer.write(
+            b"HTTP/1.1 %b\r\ncontent-type: %b\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
+            % (status, kind, len(body), body)
+        )
+        await writer.drain()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        writer.close()

@@ -1,0 +1,316 @@
+"""Backends: keep-alive connection pools with a fair, bounded limit, and the upstream side of an exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl as _ssl
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httptools
+
+from ..instance import Instance
+
+__all__ = ["Backend", "ConnectFailedError", "QueueTimeoutError", "UpstreamConnection", "parse_backend_url"]
+
+_MAX_IDLE = 256  # idle keep-alive connections kept per backend
+
+
+class ConnectFailedError(ConnectionError):
+    """The connection to a backend could not be made (the request never left: any method may go elsewhere)."""
+
+
+class QueueTimeoutError(Exception):
+    """Every connection a backend may have (``-n``) stayed busy for the whole bounded wait."""
+
+
+class Exchange(Protocol):
+    """What an upstream connection reports to the request it serves."""
+
+    def head(self, connection: UpstreamConnection) -> bool: ...
+    def body(self, chunk: bytes) -> None: ...
+    def complete(self, keep_alive: bool) -> None: ...
+    def failed(self, error: BaseException) -> None: ...
+
+
+def parse_backend_url(text: str) -> tuple[str, Instance]:
+    """``http://host:port`` -> (scheme, Instance); a ValueError naming ``text`` otherwise."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"backend URL {text!r}: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"backend URL {text!r}: give http://HOST:PORT or https://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"backend URL {text!r}: a backend is a scheme, host and port, without a path")
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, Instance(parts.hostname, port)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to a backend; its answer goes to the current ``Exchange``."""
+
+    __slots__ = (
+        "backend", "closed", "exchange", "head_request", "headers", "parser", "peer", "reusable", "status",
+        "transport", "until_close",
+    )  # fmt: skip
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
+        self.head_request = False
+        self.closed = False
+        self.reusable = False
+        self.until_close = False
+        self.peer: asyncio.Transport | None = None  # the client's transport, paused when we cannot keep up
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(ConnectionError(f"{self.backend.url} sent a malformed answer: {error}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(ConnectionError(f"{self.backend.url} switched protocols, which this proxy does not relay"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.backend.lost(self)
+        if self.exchange is not None:
+            if self.until_close and self.status:
+                self._complete(False)  # a body without a length ends with the connection
+            else:
+                self._fail(exc or ConnectionResetError(f"{self.backend.url} closed the connection"))
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+    # -- httptools callbacks --
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.until_close = not any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+        )
+        exchange = self.exchange
+        if exchange is None or not exchange.head(self):
+            self.exchange = None  # discarded (to be retried elsewhere): this connection is spent
+            self.close()
+            return
+        if self.head_request or self.status in (204, 304):
+            self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the headers say
+            self._complete(True)
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.body(chunk)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self._complete(self.parser.should_keep_alive())
+
+    # -- use --
+
+    def start(self, exchange: Exchange, data: bytes, head_request: bool) -> None:
+        self.exchange = exchange
+        self.headers = []
+        self.status = 0
+        self.head_request = head_request
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def _complete(self, keep_alive: bool) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self.peer = None
+        self.reusable = keep_alive and not self.closed
+        if exchange is not None:
+            exchange.complete(keep_alive)
+
+    def _fail(self, error: BaseException) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self.peer = None
+        self.close()
+        if exchange is not None:
+            exchange.failed(error)
+
+
+class Backend:
+    """A backend: the endpoint the balancer hands out, with its pool and its ``-n`` limit.
+
+    Calling it (``await backend(attempt)``) runs one attempt of a request on it: the call is
+    what the toolkit's trackers see (outstanding calls, latency, failures for ejection).
+    """
+
+    def __init__(
+        self,
+        instance: Instance,
+        *,
+        scheme: str = "http",
+        limit: int | None = None,
+        queue_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        ssl: _ssl.SSLContext | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.loop = loop  # the proxy's loop: the publisher's thread closes us through it
+        self.instance = instance
+        self.scheme = scheme
+        self.url = f"{scheme}://{instance.address}"
+        self.host_header = instance.address.encode("latin-1")
+        self.limit = limit
+        self.queue_timeout = queue_timeout
+        self.connect_timeout = connect_timeout
+        self.ssl = ssl if scheme == "https" else None
+        self.idle: collections.deque[UpstreamConnection] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[UpstreamConnection | None]] = collections.deque()
+        self.busy = 0  # connections handed out (or being opened)
+        self.closing = False
+
+    def __str__(self) -> str:
+        return self.instance.address
+
+    def __repr__(self) -> str:
+        return f"Backend({self.url!r})"
+
+    async def __call__(self, attempt: Any) -> Any:
+        return await attempt.run(self)
+
+    async def acquire(self) -> UpstreamConnection:
+        """A connection to this backend: an idle one, a new one, or (at the limit) the next freed, in turn."""
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                self.busy += 1
+                return connection
+        if self.limit is not None and self.busy >= self.limit:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[UpstreamConnection | None] = loop.create_future()
+            self.waiters.append(waiter)
+            timer = loop.call_later(self.queue_timeout, _expire, waiter)
+            try:
+                handed = await waiter  # a freed slot: a connection, or None (open one in its place)
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._give_back(waiter.result())  # handed to us just as we left
+                elif waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                raise
+            finally:
+                timer.cancel()
+            if handed is not None:
+                return handed  # the slot came with it (busy unchanged)
+        else:
+            self.busy += 1
+        try:
+            return await self._open()
+        except BaseException:
+            self._free_slot()
+            raise
+
+    async def _open(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        host, port = self.instance.host, self.instance.port
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    host,
+                    port,
+                    ssl=self.ssl,
+                    server_hostname=host if self.ssl else None,
+                )
+        except (OSError, TimeoutError) as error:
+            reason = "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
+            raise ConnectFailedError(f"cannot connect to {self.url}: {reason}") from error
+        return connection
+
+    def release(self, connection: UpstreamConnection) -> None:
+        """Give a connection back: kept for reuse when it may be, else closed; its slot goes to the next waiter."""
+        if connection.reusable and not connection.closed and not self.closing:
+            self._give_back(connection)
+        else:
+            connection.close()
+            self._free_slot()
+
+    def _give_back(self, connection: UpstreamConnection | None) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self.busy -= 1
+        if connection is not None:
+            if len(self.idle) < _MAX_IDLE:
+                self.idle.append(connection)
+            else:
+                connection.close()
+
+    def _free_slot(self) -> None:
+        self._give_back(None)
+
+    def lost(self, connection: UpstreamConnection) -> None:
+        """A connection closed (by either side): an idle one leaves the pool."""
+        try:
+            self.idle.remove(connection)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """The backend left the set: close its idle connections; busy ones close when released."""
+        if self.loop is not None and not self.loop.is_closed():
+            try:
+                if asyncio.get_running_loop() is self.loop:
+                    self._close()
+                    return
+            except RuntimeError:
+                pass
+            self.loop.call_soon_threadsafe(self._close)
+
+    def _close(self) -> None:
+        self.closing = True
+        while self.idle:
+            self.idle.pop().close()
+
+    @property
+    def active(self) -> int:
+        return self.busy
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(QueueTimeoutError("no connection to the backend became free in time"))

@@ -1,0 +1,101 @@
+"""``loadbalancer proxy`` as a user runs it: a child process on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .daemon import free_tcp_port
+from .http_fixtures import ROOT
+
+_LISTENING = re.compile(r"listening on (\w+)://[^:]+:(\d+)")
+
+
+class ProxyProcess:
+    """``python -m loadbalancer proxy ARGS`` on 127.0.0.1 (its port chosen by the system)."""
+
+    def __init__(
+        self,
+        args: list[str],
+        directory: Path,
+        *,
+        workers: int = 2,
+        metrics: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = None if env is None else {**os.environ, **env}
+        self.socket = str(directory / f"proxy-{id(self)}.sock")
+        self.metrics_port = free_tcp_port() if metrics else 0
+        self.command = [
+            sys.executable, "-m", "loadbalancer", "proxy", "-p", "0", "--bind", "127.0.0.1",
+            "-prometheus-port", str(self.metrics_port), "--socket", self.socket, "--workers", str(workers), *args,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.scheme = "http"
+        self.stderr: list[str] = []
+
+    def start(self) -> ProxyProcess:
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+        )
+        assert self.process.stdout is not None and self.process.stderr is not None
+        threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True).start()
+        line = self.process.stdout.readline()
+        found = _LISTENING.search(line)
+        if found is None:
+            self.process.wait(10)
+            raise RuntimeError(f"the proxy did not start: {line!r} {''.join(self.stderr)[-3000:]}")
+        self.scheme, self.port = found.group(1), int(found.group(2))
+        return self
+
+    def _drain(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.stderr.append(line)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def admin(self, text: str) -> str:
+        """Write ``text`` to the admin socket; the proxy's answer line."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(self.socket)
+            sock.sendall(text.encode())
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            return answer.decode()
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> ProxyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
