@@ -256,18 +256,26 @@ def _replace(data: bytes, args: argparse.Namespace, workers: list[_Worker]) -> s
 async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+    from ._status import PAGE
+    from ._status import status as _status
+
     try:
         async with asyncio.timeout(5.0):
             head = await reader.readuntil(b"\r\n\r\n")
-        path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
-        if path.split(b"?")[0] != b"/metrics":
-            body, status = b"not found: /metrics serves the metrics\n", b"404 Not Found"
+        path = (head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"").split(b"?")[0]
+        status = b"200 OK"
+        if path == b"/status":
+            body, kind = PAGE, b"text/html; charset=utf-8"
+        elif path not in (b"/metrics", b"/status.json"):
+            body, status = b"not found: /metrics serves the metrics, /status a page of them\n", b"404 Not Found"
             kind = b"text/plain"
         else:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            body, status = generate_latest(registry), b"200 OK"
-            kind = b"text/plain; version=0.0.4; charset=utf-8"
+            if path == b"/status.json":
+                body, kind = _status(registry), b"application/json"
+            else:
+                body, kind = generate_latest(registry), b"text/plain; version=0.0.4; charset=utf-8"
         writer.write(
             b"HTTP/1.1 %b\r\ncontent-type: %b\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
             % (status, kind, len(body), body)

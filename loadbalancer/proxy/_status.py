@@ -1,0 +1,109 @@
+"""The proxy's status page beside ``/metrics``: backends, health, ejections, request rate, latency.
+
+``/status`` is a small page for people who would rather look than scrape; its script reads
+``/status.json`` every two seconds and works the request rate out between two readings.
+``/status.json`` is read from the same figures as ``/metrics`` (every worker's, summed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+__all__ = ["PAGE", "status"]
+
+
+def _percentile(buckets: list[tuple[float, float]], fraction: float) -> float | None:
+    """The bound of the first bucket reaching ``fraction`` of the count (cumulative ``(le, count)``)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    wanted = fraction * buckets[-1][1]
+    for bound, count in buckets:
+        if count >= wanted:
+            return None if math.isinf(bound) else bound
+    return None
+
+
+def status(registry: Any) -> bytes:
+    """The JSON the page reads: totals, and per backend its requests, errors, latency and load."""
+    backends: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0.0, "errors": 0.0, "active": 0.0})
+    latency: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    totals: dict[str, float] = defaultdict(float)
+    for family in registry.collect():
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            backend = labels.get("backend")
+            if name == "loadbalancer_proxy_requests_total":
+                totals["requests"] += value
+                if backend is not None:
+                    backends[backend]["requests"] += value
+                    if labels.get("status") == "5xx":
+                        backends[backend]["errors"] += value
+            elif name == "loadbalancer_proxy_upstream_latency_seconds_bucket" and backend is not None:
+                latency[backend].append((float(labels["le"]), value))
+            elif name == "loadbalancer_proxy_active_connections" and backend is not None:
+                backends[backend]["active"] += value
+            elif name in ("loadbalancer_proxy_healthy_backends", "loadbalancer_proxy_backends"):
+                totals[name.removeprefix("loadbalancer_proxy_")] = value
+            elif name == "loadbalancer_proxy_ejections_total":
+                totals["ejections"] += value
+            elif name == "loadbalancer_proxy_unavailable_total":
+                totals["unavailable"] += value
+    for backend, buckets in latency.items():
+        merged: dict[float, float] = defaultdict(float)
+        for bound, count in buckets:
+            merged[bound] += count
+        ordered = sorted(merged.items())
+        backends[backend]["p50"] = _percentile(ordered, 0.5)
+        backends[backend]["p99"] = _percentile(ordered, 0.99)
+    rows = [{"backend": name, **figures} for name, figures in sorted(backends.items()) if name != "none"]
+    return json.dumps({"totals": totals, "backends": rows}).encode()
+
+
+PAGE = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>loadbalancer proxy</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; } th, td { padding: .3em .8em; text-align: right; border-bottom: 1px solid #ddd; }
+th:first-child, td:first-child { text-align: left; } .bad { color: #b00; }
+</style></head>
+<body>
+<h1>loadbalancer proxy</h1>
+<p id="summary">reading...</p>
+<table><thead><tr><th>backend</th><th>requests</th><th>req/s</th><th>5xx</th><th>p50</th><th>p99</th>
+<th>in use</th></tr></thead><tbody id="backends"></tbody></table>
+<script>
+let last = null;
+function ms(seconds) { return seconds === null || seconds === undefined ? "-" : (seconds * 1000).toFixed(1) + " ms"; }
+async function refresh() {
+  const now = Date.now();
+  const data = await (await fetch("/status.json", {cache: "no-store"})).json();
+  const t = data.totals;
+  document.getElementById("summary").textContent =
+    `${t.healthy_backends ?? 0} of ${t.backends ?? 0} backends healthy; ${t.requests ?? 0} requests;` +
+    ` ${t.ejections ?? 0} ejections; ${t.unavailable ?? 0} answered 503 by the proxy`;
+  const body = document.getElementById("backends");
+  body.textContent = "";
+  for (const b of data.backends) {
+    const before = last && last.counts[b.backend];
+    const known = before !== undefined && before !== null;
+    const rate = known ? ((b.requests - before) * 1000 / (now - last.at)).toFixed(1) : "-";
+    const row = document.createElement("tr");
+    row.className = "backend";
+    for (const cell of [b.backend, b.requests, rate, b.errors, ms(b.p50), ms(b.p99), b.active]) {
+      const td = document.createElement("td");
+      td.textContent = String(cell);
+      row.appendChild(td);
+    }
+    if (b.errors > 0) row.classList.add("bad");
+    body.appendChild(row);
+  }
+  last = {at: now, counts: Object.fromEntries(data.backends.map(b => [b.backend, b.requests]))};
+}
+refresh();
+setInterval(refresh, 2000);
+</script>
+</body></html>
+"""
