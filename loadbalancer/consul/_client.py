@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from .._tls import ssl_context
 from .._util import describe
 from ..errors import DiscoveryError
 
@@ -68,29 +69,11 @@ def go_duration(value: float) -> str:
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
+    if isinstance(verify, bool) and cert is None:
+        return verify  # httpx's own default context (or none) does
     if isinstance(verify, ssl.SSLContext):
         return verify
-    if isinstance(verify, bool) and cert is None:
-        return verify
-    if isinstance(verify, bool):
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str):
-        try:
-            context = ssl.create_default_context(cafile=verify)
-        except (OSError, ssl.SSLError) as error:
-            raise ValueError(f"cannot load the CA file {verify!r}: {describe(error)}") from error
-    else:
-        raise TypeError(f"verify must be a bool, a CA file path or an ssl.SSLContext, got {verify!r}")
-    if cert is not None:
-        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
-        try:
-            context.load_cert_chain(certfile, keyfile)
-        except (OSError, ssl.SSLError) as error:
-            raise ValueError(f"cannot load the client certificate {cert!r}: {describe(error)}") from error
-    return context
+    return ssl_context(verify, cert)
 
 
 class Client:

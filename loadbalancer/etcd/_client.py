@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .._tls import ssl_context
 from .._util import describe
 from ..errors import DiscoveryError
 
@@ -195,33 +196,6 @@ def range_end(prefix: bytes) -> bytes:
         return b"\0"  # every key
     raw[-1] += 1
     return bytes(raw)
-
-
-def ssl_context(verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
-    """The TLS settings for ``https://`` members: CA checking (``verify``) and a client certificate."""
-    if isinstance(verify, ssl.SSLContext):
-        if cert is not None:
-            raise ValueError("give the client certificate in the SSLContext passed as verify=, not as cert=")
-        return verify
-    if isinstance(verify, bool):
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    elif isinstance(verify, str):
-        try:
-            context = ssl.create_default_context(cafile=verify)
-        except (OSError, ssl.SSLError) as error:
-            raise ValueError(f"cannot load the CA file {verify!r}: {describe(error)}") from error
-    else:
-        raise TypeError(f"verify must be a bool, a CA file path or an ssl.SSLContext, got {verify!r}")
-    if cert is not None:
-        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
-        try:
-            context.load_cert_chain(certfile, keyfile)
-        except (OSError, ssl.SSLError) as error:
-            raise ValueError(f"cannot load the client certificate {cert!r}: {describe(error)}") from error
-    return context
 
 
 def _decode(text: str) -> dict[str, Any]:
