@@ -428,7 +428,7 @@ class Retry(Generic[Req, Resp]):
         if self._slow:
             if self._threaded:
                 return self._call_threaded(request, start, end)
-            return self._call_per_attempt(request, start, end)
+            return self._retry_sync(request, start, end, None, None)  # attempt_timeout: the general path
         token = _set_deadline(end)
         endpoint = None  # None if the pick itself failed
         try:
@@ -641,15 +641,22 @@ class Retry(Generic[Req, Resp]):
 
     # -- sync ------------------------------------------------------------------------------
 
-    def _retry_sync(self, request: Req, start: float, end: float, error: Exception, endpoint: object) -> Resp:
-        errors: list[BaseException] = [error]
+    def _retry_sync(self, request: Req, start: float, end: float, error: Exception | None, endpoint: object) -> Resp:
+        """Attempts on this thread after a first that failed with ``error`` (``None``: from the first).
+
+        Each attempt sees its own deadline (``attempt_timeout``, within the call's) through
+        ``loadbalancer.deadline``; an async attempt made here under ``attempt_timeout`` goes on
+        in ``_per_attempt_async``, which can cancel it.
+        """
+        errors: list[BaseException] = [] if error is None else [error]
         failed: list[object] = [] if endpoint is None else [endpoint]
         state = self._new_state(start, request)
         while True:
-            delay = self._next_wait(state, errors, end, endpoint)
-            if delay:
-                time.sleep(delay)
-            token = deadline.set(end)
+            if errors:
+                delay = self._next_wait(state, errors, end, endpoint)
+                if delay:
+                    time.sleep(delay)
+            token = deadline.set(self._attempt_end(end))
             endpoint = None
             try:
                 endpoint = self._pick_other(failed)
@@ -661,7 +668,12 @@ class Retry(Generic[Req, Resp]):
                 continue
             finally:
                 deadline.reset(token)
-            self._log.debug("retry_succeeded", attempt=len(errors) + 1)
+            if self._attempt_timeout is not None and _is_awaitable(result):
+                return cast(
+                    "Resp", self._per_attempt_async(result, endpoint, request, failed, errors, state, start, end)
+                )
+            if errors:
+                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
             return result
 
     def _call_threaded(self, request: Req, start: float, end: float) -> Resp:
@@ -711,36 +723,6 @@ class Retry(Generic[Req, Resp]):
         """When the attempt starting now must end: its own timeout, within the call's deadline."""
         limit = self._attempt_timeout
         return end if limit is None else min(end, _monotonic() + limit)
-
-    def _call_per_attempt(self, request: Req, start: float, end: float) -> Resp:
-        """A call whose attempts each have ``attempt_timeout``: sync endpoints see it through
-        ``loadbalancer.deadline``; an async attempt is cancelled when it runs out."""
-        errors: list[BaseException] = []
-        failed: list[object] = []
-        state = self._new_state(start, request)
-        endpoint: object = None
-        while True:
-            if errors:
-                delay = self._next_wait(state, errors, end, endpoint)
-                if delay:
-                    time.sleep(delay)
-            endpoint = None
-            token = deadline.set(self._attempt_end(end))
-            try:
-                endpoint = self._pick_other(failed)
-                result = endpoint(request)
-            except Exception as failure:
-                errors.append(failure)
-                if endpoint is not None:
-                    failed.append(endpoint)
-                continue
-            finally:
-                deadline.reset(token)
-            if _is_awaitable(result):
-                return cast(
-                    "Resp", self._per_attempt_async(result, endpoint, request, failed, errors, state, start, end)
-                )
-            return result
 
     async def _per_attempt_async(
         self,
