@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from .daemon import free_tcp_port, missing
 from .helpers import eventually
@@ -120,6 +121,16 @@ def test_metrics_count_requests_by_backend_method_and_class(proxy: ProxyProcess,
     assert 'loadbalancer_proxy_requests_total{backend="' in body and 'status="4xx"' in body
     assert "loadbalancer_proxy_upstream_latency_seconds_bucket" in body
     assert "loadbalancer_proxy_active_connections" in body and "loadbalancer_proxy_cache_total" in body
+    # the library's own figures from both workers' stacks, merged: gauges not doubled, counters summed
+    eventually(lambda: "loadbalancer_health_checks_total" in text(), 10, "the library's figures")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text())
+        for sample in family.samples
+    }
+    assert samples[("loadbalancer_publisher_instances", (("publisher", "static.Publisher"), ("service", "proxy")))] == 2
+    assert samples[("loadbalancer_health_checks_total", (("service", "proxy"),))] >= 2
+    assert samples[("loadbalancer_ejected", (("service", "proxy"),))] == 0
 
 
 def test_cache_keys_on_the_full_url_keeps_headers_and_never_stores_post(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 try:
@@ -15,7 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     ) from error
 
 from .. import _metrics
-from . import NAMES, rows
+from . import NAMES, Row, rows
 
 
 class LoadBalancerCollector(Collector):
@@ -28,30 +28,35 @@ class LoadBalancerCollector(Collector):
         return iter(())  # figures come and go with publishers: no fixed description
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, Any] = {}  # name -> a family (their add_metric signatures differ by kind)
-        for row in rows(self._max_instances):
-            kind, help_text = NAMES[row.name]
-            family: Any = families.get(row.name)
-            names = [key for key, _ in row.labels]
-            values = [value for _, value in row.labels]
-            if family is None:
-                if kind == "counter":
-                    family = CounterMetricFamily(row.name, help_text, labels=names)
-                elif kind == "gauge":
-                    family = GaugeMetricFamily(row.name, help_text, labels=names)
-                else:
-                    family = HistogramMetricFamily(row.name, help_text, labels=names, unit="")
-                families[row.name] = family
-            if kind == "histogram":
-                stats: _metrics.CallStats = row.value
-                cumulative, buckets = 0, []
-                for bound, count in zip((*_metrics.BUCKETS, float("inf")), stats.buckets, strict=True):
-                    cumulative += count
-                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-                family.add_metric(values, buckets=buckets, sum_value=stats.total)
+        yield from families(rows(self._max_instances))
+
+
+def families(found: Iterable[Row]) -> Iterator[Metric]:
+    """Prometheus metric families of ``found`` rows (a histogram row's value: its ``CallStats``)."""
+    made: dict[str, Any] = {}  # name -> a family (their add_metric signatures differ by kind)
+    for row in found:
+        kind, help_text = NAMES[row.name]
+        family: Any = made.get(row.name)
+        names = [key for key, _ in row.labels]
+        values = [value for _, value in row.labels]
+        if family is None:
+            if kind == "counter":
+                family = CounterMetricFamily(row.name, help_text, labels=names)
+            elif kind == "gauge":
+                family = GaugeMetricFamily(row.name, help_text, labels=names)
             else:
-                family.add_metric(values, float(row.value))
-        yield from families.values()
+                family = HistogramMetricFamily(row.name, help_text, labels=names, unit="")
+            made[row.name] = family
+        if kind == "histogram":
+            stats: _metrics.CallStats = row.value
+            cumulative, buckets = 0, []
+            for bound, count in zip((*_metrics.BUCKETS, float("inf")), stats.buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric(values, buckets=buckets, sum_value=stats.total)
+        else:
+            family.add_metric(values, float(row.value))
+    yield from made.values()
 
 
 def collector(registry: Any, max_instances: int) -> LoadBalancerCollector:

@@ -176,12 +176,15 @@ async def _watch_workers(args: argparse.Namespace, port: int, workers: list[_Wor
     """Replace a worker that died on its own (the others keep serving meanwhile)."""
     from prometheus_client import multiprocess
 
+    from ._library import forget
+
     while not stop.is_set():
         await asyncio.sleep(0.5)
         for index, worker in enumerate(workers):
             pid = _reaped(worker.pid)
             if pid and not stop.is_set():
                 multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+                forget(os.environ["PROMETHEUS_MULTIPROC_DIR"], pid)
                 os.close(worker.control)
                 replacement, ready_fd = _fork_worker(args, port, index)
                 workers[index] = replacement
@@ -256,6 +259,7 @@ def _replace(data: bytes, args: argparse.Namespace, workers: list[_Worker]) -> s
 async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+    from ._library import LibraryCollector
     from ._status import PAGE
     from ._status import status as _status
 
@@ -272,6 +276,7 @@ async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamW
         else:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(LibraryCollector(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
             if path == b"/status.json":
                 body, kind = _status(registry), b"application/json"
             else:

@@ -14,6 +14,7 @@ from typing import Any
 from .. import static
 from ..instance import Instance
 from ._cache import Cache
+from ._library import write_snapshot
 from ._main import listening_socket, server_ssl
 from ._metrics import Metrics
 from ._server import ClientConnection, Proxy
@@ -101,6 +102,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
 
     ejections = 0
     parent = os.getppid()
+    snapshots = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # set by the supervisor
 
     async def housekeeping() -> None:
         nonlocal ejections
@@ -115,6 +117,9 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
             if detector is not None and detector.ejections != ejections:
                 metrics.ejections.inc(detector.ejections - ejections)
                 ejections = detector.ejections
+            if snapshots:
+                with contextlib.suppress(OSError):  # a full disk costs the figures, never the serving
+                    write_snapshot(snapshots)
             await asyncio.sleep(1.0)
 
     tasks = [loop.create_task(follow_control()), loop.create_task(housekeeping())]
