@@ -163,7 +163,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
                 if added or removed or current is None:
                     self._log.info("endpoints_updated", count=len(kept), added=added, removed=len(removed))
                 self._set(EndpointSet(endpoints, kept, None))
-        self._closer.retire(removed)
+            self._closer.retire(removed)  # under the lock: a close() from now on finds them
+        self._closer.flush()
 
     def _resolve(self, items: Iterable[Instance | str], strict: bool) -> list[Instance]:
         memo, parsed = self._parsed, {}
@@ -290,6 +291,10 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
 
     def _commit(self, *, fresh: bool = True) -> None:
         """Publish the changes made by key since the last commit (and mark the set fresh if stale)."""
+        self._commit_locked(fresh)
+        self._closer.flush()  # closers are user code: never under the lock
+
+    def _commit_locked(self, fresh: bool) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -323,7 +328,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
             if added or removed or current is None:
                 self._log.info("endpoints_updated", count=len(self._keys), added=added, removed=len(removed))
             self._set(EndpointSet(self._endpoints, self._instances, None))
-        self._closer.retire(removed)
+            self._closer.retire(removed)
 
     # -- failures --------------------------------------------------------------------------
 
@@ -386,7 +391,8 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
                 self._keys, self._instances, self._endpoints = [], [], []
                 self._rebuild = True
             self._set(EndpointSet((), (), current.error))
-        self._closer.retire(removed)
+            self._closer.retire(removed)
+        self._closer.flush()
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ def maker(factory: Callable[..., Any] | None) -> Callable[[Instance], Any] | Non
     return lambda instance: factory(instance.address)
 
 
+_BUSY_WAIT = 5.0  # seconds a publisher's close() waits for departed endpoints being closed elsewhere
+
+
 class Closer(Generic[E]):
     """Closes endpoints of departed instances: ``aclose()`` (preferred) or ``close()``, after a delay."""
 
@@ -57,32 +60,61 @@ class Closer(Generic[E]):
         self._log = log
         self.delay = delay
         self._closing: set[asyncio.Future[None]] = set()
-        self._retiring: dict[int, list[E]] = {}  # endpoints waiting for their delayed close
+        self._retiring: dict[int, list[E]] = {}  # endpoints waiting for their close
+        self._due: list[int] = []  # batches to close at the next flush() (no delay)
+        self._busy: list[int] = []  # threads closing a batch now
         self._batches = itertools.count()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
 
     def retire(self, endpoints: list[E]) -> None:
-        """Close ``endpoints`` ``delay`` seconds from now, so that calls in flight can finish."""
+        """Close ``endpoints`` ``delay`` seconds from now, so that calls in flight can finish.
+
+        Call it under the publisher's lock, with the set that drops them: a ``close()`` of the
+        publisher from then on finds them. With no delay, ``flush()`` (outside that lock: a
+        closer is user code) closes them.
+        """
         if not endpoints:
             return
+        with self._lock:
+            batch = next(self._batches)
+            self._retiring[batch] = endpoints
+            if self.delay <= 0:
+                self._due.append(batch)
         if self.delay > 0:
-            with self._lock:
-                batch = next(self._batches)
-                self._retiring[batch] = endpoints
             RUNTIME.call_later(self.delay, self._retired, batch)
-        else:
-            self.close(endpoints)
+
+    def flush(self) -> None:
+        """Close what was retired with no delay."""
+        with self._lock:
+            due, self._due = self._due, []
+        for batch in due:
+            self._retired(batch)
 
     def _retired(self, batch: int) -> None:
+        me = threading.get_ident()
         with self._lock:
             endpoints = self._retiring.pop(batch, None)
-        if endpoints is not None:
+            if endpoints is None:
+                return  # taken by waiting(): the publisher closed them
+            self._busy.append(me)
+        try:
             self.close(endpoints)
+        finally:
+            with self._lock:
+                self._busy.remove(me)
+                self._idle.notify_all()
 
     def waiting(self) -> list[E]:
-        """Take the endpoints still waiting for their delayed close (the publisher closes: now)."""
+        """Take the endpoints still waiting for their close (the publisher closes: now).
+
+        Those another thread is closing at this moment are waited for (a few seconds at
+        most), so that every endpoint is closed once the publisher's ``close()`` returns.
+        """
+        me = threading.get_ident()
         with self._lock:
-            batches, self._retiring = self._retiring, {}
+            batches, self._retiring, self._due = self._retiring, {}, []
+            self._idle.wait_for(lambda: all(thread == me for thread in self._busy), _BUSY_WAIT)
         return [endpoint for endpoints in batches.values() for endpoint in endpoints]
 
     def close(self, endpoints: Iterable[E]) -> list[Running]:

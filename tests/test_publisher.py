@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -383,3 +385,25 @@ def test_close_also_closes_endpoints_still_waiting_for_their_delayed_close() -> 
     assert not departed.closed  # calls in flight get close_delay to finish
     publisher.close()
     assert departed.closed  # but closing the publisher leaves nothing open
+
+
+def test_close_returns_once_an_endpoint_departing_on_another_thread_is_closed() -> None:
+    closed: list[str] = []
+
+    class Client:
+        def __init__(self, address: str) -> None:
+            self.address = address
+
+        def close(self) -> None:
+            if self.address.endswith(":2"):
+                time.sleep(0.5)  # a slow close, on the thread that published the set without it
+            closed.append(self.address)
+
+    publisher = static.Publisher(["127.0.0.1:1", "127.0.0.1:2"], Client, close_delay=0)
+    changer = threading.Thread(target=publisher.replace, args=(["127.0.0.1:1"],))
+    changer.start()
+    while len(publisher.endpoints()) != 1:
+        time.sleep(0.001)
+    publisher.close()  # nothing may be left open (or half closed) once this returns
+    assert sorted(closed) == ["127.0.0.1:1", "127.0.0.1:2"]
+    changer.join(5)
