@@ -69,7 +69,8 @@ def _merged(directory: str) -> Iterator[Row]:
             kind = NAMES[name][0]
             before = sums.get(key)
             if kind == "histogram":
-                stats = before if before is not None else _metrics.CallStats(key[1][0][1], key[1][1][1])
+                named = dict(key[1])
+                stats = before if before is not None else _metrics.CallStats(named["service"], named["instance"])
                 stats.requests += value["requests"]
                 stats.failures += value["failures"]
                 stats.total += value["total"]
