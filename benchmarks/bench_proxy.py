@@ -123,13 +123,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--baseline", metavar="TREE",
+        help="also run the proxy from another checkout of the project (such as an older commit), to compare",
+    )  # fmt: skip
     args = parser.parse_args()
     if not (shutil.which("wrk") and shutil.which("nginx")):
         print("needs wrk and nginx (Debian: apt-get install wrk nginx-light)")
         return 1
     b1, b2 = free_port(), free_port()
     urls = [f"http://127.0.0.1:{b1}", f"http://127.0.0.1:{b2}"]
-    ports = {"proxy": free_port(), "goaround": free_port(), "nginx": free_port()}
+    ports = {"proxy": free_port(), "baseline": free_port(), "goaround": free_port(), "nginx": free_port()}
     nginx_proxy = (
         f"upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; }}"
         f" server {{ listen 127.0.0.1:{ports['nginx']}; keepalive_requests 1000000;"
@@ -138,16 +142,21 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2)))
         stack.enter_context(nginx(nginx_proxy))
-        socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
-        proxy = subprocess.Popen(
-            [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(ports["proxy"]), "--bind", "127.0.0.1",
-             "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers),
-             *(arg for url in urls for arg in ("-b", url))],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        stack.callback(proxy.wait)
-        stack.callback(proxy.terminate)
         subjects = ["proxy", "nginx"]
+        trees = {"proxy": None}
+        if args.baseline:
+            trees["baseline"] = os.path.abspath(args.baseline)
+            subjects.insert(1, "baseline")
+        for subject, tree in trees.items():
+            socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(ports[subject]), "--bind", "127.0.0.1",
+                 "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers),
+                 *(arg for url in urls for arg in ("-b", url))],
+                stdout=subprocess.DEVNULL, cwd=tree, env={**os.environ, "PYTHONPATH": tree} if tree else None,
+            )  # fmt: skip
+            stack.callback(proxy.wait)
+            stack.callback(proxy.terminate)
         goaround_command: list[str] = []
         if os.access(args.goaround, os.X_OK) and not os.path.exists("/tmp/goaround.sock"):
             goaround_command = [
@@ -157,9 +166,11 @@ def main() -> int:
             subjects.insert(1, "goaround")
         else:
             print(f"goaround: not run (no executable at {args.goaround}, or /tmp/goaround.sock is taken)")
-        for port in (b1, b2, ports["proxy"], ports["nginx"]):
+        for port in (b1, b2, *(ports[subject] for subject in subjects if subject != "goaround")):
             wait_port(port)
-        for subject in ("proxy", "nginx"):
+        for subject in subjects:
+            if subject == "goaround":
+                continue
             wrk(ports[subject], 1.0)  # warm-up
         results: dict[str, list[tuple[float, float, int]]] = {subject: [] for subject in subjects}
         lockups = 0
@@ -170,13 +181,14 @@ def main() -> int:
                     results[subject].append(run_goaround(goaround_command, ports["goaround"], args.seconds))
                     continue
                 results[subject].append(wrk(ports[subject], args.seconds))
-                if subject == "proxy" and not answers(ports["proxy"]):
+                if subject in trees and not answers(ports[subject]):
                     lockups += 1
     print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
     print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
     print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
     names = {
         "proxy": f"loadbalancer proxy ({args.workers}w)",
+        "baseline": f"baseline proxy ({args.workers}w)",
         "goaround": "goaround -n 3",
         "nginx": "nginx (keepalive)",
     }

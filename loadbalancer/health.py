@@ -132,7 +132,9 @@ class HealthChecker(Filtered[E, E]):
     ``GET /health``) or any function of the ``Instance``, sync or ``async``, that returns
     ``False`` or raises when the instance is unhealthy; a check that takes longer than
     ``timeout`` fails. An instance goes out after ``unhealthy_threshold`` failed checks in a
-    row and comes back after ``healthy_threshold`` passed ones. A new instance counts as
+    row and comes back after ``healthy_threshold`` passed ones; an instance that is out is
+    checked every ``unhealthy_interval`` seconds instead (Envoy's ``unhealthy_interval``;
+    default: ``interval``), so that one back up is let in soon. A new instance counts as
     healthy and is checked at once; until its first check passes, one failure takes it out.
     If fewer than ``panic_threshold`` percent of the instances are healthy, all are passed
     on (panic). Checks run on the library's background loop (sync checks on worker
@@ -160,6 +162,7 @@ class HealthChecker(Filtered[E, E]):
         *,
         interval: float | timedelta = 5.0,
         timeout: float | timedelta = 1.0,
+        unhealthy_interval: float | timedelta | None = None,
         healthy_threshold: int = 2,
         unhealthy_threshold: int = 2,
         jitter: float = 0.1,
@@ -179,6 +182,11 @@ class HealthChecker(Filtered[E, E]):
             getattr(type(check), "__call__", None)  # noqa: B004 - the type's method: is it async?
         )
         self._interval = seconds(interval, "interval", allow_zero=False)
+        self._unhealthy_interval = (
+            self._interval
+            if unhealthy_interval is None
+            else seconds(unhealthy_interval, "unhealthy_interval", allow_zero=False)
+        )
         self._timeout = seconds(timeout, "timeout", allow_zero=False)
         self._healthy_threshold = count(healthy_threshold, "healthy_threshold")
         self._unhealthy_threshold = count(unhealthy_threshold, "unhealthy_threshold")
@@ -221,14 +229,23 @@ class HealthChecker(Filtered[E, E]):
 
     async def _run(self) -> None:
         rng = random.Random()
+        loop = asyncio.get_running_loop()
         while True:
             spread = self._interval * self._jitter
-            await asyncio.sleep(self._interval + rng.uniform(-spread, spread))
+            due = loop.time() + self._interval + rng.uniform(-spread, spread)
+            while due - loop.time() > self._unhealthy_interval:  # the ones that are out, more often
+                await asyncio.sleep(self._unhealthy_interval)
+                await self._check_all(unhealthy_only=True)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             await self._check_all()
 
-    async def _check_all(self) -> None:
+    async def _check_all(self, unhealthy_only: bool = False) -> None:
         with self._lock:
-            instances = list(self._instances.values())
+            instances = [
+                instance
+                for address, instance in self._instances.items()
+                if not unhealthy_only or address in self._excluded
+            ]
         await asyncio.gather(*(self._probe(instance) for instance in instances))
 
     async def _probe(self, instance: Instance) -> None:

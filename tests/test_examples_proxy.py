@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.mark.server
-def test_the_proxy_example_balances_replaces_and_answers_503() -> None:
+def test_the_proxy_example_balances_replaces_and_fails_over() -> None:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "proxy.py")], capture_output=True, text=True, timeout=120, check=True
     )
@@ -21,5 +21,6 @@ def test_the_proxy_example_balances_replaces_and_answers_503() -> None:
         "socket: ok: http://127.0.0.1:B",
         "now: b b b b",
         "bad line: error",
-        "unhealthy: 503 no backend available",
+        "unhealthy, still served: 200",
+        "gone: 502 no backend could be reached",
     ]

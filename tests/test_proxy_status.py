@@ -64,5 +64,28 @@ def test_the_status_page_shows_backends_health_and_requests(
     for backend in backends:
         assert any(backend.address in row for row in rows), dom
     cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
-    assert sum(int(float(row[1])) for row in cells) == 20  # the requests column
-    assert all(row[4].endswith(" ms") for row in cells)  # a median latency for each
+    assert [row[1] for row in cells] == ["healthy", "healthy"]
+    assert sum(int(float(row[2])) for row in cells) == 20  # the requests column
+    assert all(row[5].endswith(" ms") for row in cells)  # a median latency for each
+
+    down, up = backends
+    down.kill()  # its health check fails: the row says so, and why
+    eventually(
+        lambda: any(
+            row["backend"] == down.address and row["healthy"] is False
+            for row in requests.get(f"{status}/status.json", timeout=10).json()["backends"]
+        ),
+        20,
+        "the dead backend's row",
+    )
+    rows_now = {row["backend"]: row for row in requests.get(f"{status}/status.json", timeout=10).json()["backends"]}
+    assert rows_now[down.address]["error"] and rows_now[up.address]["healthy"] is True
+    dom = render(browser, f"{status}/status")
+    shown = {
+        cells[0]: (cells[1], bad)
+        for bad, row in re.findall(r'<tr class="backend( bad)?">(.*?)</tr>', dom)
+        for cells in [re.findall(r"<td>(.*?)</td>", row)]
+    }
+    assert shown[down.address][0].startswith("down: ") and shown[down.address][1] == " bad", dom
+    assert shown[up.address] == ("healthy", ""), dom
+

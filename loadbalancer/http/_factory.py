@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
+from .._httpspec import RETRY_STATUSES
 from ..instance import Instance
 from ..retry import remaining
-from ._policy import RETRY_STATUSES
 
 __all__ = ["AsyncHttpEndpoint", "HttpEndpoint", "async_factory", "factory"]
 

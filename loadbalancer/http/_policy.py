@@ -19,14 +19,12 @@ from datetime import timedelta
 import tenacity
 
 from .._backoff import Backoff
+from .._httpspec import FAILURE_STATUSES, IDEMPOTENT, RETRY_STATUSES
 from .._util import seconds
 from ..budget import RetryBudget, budget_of
 
 __all__ = ["IDEMPOTENT", "RetryPolicy"]
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110, 9.2.2
-RETRY_STATUSES = frozenset({502, 503, 504, 429})
-FAILURE_STATUSES = range(500, 600)
 
 
 def _statuses(value: Iterable[int], name: str) -> frozenset[int]:

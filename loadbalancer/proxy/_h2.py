@@ -1,132 +1,263 @@
-"""HTTP/2 to clients over TLS (ALPN ``h2``), with the h2 library: each stream is a request served like HTTP/1.1's."""
+"""HTTP/2 clients (ALPN ``h2``, or h2c with prior knowledge), with the h2 library: a task per stream.
+
+Bounded as HTTP/1.1 is, and against HTTP/2's own abuses:
+
+- at most ``--h2-max-streams`` streams at once (advertised in SETTINGS); a stream beyond
+  them is refused alone (REFUSED_STREAM), the connection lives on;
+- request bodies are flow-controlled: a stream's data is acknowledged only once the backend
+  took it, so a client can have at most its stream window (64 KiB) unread per stream and
+  the connection window (1 MiB) in all;
+- answers are held at most ``--buffer-size`` per connection: past it (or while the client
+  takes nothing), the backends feeding it are not read; a stream whose window stays shut for
+  ``--send-timeout`` is reset, as is the connection whose socket stays full;
+- floods end in GOAWAY (ENHANCE_YOUR_CALM): frames that cost work but carry no request
+  (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, empty DATA, refused streams) beyond an allowance
+  that grows with the useful frames sent and with time, and streams the client resets
+  before their answer (rapid reset, CVE-2023-44487) once they are over half of at least 100.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import collections
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
-from ._server import ClientConnection, Proxy, Request
+from ._exchange import Downstream, log_failure
+from ._proxy import Proxy
+from ._request import Request, check
+from ._upstream import Backend, UpstreamConnection
 
 __all__ = ["H2Connection"]
 
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-_HIGH_WATER = 256 * 1024  # bytes of an answer waiting for the client's window before the backend is paused
+_CONNECTION_WINDOW = 1 << 20  # request body bytes a client may have in flight on one connection
+_STREAM_HIGH = 64 * 1024  # answer bytes held for one stream before its backend is paused
+_FLOOD_FLOOR = 200  # control frames allowed before any useful work
+_FLOOD_PER_SECOND = 20
+_RESET_FLOOR = 100  # premature resets tolerated before their share counts
+_CONTROL = (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated)
 
 
 class _Stream:
-    __slots__ = ("ending", "pending", "pending_bytes", "request", "task")
+    __slots__ = (
+        "blocked_since", "ending", "id", "last_read", "pending", "pending_bytes", "request", "task", "unacked",
+        "upload_paused",
+    )  # fmt: skip
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, stream_id: int, request: Request, now: float) -> None:
+        self.id = stream_id
         self.request = request
-        self.pending: list[bytes] = []
+        self.pending: collections.deque[memoryview] = collections.deque()  # answer bytes not yet framed
         self.pending_bytes = 0
-        self.ending = False
+        self.ending = False  # the answer is complete once ``pending`` is sent
         self.task: asyncio.Task[None] | None = None
+        self.unacked = 0  # request body bytes received but not yet acknowledged to the client
+        self.upload_paused = False
+        self.last_read = now
+        self.blocked_since: float | None = None  # the client's window stayed shut since then
 
 
-class H2Connection(ClientConnection):
+class H2Connection(Downstream, asyncio.Protocol):
     """One HTTP/2 client connection: a task per stream, answers framed by h2 within the flow-control windows."""
 
     def __init__(self, proxy: Proxy) -> None:
-        super().__init__(proxy)
+        self.proxy = proxy
+        self.limits = proxy.limits
+        self.loop = asyncio.get_running_loop()
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.streams: dict[int, _Stream] = {}
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = b""
+        self.closing = False
+        self.write_paused = False
+        self.blocked_since: float | None = None
+        self.blocked_size = 0
+        self.buffered = 0  # answer bytes held for all streams
+        self.held: set[_Stream] = set()  # streams whose backend is not being read
+        self.started = 0.0
+        self.opened = 0  # streams the client opened
+        self.premature = 0  # streams the client reset before their answer ended
+        self.control = 0  # frames that cost work without carrying a request
+        self.useful = 0  # HEADERS and DATA frames sent
 
-    @property
-    def idle(self) -> bool:
-        return not self.streams
+    # -- asyncio.Protocol --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.h2.initiate_connection()
+        self.transport = transport  # type: ignore[assignment]
+        limits = self.limits
+        self.transport.set_write_buffer_limits(high=limits.buffer_size, low=limits.buffer_size // 4)  # type: ignore[union-attr]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = (peer[0] if isinstance(peer, tuple) else "unknown").encode()
+        if not self.proxy.admit(self):
+            self.closing = True
+            transport.close()
+            return
+        now = self.started = self.loop.time()
+        connection = self.h2
+        advertised = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.h2_max_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_size,
+        }
+        connection.local_settings = h2.settings.Settings(client=False, initial_values=advertised)
+        connection.initiate_connection()
+        connection.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        # h2 itself would end the connection on the first stream over the limit; the limit is
+        # enforced here instead, per stream, so h2 is given a looser one than was advertised.
+        loose = {**advertised, h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2 * limits.h2_max_streams + 16}
+        connection.local_settings = h2.settings.Settings(client=False, initial_values=loose)
+        connection.decoder.max_header_list_size = limits.max_header_size
         self._flush()
+        self.proxy.idle[self] = now
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
+        if self.closing:
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
-            self._flush()
+            self._flush()  # h2 has prepared the GOAWAY
             self.close()
             return
         for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._request(event.stream_id, event.headers, event.stream_ended is not None)
-            elif isinstance(event, h2.events.DataReceived):
-                self._data(event.stream_id, event.data, event.flow_controlled_length)
+            if isinstance(event, h2.events.DataReceived):
+                self._data(event)
+            elif isinstance(event, h2.events.RequestReceived):
+                self._request(event.stream_id, event.headers or [], event.stream_ended is not None)
             elif isinstance(event, h2.events.StreamEnded):
                 self._ended(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self.control += 1
+                self._window_opened(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 self._reset(event.stream_id)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._window_opened(event.stream_id)
+            elif isinstance(event, _CONTROL):
+                self.control += 1
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.close()
+                return
+        if self._flooding():
+            self._calm()
+            return
         self._flush()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _flooding(self) -> bool:
+        allowance = _FLOOD_FLOOR + self.useful + 4 * self.opened
+        if self.control > allowance + _FLOOD_PER_SECOND * (self.loop.time() - self.started):
+            return True
+        return self.premature > _RESET_FLOOR and 2 * self.premature > self.opened
+
+    def _calm(self) -> None:
+        """GOAWAY (ENHANCE_YOUR_CALM) to a client that floods, and close."""
+        self.proxy.metrics.refused.labels("h2_flood").inc()
         for stream in list(self.streams.values()):
             if stream.task is not None:
                 stream.task.cancel()
         self.streams.clear()
-        super().connection_lost(exc)
+        self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._flush()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        for stream in self.streams.values():
+            if stream.task is not None:
+                stream.task.cancel()
+        self.streams.clear()
+        self.proxy.gone(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        transport = self.transport
+        if transport is not None:
+            self.blocked_since = self.loop.time()
+            self.blocked_size = transport.get_write_buffer_size()
+            self.proxy.watched[self] = None
+            transport.pause_reading()  # a client that takes nothing gets nothing more done
+        for stream in self.streams.values():
+            self._pause_upstream(stream)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.blocked_since = None
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+        for stream in list(self.streams.values()):
+            self._send_pending(stream)
+        self._release_held()
+        self._flush()
 
     # -- streams --
 
-    def _request(self, stream_id: int, headers: Any, ended: bool) -> None:
-        request = Request()
-        request.version = b"2"
-        request.keep_alive = True
-        length = None
-        for name, value in headers:
-            if name == b":method":
-                request.method = value
-            elif name == b":path":
-                request.url = value
-            elif name == b":authority":
-                request.host = value
-            elif not name.startswith(b":"):
-                if name == b"host" and not request.host:
-                    request.host = value
-                elif name == b"content-length":
-                    length = value
-                request.headers.append((name, value))
-        request.has_body = not ended and length != b"0"
-        request.chunked = request.has_body and length is None  # to the backend: chunked framing
+    def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self.opened += 1
+        limits = self.limits
+        if len(self.streams) >= limits.h2_max_streams or self.proxy.draining:
+            self.control += 1
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        request = _request_from(headers, limits.max_headers)
+        request.has_body = not ended and request.has_body
+        request.chunked = request.has_body and request.chunked  # to the backend: chunked framing
         request.body_done = ended
-        stream = self.streams[stream_id] = _Stream(request)
-        stream.task = self.loop.create_task(self._serve_stream(stream_id, stream))
+        if request.refusal is None:
+            request.refusal = check(request)
+        now = self.loop.time()
+        stream = request.stream = self.streams[stream_id] = _Stream(stream_id, request, now)
+        self.proxy.idle.pop(self, None)
+        self.proxy.watched[self] = None
+        stream.task = self.loop.create_task(self._serve(stream))
 
-    async def _serve_stream(self, stream_id: int, stream: _Stream) -> None:
+    async def _serve(self, stream: _Stream) -> None:
         try:
-            await self._handle(stream.request)
-        except Exception:  # a bug costs this stream only
-            self._reset_stream(stream_id)
+            await self.handle(stream.request)
+        except Exception as error:  # a bug costs this stream only
+            log_failure(error)
+            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
             stream.task = None
-            if not stream.request.body_done:
-                self._reset_stream(stream_id)  # answered before the body was read: refuse the rest
-            if not stream.ending and stream_id in self.streams:
-                self._reset_stream(stream_id)
+            if self.streams.get(stream.id) is stream and not stream.ending:
+                self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
             self._flush()
 
-    def _data(self, stream_id: int, data: bytes, flow_controlled: int) -> None:
-        with_stream = self.streams.get(stream_id)
-        self.h2.acknowledge_received_data(flow_controlled, stream_id)
-        if with_stream is None or not data:
+    def _data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id or 0
+        stream = self.streams.get(stream_id)
+        data = event.data or b""
+        size = event.flow_controlled_length or 0
+        if not data and event.stream_ended is None:
+            self.control += 1  # an empty DATA frame does nothing but cost
+        if stream is None or stream.request.body_done:
+            self._acknowledge(size, stream_id)
             return
-        request = with_stream.request
+        stream.last_read = self.loop.time()
+        request = stream.request
         upstream = request.upstream
         if upstream is not None:
             upstream.write(b"%x\r\n%b\r\n" % (len(data), data) if request.chunked else data)
-        else:
+            if stream.upload_paused:
+                stream.unacked += size
+            else:
+                self._acknowledge(size, stream_id)
+            return
+        if data:
             request.pending.append(data)
             request.pending_bytes += len(data)
+        stream.unacked += size  # acknowledged when a backend takes the body
+
+    def _acknowledge(self, size: int, stream_id: int) -> None:
+        if size:
+            try:
+                self.h2.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.H2Error:
+                pass
 
     def _ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -136,107 +267,293 @@ class H2Connection(ClientConnection):
         request.body_done = True
         if request.upstream is not None and request.chunked:
             request.upstream.write(b"0\r\n\r\n")
+        if request.attempt is not None:
+            request.attempt.request_ended()
 
     def _reset(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
-        if stream is not None and stream.task is not None:
+        if stream is None:
+            return
+        self.premature += 1
+        self.buffered -= stream.pending_bytes
+        self.held.discard(stream)
+        if stream.task is not None:
             stream.task.cancel()  # the client gave up on it: release the backend connection
 
-    def _reset_stream(self, stream_id: int) -> None:
-        if self.streams.pop(stream_id, None) is not None:
-            try:
-                self.h2.reset_stream(stream_id)
-            except h2.exceptions.H2Error:
-                pass
+    def _reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+        if self.streams.pop(stream.id, None) is None:
+            return
+        self.buffered -= stream.pending_bytes
+        self.held.discard(stream)
+        try:
+            self.h2.reset_stream(stream.id, code)
+        except h2.exceptions.H2Error:
+            pass
+        if stream.task is not None and stream.task is not asyncio.current_task():
+            stream.task.cancel()
+        self._maybe_idle()
 
-    # -- the answer's framing --
+    # -- the waits --
+
+    def head_timed_out(self) -> None:
+        self.close()
+
+    def expire(self, now: float) -> bool:
+        limits = self.limits
+        if self.blocked_since is not None and now - self.blocked_since >= limits.send_timeout:
+            size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+            if size >= self.blocked_size:
+                self.proxy.metrics.timeouts.labels("send").inc()
+                self.abort()
+                return False
+            self.blocked_since, self.blocked_size = now, size
+        for stream in list(self.streams.values()):
+            request = stream.request
+            if stream.blocked_since is not None and now - stream.blocked_since >= limits.send_timeout:
+                self.proxy.metrics.timeouts.labels("send").inc()
+                self._reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            elif not request.body_done and not stream.upload_paused and now - stream.last_read >= limits.body_timeout:
+                self.proxy.metrics.timeouts.labels("body").inc()
+                if request.answered:
+                    self._reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                else:
+                    if stream.task is not None:
+                        stream.task.cancel()
+                    self.answer(request, 408, b"the request body did not arrive in time\n")
+        self._flush()
+        return bool(self.streams) or self.blocked_since is not None
+
+    # -- Downstream --
+
+    def attach(self, request: Request, connection: UpstreamConnection) -> None:
+        stream = request.stream
+        if stream is None:
+            return
+        if self.write_paused or stream.pending_bytes > _STREAM_HIGH or self.buffered > self.limits.buffer_size:
+            self._pause_upstream(stream)
+        if stream.unacked and not stream.upload_paused:
+            self._acknowledge(stream.unacked, stream.id)  # the body received so far went to the backend
+            stream.unacked = 0
+            self._flush()
+
+    def detach(self, request: Request) -> None:
+        stream = request.stream
+        if stream is not None:
+            self.held.discard(stream)
+            self.upload_resumed(request)
+
+    def upload_paused(self, request: Request) -> None:
+        if request.stream is not None:
+            request.stream.upload_paused = True
+
+    def upload_resumed(self, request: Request) -> None:
+        stream = request.stream
+        if stream is not None and stream.upload_paused:
+            stream.upload_paused = False
+            stream.last_read = self.loop.time()
+            if stream.unacked:
+                self._acknowledge(stream.unacked, stream.id)
+                stream.unacked = 0
+                self._flush()
+
+    def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
+        raise AssertionError("HTTP/2 requests never ask to switch protocols")
 
     def send_head(
         self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
     ) -> bool:
-        stream_id = self._id(request)
-        if stream_id is None:
+        request.answered = True
+        stream = self._live(request)
+        if stream is None:
             return False
         fields = [(b":status", b"%d" % status)]
         fields += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
         if length is not None:
             fields.append((b"content-length", length))
         try:
-            self.h2.send_headers(stream_id, fields, end_stream=no_body)
+            self.h2.send_headers(stream.id, fields, end_stream=no_body)
+            self.useful += 1
         except h2.exceptions.H2Error:
-            self._reset_stream(stream_id)
+            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return False
         if no_body:
-            self._finished(stream_id)
+            stream.ending = True
+            self._finished(stream)
         self._flush()
         return False
 
-    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
-        stream_id = self._id(request)
-        if stream_id is None:
+    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        stream = self._live(request)
+        if stream is None:
             return
-        stream = self.streams[stream_id]
-        stream.pending.append(chunk)
+        fields = [(b":status", b"%d" % status)]
+        fields += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
+        try:
+            self.h2.send_headers(stream.id, fields)
+        except h2.exceptions.H2Error:
+            return
+        self._flush()
+
+    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+        stream = self._live(request)
+        if stream is None or not chunk:
+            return
+        stream.pending.append(memoryview(chunk))
         stream.pending_bytes += len(chunk)
-        self._send_pending(stream_id, stream)
-        if stream.pending_bytes > _HIGH_WATER and request.upstream is not None:
-            transport = request.upstream.transport
-            if transport is not None:
-                transport.pause_reading()  # resumed when the client's window opens
+        self.buffered += len(chunk)
+        self._send_pending(stream)
+        if self.write_paused or stream.pending_bytes > _STREAM_HIGH or self.buffered > self.limits.buffer_size:
+            self._pause_upstream(stream)
         self._flush()
 
     def send_end(self, request: Request, chunked: bool) -> None:
-        stream_id = self._id(request)
-        if stream_id is None:
+        stream = self._live(request)
+        if stream is None:
             return
-        stream = self.streams[stream_id]
         stream.ending = True
-        self._send_pending(stream_id, stream)
+        self._send_pending(stream)
         self._flush()
 
-    def _id(self, request: Request) -> int | None:
-        for stream_id, stream in self.streams.items():
-            if stream.request is request:
-                return stream_id
-        return None
+    def _live(self, request: Request) -> _Stream | None:
+        """The request's stream, unless it ended or was reset."""
+        stream: _Stream | None = request.stream
+        if stream is None or self.streams.get(stream.id) is not stream:
+            return None
+        return stream
 
-    def _send_pending(self, stream_id: int, stream: _Stream) -> None:
-        h2conn = self.h2
+    # -- framing within the windows --
+
+    def _send_pending(self, stream: _Stream) -> None:
+        if self.write_paused or self.streams.get(stream.id) is not stream:
+            return
+        connection = self.h2
+        pending = stream.pending
         try:
-            while stream.pending:
-                window = min(h2conn.local_flow_control_window(stream_id), h2conn.max_outbound_frame_size)
+            while pending:
+                window = min(connection.local_flow_control_window(stream.id), connection.max_outbound_frame_size)
                 if window <= 0:
+                    if stream.blocked_since is None:
+                        stream.blocked_since = self.loop.time()
                     return
-                chunk = stream.pending[0]
+                chunk = pending[0]
                 if len(chunk) > window:
-                    stream.pending[0] = chunk[window:]
+                    pending[0] = chunk[window:]
                     chunk = chunk[:window]
                 else:
-                    stream.pending.pop(0)
+                    pending.popleft()
                 stream.pending_bytes -= len(chunk)
-                h2conn.send_data(stream_id, chunk)
-            upstream = stream.request.upstream
-            if upstream is not None and upstream.transport is not None and not upstream.closed:
-                upstream.transport.resume_reading()
+                self.buffered -= len(chunk)
+                connection.send_data(stream.id, chunk)
+                self.useful += 1
+            stream.blocked_since = None
             if stream.ending:
-                h2conn.end_stream(stream_id)
-                self._finished(stream_id)
+                connection.end_stream(stream.id)
+                self._finished(stream)
         except h2.exceptions.H2Error:
-            self._reset_stream(stream_id)
+            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self._release_held()
 
-    def _finished(self, stream_id: int) -> None:
-        self.streams.pop(stream_id, None)
-        if self.proxy.draining and not self.streams:
-            self.h2.close_connection()
-            self._flush()
+    def _pause_upstream(self, stream: _Stream) -> None:
+        attempt = stream.request.attempt
+        if attempt is not None and attempt.connection is not None:
+            attempt.connection.pause_reading()
+            self.held.add(stream)
+
+    def _release_held(self) -> None:
+        """Read the held backends again, those whose streams are below their mark, once the connection is."""
+        if not self.held or self.write_paused or self.buffered > self.limits.buffer_size // 2:
+            return
+        for stream in list(self.held):
+            if stream.pending_bytes <= _STREAM_HIGH // 2 or self.streams.get(stream.id) is not stream:
+                self.held.discard(stream)
+                attempt = stream.request.attempt
+                if attempt is not None and attempt.connection is not None:
+                    attempt.connection.resume_reading()
+
+    def _finished(self, stream: _Stream) -> None:
+        if self.streams.pop(stream.id, None) is None:
+            return
+        self.buffered -= stream.pending_bytes
+        self.held.discard(stream)
+        if not stream.request.body_done:  # answered before the body ended: the client may stop sending it
+            try:
+                self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.H2Error:
+                pass
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.streams or self.closing:
+            return
+        if self.proxy.draining:
             self.close()
+        else:
+            self.proxy.idle[self] = self.loop.time()
 
     def _window_opened(self, stream_id: int) -> None:
-        targets = list(self.streams.items()) if stream_id == 0 else [(stream_id, self.streams.get(stream_id))]
-        for target_id, stream in targets:
+        if stream_id:
+            stream = self.streams.get(stream_id)
             if stream is not None and (stream.pending or stream.ending):
-                self._send_pending(target_id, stream)
+                self._send_pending(stream)
+            return
+        for stream in list(self.streams.values()):
+            if stream.pending or stream.ending:
+                self._send_pending(stream)
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()
-        if data:
-            self.write(data)
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close gracefully: GOAWAY first, then the socket once what was written is sent."""
+        if self.closing or self.transport is None:
+            return
+        try:
+            self.h2.close_connection()
+        except h2.exceptions.H2Error:
+            pass
+        self._flush()
+        self.closing = True
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _request_from(headers: list[tuple[bytes, bytes]], max_headers: int) -> Request:
+    """A ``Request`` from a stream's header block; an invalid one carries its refusal."""
+    request = Request()
+    request.version = b"2"
+    request.has_body = True
+    length = None
+    authority = None
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                request.method = value
+            elif name == b":path":
+                request.url = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":protocol":
+                request.refusal = (501, b"extended CONNECT is not served by this proxy\n")
+            continue
+        if name == b"host":
+            request.hosts += 1
+            request.host = value
+        elif name == b"content-length":
+            length = value
+        request.headers.append((name, value))
+    if len(request.headers) > max_headers:
+        request.refusal = (431, b"request head too large\n")
+    if authority is not None:
+        if request.hosts and request.host != authority:
+            request.refusal = (400, b"the Host header and :authority differ\n")
+        request.host = authority
+        request.hosts = 1 if not request.hosts else request.hosts
+    request.has_body = length != b"0"
+    request.chunked = length is None
+    return request

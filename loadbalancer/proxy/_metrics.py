@@ -40,9 +40,23 @@ class Metrics:
         )
         self.retries = Counter("loadbalancer_proxy_retries", "Requests retried on another backend", ["reason"])
         self.cache = Counter("loadbalancer_proxy_cache", "Cache lookups, by result", ["result"])
-        self.ejections = Counter("loadbalancer_proxy_ejections", "Backends ejected by outlier detection")
         self.unavailable = Counter(
             "loadbalancer_proxy_unavailable", "Requests answered 503 by the proxy itself, by reason", ["reason"]
+        )
+        self.rejected = Counter(
+            "loadbalancer_proxy_rejected",
+            "Requests the proxy refused before any backend saw them (malformed, too large, bad Host), by status",
+            ["status"],
+        )
+        self.timeouts = Counter(
+            "loadbalancer_proxy_timeouts",
+            "Waits that ran out: header, body, send (client), backend, stall (backend), tunnel",
+            ["kind"],
+        )
+        self.refused = Counter(
+            "loadbalancer_proxy_connections_refused",
+            "Client connections refused or shed: max_connections, shed_head, shed_idle, h2_flood",
+            ["reason"],
         )
         self._requests: dict[tuple[str, str, str], object] = {}
 

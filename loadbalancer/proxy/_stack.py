@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl as _ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._filtered import Filtered
@@ -17,7 +18,7 @@ from ..publisher import EndpointSet, Publisher
 from ..weighted import SmoothWeightedRoundRobin
 from ._upstream import Backend
 
-__all__ = ["BALANCERS", "Backends", "build_stack"]
+__all__ = ["BALANCERS", "Backends", "Stack", "build_stack"]
 
 BALANCERS: dict[str, Callable[[Publisher[Any]], Balancer[Any]]] = {
     "round-robin": RoundRobin,
@@ -66,8 +67,16 @@ def build_stack(
     health_interval: float,
     eject_after: int,
     balancer: str,
-) -> tuple[Balancer[Any], Backends, Publisher[Any], OutlierDetector[Any] | None]:
-    """The balancer over ``source`` and the layers it stands on."""
+    unhealthy_interval: float | None = None,
+    panic_threshold: float | None = None,
+    buffer_size: int = 256 * 1024,
+) -> Stack:
+    """The balancer over ``source`` and the layers it stands on.
+
+    ``panic_threshold`` (Envoy's ``healthy_panic_threshold``): below this share of healthy
+    backends, every backend is passed on; 0: never. ``None``: only when none is healthy.
+    """
+    panic = 1e-9 if panic_threshold is None else panic_threshold  # 0 healthy is below any positive share
 
     def make(instance: Instance) -> Backend:
         return Backend(
@@ -78,22 +87,51 @@ def build_stack(
             connect_timeout=connect_timeout,
             ssl=upstream_ssl,
             loop=loop,
+            buffer_size=buffer_size,
         )
 
     backends = Backends(source, make)
     top: Publisher[Any] = backends
+    checker: HealthChecker[Any] | None = None
     if health_path is not None:
-        top = HealthChecker(
+        top = checker = HealthChecker(
             top,
             HttpCheck(health_path, ssl=upstream_ssl if health_ssl else None),
             interval=health_interval,
             timeout=min(2.0, health_interval),
+            unhealthy_interval=min(unhealthy_interval or health_interval, health_interval),
             healthy_threshold=1,
             unhealthy_threshold=1,
-            panic_threshold=0.0,
+            panic_threshold=panic,
         )
     detector: OutlierDetector[Any] | None = None
     if eject_after > 0:
-        detector = OutlierDetector(top, consecutive_failures=eject_after, base_ejection_time=10.0)
+        detector = OutlierDetector(
+            top, consecutive_failures=eject_after, base_ejection_time=10.0, panic_threshold=50.0 if panic_threshold is None else panic_threshold
+        )
         top = detector
-    return BALANCERS[balancer](top), backends, top, detector
+    return Stack(BALANCERS[balancer](top), backends, top, checker, detector)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A worker's balancing stack, from the balancer down to the backends."""
+
+    balancer: Balancer[Any]
+    backends: Backends
+    top: Publisher[Any]
+    checker: HealthChecker[Any] | None
+    detector: OutlierDetector[Any] | None
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each backend's state now: healthy (by its checks), why not, ejected."""
+        unhealthy = self.checker.unhealthy() if self.checker is not None else {}
+        ejected = set(self.detector.ejected()) if self.detector is not None else set()
+        return {
+            str(backend): {
+                "healthy": str(backend) not in unhealthy,
+                "error": unhealthy.get(str(backend)) or None,
+                "ejected": str(backend) in ejected,
+            }
+            for backend in self.backends.all()
+        }

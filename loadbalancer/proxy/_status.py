@@ -3,16 +3,101 @@
 ``/status`` is a small page for people who would rather look than scrape; its script reads
 ``/status.json`` every two seconds and works the request rate out between two readings.
 ``/status.json`` is read from the same figures as ``/metrics`` (every worker's, summed).
+
+Each worker health-checks and ejects on its own; once a second it writes its view of every
+backend (``write_state``). The supervisor merges the views (``BackendStates``): a backend
+is healthy when every worker's checks say so, ejected when any worker ejected it, and an
+ejection counts once however many workers made it: one more each time a backend goes from
+ejected by none to ejected by some (an ejection lasts 10 s at least, a view is a second old
+at most, so none is missed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import math
+import os
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PAGE", "status"]
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["PAGE", "BackendStates", "forget_state", "status", "write_state"]
+
+_PREFIX = "state_"
+
+
+def _state_path(directory: str, pid: int) -> str:
+    return os.path.join(directory, f"{_PREFIX}{pid}.json")
+
+
+def write_state(directory: str, states: dict[str, dict[str, Any]], pid: int | None = None) -> None:
+    """Write this worker's view of the backends for the supervisor (atomically)."""
+    path = _state_path(directory, os.getpid() if pid is None else pid)
+    with open(path + ".tmp", "w", encoding="utf-8") as out:
+        json.dump(states, out)
+    os.replace(path + ".tmp", path)
+
+
+def forget_state(directory: str, pid: int) -> None:
+    """Drop the view of a worker that is gone."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_state_path(directory, pid))
+
+
+class BackendStates(Collector):
+    """Every worker's view of the backends, merged; ejections counted once across workers."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self.backends: dict[str, dict[str, Any]] = {}
+        self.ejections: dict[str, int] = defaultdict(int)
+
+    def refresh(self) -> dict[str, dict[str, Any]]:
+        """Read the workers' views now; the merged one."""
+        merged: dict[str, dict[str, Any]] = {}
+        for path in sorted(glob.glob(os.path.join(self._directory, f"{_PREFIX}*.json"))):
+            try:
+                with open(path, encoding="utf-8") as found:
+                    view = json.load(found)
+            except (OSError, ValueError):
+                continue  # a worker that just went
+            for backend, state in view.items():
+                into = merged.setdefault(backend, {"healthy": True, "error": None, "ejected": False})
+                if not state.get("healthy", True):
+                    into["healthy"] = False
+                    into["error"] = into["error"] or state.get("error")
+                into["ejected"] = into["ejected"] or bool(state.get("ejected"))
+        for backend, state in merged.items():
+            if state["ejected"] and not self.backends.get(backend, {}).get("ejected"):
+                self.ejections[backend] += 1
+        self.backends = merged
+        return merged
+
+    def collect(self) -> Iterator[Metric]:
+        healthy = GaugeMetricFamily(
+            "loadbalancer_proxy_backend_healthy", "1 while a backend passes its health checks (in every worker)",
+            labels=["backend"],
+        )  # fmt: skip
+        ejected = GaugeMetricFamily(
+            "loadbalancer_proxy_backend_ejected", "1 while a backend is ejected (by any worker)", labels=["backend"]
+        )
+        ejections = CounterMetricFamily(
+            "loadbalancer_proxy_ejections", "Backend ejections by outlier detection, each counted once across workers",
+            labels=["backend"],
+        )  # fmt: skip
+        for backend, state in sorted(self.backends.items()):
+            healthy.add_metric([backend], 1.0 if state["healthy"] else 0.0)
+            ejected.add_metric([backend], 1.0 if state["ejected"] else 0.0)
+        for backend, count in sorted(self.ejections.items()):
+            ejections.add_metric([backend], float(count))
+        yield healthy
+        yield ejected
+        yield ejections
 
 
 def _percentile(buckets: list[tuple[float, float]], fraction: float) -> float | None:
@@ -26,8 +111,8 @@ def _percentile(buckets: list[tuple[float, float]], fraction: float) -> float | 
     return None
 
 
-def status(registry: Any) -> bytes:
-    """The JSON the page reads: totals, and per backend its requests, errors, latency and load."""
+def status(registry: Any, states: dict[str, dict[str, Any]] | None = None) -> bytes:
+    """The JSON the page reads: totals, and per backend its state, requests, errors, latency and load."""
     backends: dict[str, dict[str, Any]] = defaultdict(lambda: {"requests": 0.0, "errors": 0.0, "active": 0.0})
     latency: dict[str, list[tuple[float, float]]] = defaultdict(list)
     totals: dict[str, float] = defaultdict(float)
@@ -58,6 +143,8 @@ def status(registry: Any) -> bytes:
         ordered = sorted(merged.items())
         backends[backend]["p50"] = _percentile(ordered, 0.5)
         backends[backend]["p99"] = _percentile(ordered, 0.99)
+    for backend, state in (states or {}).items():
+        backends[backend].update(state)
     rows = [{"backend": name, **figures} for name, figures in sorted(backends.items()) if name != "none"]
     return json.dumps({"totals": totals, "backends": rows}).encode()
 
@@ -72,7 +159,7 @@ th:first-child, td:first-child { text-align: left; } .bad { color: #b00; }
 <body>
 <h1>loadbalancer proxy</h1>
 <p id="summary">reading...</p>
-<table><thead><tr><th>backend</th><th>requests</th><th>req/s</th><th>5xx</th><th>p50</th><th>p99</th>
+<table><thead><tr><th>backend</th><th>state</th><th>requests</th><th>req/s</th><th>5xx</th><th>p50</th><th>p99</th>
 <th>in use</th></tr></thead><tbody id="backends"></tbody></table>
 <script>
 let last = null;
@@ -92,12 +179,14 @@ async function refresh() {
     const rate = known ? ((b.requests - before) * 1000 / (now - last.at)).toFixed(1) : "-";
     const row = document.createElement("tr");
     row.className = "backend";
-    for (const cell of [b.backend, b.requests, rate, b.errors, ms(b.p50), ms(b.p99), b.active]) {
+    const state = b.healthy === false ? "down: " + (b.error ?? "failed its health check")
+      : b.ejected ? "ejected" : b.healthy === true ? "healthy" : "-";
+    for (const cell of [b.backend, state, b.requests, rate, b.errors, ms(b.p50), ms(b.p99), b.active]) {
       const td = document.createElement("td");
       td.textContent = String(cell);
       row.appendChild(td);
     }
-    if (b.errors > 0) row.classList.add("bad");
+    if (b.errors > 0 || b.healthy === false || b.ejected) row.classList.add("bad");
     body.appendChild(row);
   }
   last = {at: now, counts: Object.fromEntries(data.backends.map(b => [b.backend, b.requests]))};

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import glob
 import os
 import shutil
 import signal
@@ -13,7 +15,9 @@ import sys
 import tempfile
 import time
 
-from ._main import listening_socket
+from ._limits import raise_open_files
+from ._main import claim_port
+from ._status import BackendStates, forget_state
 from ._upstream import parse_backend_url
 
 __all__ = ["supervise"]
@@ -35,7 +39,7 @@ def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Work
             # Forked from the supervisor's running loop (a replacement) or before it: drop its
             # signal wiring, or a SIGTERM before the worker's own handlers would go to the supervisor.
             signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (*_STOP_SIGNALS, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_DFL)
             asyncio.events._set_running_loop(None)
             os.close(control_write)
@@ -76,8 +80,31 @@ def _wait_ready(fds: list[int], timeout: float) -> bool:
     return ok
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_METRICS_PREFIX = "loadbalancer-proxy-metrics-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale_metrics_dirs() -> None:
+    """Remove the metrics directories of proxies that were killed (SIGKILL leaves them behind)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_METRICS_PREFIX}*-*")):
+        owner = os.path.basename(path)[len(_METRICS_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _metrics_dir() -> str:
-    directory = tempfile.mkdtemp(prefix="loadbalancer-proxy-metrics-")
+    _clear_stale_metrics_dirs()
+    directory = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     from prometheus_client import values
 
@@ -86,29 +113,41 @@ def _metrics_dir() -> str:
 
 
 def supervise(args: argparse.Namespace) -> int:
-    """Run the proxy: the workers, the admin socket, /metrics; until SIGTERM or SIGINT."""
+    """Run the proxy: the workers, the admin socket, /metrics; until SIGTERM, SIGINT or SIGQUIT.
+
+    Whatever ends it, the workers are stopped and what it made (the metrics directory, the
+    admin socket) is removed. SIGHUP makes every worker read its source and check its
+    backends again; it never ends the proxy.
+    """
+    early: list[int] = []  # signals that came before the event loop could take them
+    for signum in (*_STOP_SIGNALS, signal.SIGHUP):
+        signal.signal(signum, lambda number, frame: early.append(number))
+    raise_open_files()  # the workers inherit it
     try:
-        holder = listening_socket(args.bind, args.port, listen=False)  # keeps the port ours, says if taken
+        holder = claim_port(args.bind, args.port)
     except OSError as error:
-        print(f"loadbalancer proxy: error: cannot listen on {args.bind}:{args.port}: {error}", file=sys.stderr)
+        reason = "the address is in use (is another proxy running?)" if error.errno == errno.EADDRINUSE else error
+        print(f"loadbalancer proxy: error: cannot listen on {args.bind}:{args.port}: {reason}", file=sys.stderr)
         return 1
     port = holder.getsockname()[1]
     directory = _metrics_dir()
     if args.connections is not None and args.connections < args.workers:
         args.workers = args.connections  # -n is shared out between the workers: one connection each at least
     workers: list[_Worker] = []
-    ready: list[int] = []
-    for index in range(args.workers):
-        worker, ready_fd = _fork_worker(args, port, index)
-        workers.append(worker)
-        ready.append(ready_fd)
     try:
+        ready: list[int] = []
+        for index in range(args.workers):
+            worker, ready_fd = _fork_worker(args, port, index)
+            workers.append(worker)
+            ready.append(ready_fd)
         if not _wait_ready(ready, 60.0):
             print("loadbalancer proxy: error: a worker failed to start", file=sys.stderr)
-            _stop_workers(workers, 2.0)
             return 1
+        if any(signum in _STOP_SIGNALS for signum in early):
+            return 0
         return asyncio.run(_run(args, port, workers))
     finally:
+        _stop_workers(workers, args.shutdown_timeout + 5.0)
         holder.close()
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -138,38 +177,59 @@ def _stop_workers(workers: list[_Worker], timeout: float) -> None:
 async def _run(args: argparse.Namespace, port: int, workers: list[_Worker]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _signal_workers, workers, signal.SIGHUP)
+    states = BackendStates(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     servers: list[asyncio.Server] = []
     socket_path = None if args.socket == "none" else args.socket
+    made_socket = False
     try:
         if args.prometheus_port:
-            servers.append(await asyncio.start_server(_metrics_handler, args.bind, args.prometheus_port))
+            servers.append(
+                await asyncio.start_server(lambda r, w: _metrics_handler(r, w, states), args.bind, args.prometheus_port)
+            )
         if socket_path is not None:
             _free_socket_path(socket_path)
-            servers.append(await asyncio.start_unix_server(lambda r, w: _admin(r, w, args, workers), socket_path))
+            servers.append(await _admin_server(args, workers, socket_path))
+            made_socket = True
     except OSError as error:
         print(f"loadbalancer proxy: error: {error}", file=sys.stderr)
-        _stop_workers(workers, 2.0)
         return 1
-    scheme = "https" if args.cacert else "http"
-    where = f"{scheme}://{args.bind}:{port}"
-    extras = [f"{len(workers)} workers"]
-    if args.prometheus_port:
-        extras.append(f"metrics on :{servers[0].sockets[0].getsockname()[1]}/metrics")
-    if socket_path is not None:
-        extras.append(f"admin socket {socket_path}")
-    print(f"loadbalancer proxy: listening on {where} ({', '.join(extras)})", flush=True)
-    watcher = loop.create_task(_watch_workers(args, port, workers, stop))
-    await stop.wait()
-    watcher.cancel()
-    for server in servers:
-        server.close()
-    if socket_path is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(socket_path)
-    await loop.run_in_executor(None, _stop_workers, workers, args.shutdown_timeout + 5.0)
-    return 0
+    try:
+        scheme = "https" if args.cacert else "http"
+        where = f"{scheme}://{args.bind}:{port}"
+        extras = [f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"]
+        if args.prometheus_port:
+            extras.append(f"metrics on :{servers[0].sockets[0].getsockname()[1]}/metrics")
+        if socket_path is not None:
+            extras.append(f"admin socket {socket_path}")
+        print(f"loadbalancer proxy: listening on {where} ({', '.join(extras)})", flush=True)
+        tasks = [loop.create_task(_watch_workers(args, port, workers, stop)), loop.create_task(_follow(states))]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        for server in servers:
+            server.close()
+        await loop.run_in_executor(None, _stop_workers, workers, args.shutdown_timeout + 5.0)
+        return 0
+    finally:
+        if made_socket and socket_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
+
+
+def _signal_workers(workers: list[_Worker], signum: int) -> None:
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signum)
+
+
+async def _follow(states: BackendStates) -> None:
+    """Merge the workers' views of the backends once a second (ejections are counted here)."""
+    while True:
+        states.refresh()
+        await asyncio.sleep(1.0)
 
 
 async def _watch_workers(args: argparse.Namespace, port: int, workers: list[_Worker], stop: asyncio.Event) -> None:
@@ -185,6 +245,7 @@ async def _watch_workers(args: argparse.Namespace, port: int, workers: list[_Wor
             if pid and not stop.is_set():
                 multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
                 forget(os.environ["PROMETHEUS_MULTIPROC_DIR"], pid)
+                forget_state(os.environ["PROMETHEUS_MULTIPROC_DIR"], pid)
                 os.close(worker.control)
                 replacement, ready_fd = _fork_worker(args, port, index)
                 workers[index] = replacement
@@ -213,19 +274,40 @@ def _free_socket_path(path: str) -> None:
         probe.close()
 
 
+_ADMIN_LINE = 64 * 1024  # the longest line the admin socket takes
+
+
+async def _admin_server(args: argparse.Namespace, workers: list[_Worker], path: str) -> asyncio.Server:
+    """The admin socket, made owner-only whatever the umask, then given ``--socket-mode``."""
+    mask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(lambda r, w: _admin(r, w, args, workers), path, limit=_ADMIN_LINE)
+    finally:
+        os.umask(mask)
+    os.chmod(path, args.socket_mode)
+    return server
+
+
 async def _admin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace,
                  workers: list[_Worker]) -> None:  # fmt: skip
-    """A comma-separated list of URLs replaces the backends; the answer says what is used now."""
+    """A comma-separated list of URLs and a newline replaces the backends; the answer says what is used now.
+
+    Only a complete line is applied: one cut short (no newline before the end, or past 64 KiB)
+    changes nothing.
+    """
     try:
-        data = b""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                while b"\n" not in data and len(data) < 65536:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        writer.write(_replace(data, args, workers).encode())
+        try:
+            async with asyncio.timeout(2.0):
+                line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            answer = f"error: the line is longer than {_ADMIN_LINE // 1024} KiB; nothing changed\n"
+        except asyncio.IncompleteReadError:
+            answer = "error: the line did not end with a newline; nothing changed\n"
+        except TimeoutError:
+            answer = "error: no complete line (ending with a newline) within 2 s; nothing changed\n"
+        else:
+            answer = _replace(line, args, workers)
+        writer.write(answer.encode())
         await writer.drain()
     except OSError:
         pass
@@ -256,7 +338,7 @@ def _replace(data: bytes, args: argparse.Namespace, workers: list[_Worker]) -> s
     return "ok: " + ",".join(urls) + "\n"
 
 
-async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, states: BackendStates) -> None:
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
     from ._library import LibraryCollector
@@ -277,8 +359,10 @@ async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamW
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             registry.register(LibraryCollector(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+            merged = states.refresh()
+            registry.register(states)
             if path == b"/status.json":
-                body, kind = _status(registry), b"application/json"
+                body, kind = _status(registry, merged), b"application/json"
             else:
                 body, kind = generate_latest(registry), b"text/plain; version=0.0.4; charset=utf-8"
         writer.write(

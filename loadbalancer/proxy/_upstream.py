@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as _ssl
+import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -12,7 +13,7 @@ import httptools
 
 from ..instance import Instance
 
-__all__ = ["Backend", "ConnectFailedError", "QueueTimeoutError", "UpstreamConnection", "parse_backend_url"]
+__all__ = ["Backend", "ConnectFailedError", "QueueTimeoutError", "Relay", "UpstreamConnection", "parse_backend_url"]
 
 _MAX_IDLE = 256  # idle keep-alive connections kept per backend
 
@@ -28,10 +29,23 @@ class QueueTimeoutError(Exception):
 class Exchange(Protocol):
     """What an upstream connection reports to the request it serves."""
 
+    def informational(self, connection: UpstreamConnection) -> None: ...
     def head(self, connection: UpstreamConnection) -> bool: ...
     def body(self, chunk: bytes) -> None: ...
     def complete(self, keep_alive: bool) -> None: ...
+    def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None: ...
     def failed(self, error: BaseException) -> None: ...
+    def upload_paused(self) -> None: ...
+    def upload_resumed(self) -> None: ...
+
+
+class Relay(Protocol):
+    """Where a connection's bytes go once it is a tunnel (after a 101)."""
+
+    def from_backend(self, data: bytes) -> None: ...
+    def backend_paused(self) -> None: ...
+    def backend_resumed(self) -> None: ...
+    def backend_lost(self) -> None: ...
 
 
 def parse_backend_url(text: str) -> tuple[str, Instance]:
@@ -51,11 +65,17 @@ def parse_backend_url(text: str) -> tuple[str, Instance]:
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection to a backend; its answer goes to the current ``Exchange``."""
+    """One keep-alive HTTP/1.1 connection to a backend; its answer goes to the current ``Exchange``.
+
+    1xx answers before the final one are passed on as such; a 101 the exchange asked for makes
+    the connection a tunnel (``relay``), no longer parsed. ``last_read`` and
+    ``write_paused_since`` (the loop's clock) let the exchange time the backend out.
+    """
 
     __slots__ = (
-        "backend", "closed", "exchange", "head_request", "headers", "parser", "peer", "reusable", "status",
-        "transport", "until_close",
+        "backend", "closed", "exchange", "head_request", "headers", "informational", "last_read", "parser",
+        "reading_paused", "relay", "reusable", "status", "switching", "transport", "until_close",
+        "write_paused_since",
     )  # fmt: skip
 
     def __init__(self, backend: Backend) -> None:
@@ -63,26 +83,42 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
+        self.relay: Relay | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.head_request = False
+        self.informational = False  # parsing a 1xx answer: its end is not the exchange's
+        self.switching = False  # a 101 was relayed: the bytes after its head are the tunnel's
         self.closed = False
         self.reusable = False
         self.until_close = False
-        self.peer: asyncio.Transport | None = None  # the client's transport, paused when we cannot keep up
+        self.reading_paused = False  # held back by the client's backpressure
+        self.last_read = 0.0
+        self.write_paused_since: float | None = None  # the backend takes no more of the request
 
     # -- asyncio.Protocol --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        limit = self.backend.buffer_size
+        self.transport.set_write_buffer_limits(high=limit, low=limit // 4)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            relay.from_backend(data)
+            return
+        self.last_read = self.backend.clock()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self.switching or self.exchange is None:
+                self._fail(ConnectionError(f"{self.backend.url} switched protocols unasked"))
+                return
+            exchange, self.exchange = self.exchange, None
+            exchange.switched_protocols(self, data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
             self._fail(ConnectionError(f"{self.backend.url} sent a malformed answer: {error}"))
-        except httptools.HttpParserUpgrade:
-            self._fail(ConnectionError(f"{self.backend.url} switched protocols, which this proxy does not relay"))
 
     def eof_received(self) -> bool | None:
         return None  # close
@@ -90,19 +126,29 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.backend.lost(self)
-        if self.exchange is not None:
+        if self.relay is not None:
+            self.relay.backend_lost()
+        elif self.exchange is not None:
             if self.until_close and self.status:
                 self._complete(False)  # a body without a length ends with the connection
             else:
                 self._fail(exc or ConnectionResetError(f"{self.backend.url} closed the connection"))
 
     def pause_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.pause_reading()
+        if self.relay is not None:
+            self.relay.backend_paused()
+            return
+        self.write_paused_since = self.backend.clock()
+        if self.exchange is not None:
+            self.exchange.upload_paused()
 
     def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
+        if self.relay is not None:
+            self.relay.backend_resumed()
+            return
+        self.write_paused_since = None
+        if self.exchange is not None:
+            self.exchange.upload_resumed()
 
     # -- httptools callbacks --
 
@@ -110,16 +156,24 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.status = self.parser.get_status_code()
+        exchange = self.exchange
+        if 100 <= status < 200 and status != 101:
+            self.informational = True
+            if exchange is not None:
+                exchange.informational(self)
+            self.headers = []
+            return
         self.until_close = not any(
             name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
         )
-        exchange = self.exchange
         if exchange is None or not exchange.head(self):
             self.exchange = None  # discarded (to be retried elsewhere): this connection is spent
             self.close()
             return
-        if self.head_request or self.status in (204, 304):
+        if status == 101:
+            self.switching = True
+        elif self.head_request or status in (204, 304):
             self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the headers say
             self._complete(True)
 
@@ -128,7 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.body(chunk)
 
     def on_message_complete(self) -> None:
-        if self.exchange is not None:
+        if self.informational:
+            self.informational = False  # the final answer follows on the same parser
+        elif self.exchange is not None and not self.switching:
             self._complete(self.parser.should_keep_alive())
 
     # -- use --
@@ -138,6 +194,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers = []
         self.status = 0
         self.head_request = head_request
+        self.last_read = self.backend.clock()
         assert self.transport is not None
         self.transport.write(data)
 
@@ -145,15 +202,33 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def pause_reading(self) -> None:
+        """Hold the backend's answer back (the client is not taking it)."""
+        if not self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.last_read = self.backend.clock()  # the idle wait starts again now
+            if not self.closed and self.transport is not None:
+                self.transport.resume_reading()
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.close()
 
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
     def _complete(self, keep_alive: bool) -> None:
         exchange = self.exchange
         self.exchange = None
-        self.peer = None
+        self.resume_reading()
         self.reusable = keep_alive and not self.closed
         if exchange is not None:
             exchange.complete(keep_alive)
@@ -161,7 +236,6 @@ class UpstreamConnection(asyncio.Protocol):
     def _fail(self, error: BaseException) -> None:
         exchange = self.exchange
         self.exchange = None
-        self.peer = None
         self.close()
         if exchange is not None:
             exchange.failed(error)
@@ -184,8 +258,11 @@ class Backend:
         connect_timeout: float = 2.0,
         ssl: _ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        buffer_size: int = 256 * 1024,
     ) -> None:
         self.loop = loop  # the proxy's loop: the publisher's thread closes us through it
+        self.clock = loop.time if loop is not None else time.monotonic
+        self.buffer_size = buffer_size
         self.instance = instance
         self.scheme = scheme
         self.url = f"{scheme}://{instance.address}"

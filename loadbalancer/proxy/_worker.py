@@ -12,16 +12,22 @@ import ssl
 from typing import Any
 
 from .. import static
+from .._log import get_logger
 from ..instance import Instance
 from ._cache import Cache
+from ._http1 import ClientConnection
 from ._library import write_snapshot
-from ._main import listening_socket, server_ssl
+from ._limits import DEFAULT_MAX_CONNECTIONS, connections_allowed, raise_open_files
+from ._main import limits, listening_socket, server_ssl
 from ._metrics import Metrics
-from ._server import ClientConnection, Proxy
-from ._stack import build_stack
+from ._proxy import Proxy
+from ._stack import Stack, build_stack
+from ._status import write_state
 from ._upstream import parse_backend_url
 
 __all__ = ["serve"]
+
+_log = get_logger(name=__name__)
 
 
 def _instances(urls: list[str], schemes: dict[str, str]) -> list[Instance]:
@@ -40,21 +46,18 @@ def share(total: int | None, workers: int, index: int) -> int | None:
     return total // workers + (1 if index < total % workers else 0)
 
 
-async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: int, index: int = 0) -> int:
-    """Serve until SIGTERM (or SIGINT), then drain; ``control_fd`` brings backend lists from the admin socket."""
-    loop = asyncio.get_running_loop()
-    metrics = Metrics()
-    schemes: dict[str, str] = {}
-    source: Any
+def _source(args: argparse.Namespace, schemes: dict[str, str]) -> Any:
     if args.source is None:
-        source = static.Publisher(_instances(args.backends, schemes), close_delay=0, service="proxy")
-    else:
-        from .. import cli
+        return static.Publisher(_instances(args.backends, schemes), close_delay=0, service="proxy")
+    from .. import cli
 
-        source = cli.make_publisher(args.source_namespace)
-    balancer, backends, top, detector = build_stack(
+    return cli.make_publisher(args.source_namespace)
+
+
+def _stack(args: argparse.Namespace, source: Any, schemes: dict[str, str], index: int) -> Stack:
+    return build_stack(
         source,
-        loop=loop,
+        loop=asyncio.get_running_loop(),
         schemes=schemes,
         limit=share(args.connections, args.workers, index),
         queue_timeout=args.queue_timeout,
@@ -63,66 +66,46 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         health_ssl=bool(schemes) and set(schemes.values()) == {"https"},
         health_path=None if args.health_path == "none" else args.health_path,
         health_interval=args.health_interval,
+        unhealthy_interval=args.health_unhealthy_interval,
+        panic_threshold=args.panic_threshold,
         eject_after=args.eject_after,
         balancer=args.balancer,
+        buffer_size=args.buffer_size,
     )
-    cache = Cache(args.cache_size, default_ttl=args.cache_ttl or 0.0) if args.cache else None
+
+
+async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: int, index: int = 0) -> int:
+    """Serve until SIGTERM (or SIGINT), then drain; ``control_fd`` brings backend lists from the admin socket."""
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    schemes: dict[str, str] = {}
+    source = _source(args, schemes)
+    stack = _stack(args, source, schemes, index)
+    max_connections = args.max_connections or min(DEFAULT_MAX_CONNECTIONS, connections_allowed(raise_open_files()))
     proxy = Proxy(
-        balancer,
+        stack.balancer,
         metrics=metrics,
-        cache=cache,
+        cache=Cache(args.cache_size, default_ttl=args.cache_ttl or 0.0) if args.cache else None,
         attempts=args.retries + 1,
-        timeout=args.timeout,
         scheme="https" if args.cacert else "http",
-        keepalive_timeout=args.keepalive_timeout,
+        limits=limits(args, max_connections),
     )
-    sock = listening_socket(args.bind, port, listen=True)
     server = await loop.create_server(
         lambda: ClientConnection(proxy),
-        sock=sock,
+        sock=listening_socket(args.bind, port),
         ssl=server_ssl(args) if args.cacert else None,
+        ssl_handshake_timeout=proxy.limits.header_timeout if args.cacert else None,
         backlog=1024,
     )
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(signum, stop.set)
-
-    control = asyncio.StreamReader()
-    pipe = os.fdopen(control_fd, "rb", buffering=0)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), pipe)
-
-    async def follow_control() -> None:
-        while True:
-            line = await control.readline()
-            if not line:
-                return
-            urls = [part for part in line.decode().strip().split(",") if part]
-            with contextlib.suppress(ValueError, RuntimeError):  # checked by the supervisor already
-                source.replace(_instances(urls, schemes))
-
-    ejections = 0
-    parent = os.getppid()
-    snapshots = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # set by the supervisor
-
-    async def housekeeping() -> None:
-        nonlocal ejections
-        while True:
-            if os.getppid() != parent:  # the supervisor is gone (killed): do not serve on alone
-                stop.set()
-            proxy.sweep()
-            for backend in backends.all():
-                metrics.active.labels(str(backend)).set(backend.active)
-            metrics.backends.set(len(backends.endpoints()))
-            metrics.healthy.set(len(top.endpoints()))
-            if detector is not None and detector.ejections != ejections:
-                metrics.ejections.inc(detector.ejections - ejections)
-                ejections = detector.ejections
-            if snapshots:
-                with contextlib.suppress(OSError):  # a full disk costs the figures, never the serving
-                    write_snapshot(snapshots)
-            await asyncio.sleep(1.0)
-
-    tasks = [loop.create_task(follow_control()), loop.create_task(housekeeping())]
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reresolve(stack)))
+    tasks = [
+        loop.create_task(_follow_control(control_fd, source, schemes)),
+        loop.create_task(_housekeeping(stack, metrics, stop)),
+        loop.create_task(proxy.sweeping()),
+    ]
     gc.freeze()  # what was built to start is never garbage: keep the collector off it
     os.write(ready_fd, b"1")
     os.close(ready_fd)
@@ -139,5 +122,48 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         connection.abort()
     for task in tasks:
         task.cancel()
-    top.close()
+    stack.top.close()
     return 0
+
+
+async def _reresolve(stack: Stack) -> None:
+    """SIGHUP: read the source again and check every backend now."""
+    try:
+        await stack.top.arefresh()
+        if stack.checker is not None:
+            await stack.checker.acheck_now()
+    except Exception as error:  # a failed read keeps the set; it must not take the worker down
+        _log.warning("reresolve_failed", error=repr(error))
+
+
+async def _follow_control(control_fd: int, source: Any, schemes: dict[str, str]) -> None:
+    """Backend lists from the supervisor's admin socket, a line each, checked there already."""
+    loop = asyncio.get_running_loop()
+    control = asyncio.StreamReader()
+    pipe = os.fdopen(control_fd, "rb", buffering=0)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), pipe)
+    while True:
+        line = await control.readline()
+        if not line:
+            return
+        urls = [part for part in line.decode().strip().split(",") if part]
+        with contextlib.suppress(ValueError, RuntimeError):
+            source.replace(_instances(urls, schemes))
+
+
+async def _housekeeping(stack: Stack, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Once a second: the gauges, this worker's figures and backend states for the supervisor."""
+    parent = os.getppid()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # set by the supervisor
+    while True:
+        if os.getppid() != parent:  # the supervisor is gone (killed): do not serve on alone
+            stop.set()
+        for backend in stack.backends.all():
+            metrics.active.labels(str(backend)).set(backend.active)
+        metrics.backends.set(len(stack.backends.endpoints()))
+        metrics.healthy.set(len(stack.top.endpoints()))
+        if directory:
+            with contextlib.suppress(OSError):  # a full disk costs the figures, never the serving
+                write_snapshot(directory)
+                write_state(directory, stack.states())
+        await asyncio.sleep(1.0)

@@ -1,0 +1,438 @@
+"""Serving a request on the backends, whatever the client's protocol: cache, retries, one attempt at a time.
+
+``Downstream`` is what HTTP/1.1 and HTTP/2 client connections share: ``handle()`` answers a
+request from the cache or through the balancer, retrying as the proxy's rules allow, and the
+protocol supplies the framing (``send_head``, ``send_body``, ...). An ``Attempt`` is one try
+on one backend; its upstream connection reports the answer to it, and one timer per attempt
+bounds the waits on the backend (``--timeout`` from the end of the request to the answer's
+head, then ``--read-timeout`` between reads, and for the backend to take the body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import math
+import time
+from typing import TYPE_CHECKING
+
+from .._httpspec import IDEMPOTENT, RETRY_STATUSES
+from .._log import get_logger
+from .._util import describe
+from ..errors import NoEndpointsError
+from ._cache import CACHEABLE_METHODS, Cache, Entry
+from ._request import HOP_BY_HOP, Request
+from ._upstream import Backend, ConnectFailedError, QueueTimeoutError, UpstreamConnection
+
+if TYPE_CHECKING:
+    from ._proxy import Proxy
+
+__all__ = ["REASONS", "Attempt", "Downstream"]
+
+_DROPPED_FROM_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
+_DROPPED_FROM_RESPONSE = HOP_BY_HOP | {b"content-length"}
+_IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
+REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_log = get_logger(name=__name__)
+
+
+class UpstreamError(Exception):
+    """The backend's connection failed or sent a malformed answer."""
+
+
+class StalledError(UpstreamError):
+    """The backend sent nothing, or took none of the body, for ``--read-timeout``."""
+
+
+class AnswerTimeoutError(TimeoutError):
+    """The backend's answer did not begin within ``--timeout`` of the end of the request."""
+
+
+class DiscardedAnswerError(Exception):
+    """The backend answered with a status worth retrying elsewhere; the answer was dropped."""
+
+
+class FailedAnswerError(Exception):
+    """The backend answered 5xx (relayed to the client): counts as its failure for ejection and feedback."""
+
+
+def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    return [
+        token.strip().lower() for name, value in headers if name.lower() == b"connection" for token in value.split(b",")
+    ]
+
+
+class Downstream:
+    """A client connection's protocol-independent half: serves requests, answers in the protocol's framing."""
+
+    proxy: Proxy
+    loop: asyncio.AbstractEventLoop
+    client_ip: bytes
+
+    # -- the framing each protocol provides ------------------------------------------------------
+
+    def send_head(
+        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
+    ) -> bool:
+        """Write the answer's head; True when its body is to be sent chunked."""
+        raise NotImplementedError
+
+    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+        raise NotImplementedError
+
+    def send_end(self, request: Request, chunked: bool) -> None:
+        raise NotImplementedError
+
+    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx answer ahead of the final one (103 Early Hints); dropped where the protocol cannot carry it."""
+
+    def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
+        """The backend switched protocols (101) as the client asked: relay bytes both ways from now on."""
+        raise NotImplementedError
+
+    def attach(self, request: Request, connection: UpstreamConnection) -> None:
+        """``connection`` now serves ``request``: apply the client's backpressure to it."""
+
+    def detach(self, request: Request) -> None:
+        """The attempt on ``request`` ended."""
+
+    def upload_paused(self, request: Request) -> None:
+        """The backend takes no more of the body for now: stop reading it from the client."""
+
+    def upload_resumed(self, request: Request) -> None:
+        """The backend takes the body again."""
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> None:
+        """Answer ``request``: from the cache, or from a backend with the retries the rules allow."""
+        proxy = self.proxy
+        if request.refusal is not None:
+            status, body = request.refusal
+            self.answer(request, status, body)
+            proxy.metrics.rejected.labels(str(status)).inc()
+            return
+        cache = proxy.cache
+        cache_base: bytes | None = None
+        lookup: dict[bytes, bytes] = {}
+        if cache is not None and request.method in CACHEABLE_METHODS:
+            lookup = dict(request.headers)
+            control = lookup.get(b"cache-control", b"").lower()
+            if b"authorization" not in lookup and b"no-store" not in control:
+                # a HEAD is answered from the GET's entry (without the body); only GETs are stored
+                cache_base = Cache.base_key(b"GET", request.cache_key_url(proxy.scheme))
+                entry = None if b"no-cache" in control else cache.lookup(cache_base, lookup)
+                proxy.metrics.cache.labels("hit" if entry is not None else "miss").inc()
+                if entry is not None:
+                    self._send_cached(request, entry)
+                    proxy.metrics.answered("cache", request.method.decode(), entry.status)
+                    return
+        await self._forward(request, cache_base, lookup)
+
+    async def _forward(self, request: Request, cache_base: bytes | None, lookup: dict[bytes, bytes]) -> None:
+        proxy = self.proxy
+        attempts_left = proxy.attempts
+        idempotent = request.method in _IDEMPOTENT and not request.has_body and not request.upgrade
+        tried: list[str] = []
+        while True:
+            attempts_left -= 1
+            try:
+                tracked = proxy.balancer.endpoint()
+                for _ in range(8 if tried else 0):  # a retry goes to a backend not tried yet, if there is one
+                    if str(tracked) not in tried:
+                        break
+                    tracked = proxy.balancer.endpoint()
+            except NoEndpointsError:
+                proxy.metrics.unavailable.labels("no_backend").inc()
+                self.answer(request, 503, b"no backend available\n")
+                return
+            attempt = Attempt(self, request, retry_statuses=idempotent and attempts_left > 0, cache_base=cache_base)
+            attempt.lookup = lookup
+            tried.append(str(tracked))
+            try:
+                await tracked(attempt)
+                return
+            except ConnectFailedError:
+                if attempts_left > 0 and request.pending_bytes <= proxy.limits.buffer_size:
+                    proxy.metrics.retries.labels("connect").inc()
+                    continue
+                self.answer(request, 502, b"no backend could be reached\n", attempt.backend)
+                return
+            except QueueTimeoutError:
+                proxy.metrics.unavailable.labels("queue_timeout").inc()
+                self.answer(request, 503, b"all connections to the backend stayed busy\n", attempt.backend)
+                return
+            except DiscardedAnswerError:
+                proxy.metrics.retries.labels("status").inc()
+                continue
+            except FailedAnswerError:
+                return
+            except (AnswerTimeoutError, StalledError) as error:
+                proxy.metrics.timeouts.labels("backend" if isinstance(error, AnswerTimeoutError) else "stall").inc()
+                self._fail(request, 504, b"the backend did not answer in time\n", attempt.backend)
+                return
+            except UpstreamError:
+                if not request.answered and idempotent and attempts_left > 0:
+                    proxy.metrics.retries.labels("upstream").inc()
+                    continue
+                self._fail(request, 502, b"the backend failed\n", attempt.backend)
+                return
+
+    def _fail(self, request: Request, status: int, body: bytes, backend: Backend | None) -> None:
+        if request.answered:
+            self.abort()  # the answer was cut: the client must see it was
+        else:
+            self.answer(request, status, body, backend)
+
+    def _send_cached(self, request: Request, entry: Entry) -> None:
+        age = int(time.monotonic() - entry.stored)  # the cache's clock
+        headers = [*entry.headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")]
+        head_only = request.method == b"HEAD"
+        self.send_head(request, entry.status, headers, b"%d" % len(entry.body), head_only)
+        if not head_only and entry.body:
+            self.send_body(request, entry.body, False)
+        self.send_end(request, False)
+
+    def answer(self, request: Request, status: int, body: bytes, backend: Backend | None = None) -> None:
+        """An answer of the proxy's own (400, 503, 502, 504, ...), plain text."""
+        if not request.body_done:
+            request.keep_alive = False  # the rest of the body is not read: the connection cannot go on
+        head_only = request.method == b"HEAD"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        self.send_head(request, status, headers, b"%d" % len(body), head_only)
+        if not head_only:
+            self.send_body(request, body, False)
+        self.send_end(request, False)
+        self.proxy.metrics.answered(str(backend) if backend else "none", request.method.decode() or "-", status)
+
+
+class Attempt:
+    """One try of a request on one backend; also the ``Exchange`` its upstream connection reports to."""
+
+    __slots__ = (
+        "answer_due", "backend", "buffer", "buffered", "cache_base", "chunked_out", "client", "connection", "future",
+        "head_seen", "lookup", "request", "retry_statuses", "status", "switched", "timer", "upstream_headers",
+    )  # fmt: skip
+
+    def __init__(self, client: Downstream, request: Request, *, retry_statuses: bool, cache_base: bytes | None):
+        self.client = client
+        self.request = request
+        self.retry_statuses = retry_statuses
+        self.cache_base = cache_base
+        self.backend: Backend | None = None
+        self.connection: UpstreamConnection | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.head_seen = False
+        self.switched = False
+        self.chunked_out = False
+        self.status = 0
+        self.answer_due = math.inf
+        self.buffer: list[bytes] | None = None
+        self.buffered = 0
+        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.lookup: dict[bytes, bytes] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def run(self, backend: Backend) -> None:
+        self.backend = backend
+        client = self.client
+        request = self.request
+        connection = await backend.acquire()
+        loop = client.loop
+        future = self.future = loop.create_future()
+        self.connection = connection
+        limits = client.proxy.limits
+        started = loop.time()
+        if request.body_done:
+            self.answer_due = started + limits.timeout
+        self.timer = loop.call_at(min(self.answer_due, started + limits.read_timeout), self._watch)
+        completed = False
+        try:
+            connection.start(self, self._request_head(backend) + b"".join(self._pending()), request.method == b"HEAD")
+            request.attempt = self
+            if request.body_done:
+                if request.chunked and request.has_body:
+                    connection.write(b"0\r\n\r\n")
+            else:
+                request.upstream = connection
+            client.attach(request, connection)
+            await future
+            completed = True
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+            request.upstream = None
+            request.attempt = None
+            client.detach(request)
+            if not self.switched:  # a tunnel owns the connection and its slot from now on
+                if not completed:
+                    connection.exchange = None
+                    connection.close()
+                backend.release(connection)
+        proxy = client.proxy
+        proxy.observe(str(backend), loop.time() - started)
+        proxy.metrics.answered(str(backend), request.method.decode(), self.status)
+        if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
+            proxy.cache.store(self.cache_base, self.lookup, self.status, self.upstream_headers, b"".join(self.buffer))
+        if self.status >= 500:
+            raise FailedAnswerError(f"{backend.url} answered {self.status}")
+
+    def _pending(self) -> list[bytes]:
+        request = self.request
+        if request.chunked:
+            return [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in request.pending]
+        # kept (not cleared) so that a failed connect can go to another backend with the same body
+        return request.pending
+
+    def _request_head(self, backend: Backend) -> bytes:
+        request = self.request
+        client = self.client
+        tokens = _connection_tokens(request.headers)
+        dropped = _DROPPED_FROM_REQUEST.union(tokens) if tokens else _DROPPED_FROM_REQUEST
+        lines = [b"%b %b HTTP/1.1\r\n" % (request.method, request.url)]
+        forwarded_for = client.client_ip
+        host = request.host or backend.host_header
+        for name, value in request.headers:
+            if name in dropped:
+                if name == b"content-length" and not request.chunked:
+                    lines.append(b"content-length: %b\r\n" % value)
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value + b", " + forwarded_for
+                continue
+            lines.append(b"%b: %b\r\n" % (name, value))
+        if request.chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        if request.upgrade:
+            lines.append(b"connection: upgrade\r\nupgrade: %b\r\n" % request.upgrade)
+        lines.append(
+            b"host: %b\r\nx-forwarded-for: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-host: %b\r\n\r\n"
+            % (host, forwarded_for, client.proxy.scheme, host)
+        )
+        return b"".join(lines)
+
+    # -- the waits on the backend --
+
+    def _watch(self) -> None:
+        """The attempt's one timer: 504 before the answer's head, abort on a stall after it."""
+        self.timer = None
+        future = self.future
+        connection = self.connection
+        if future is None or future.done() or connection is None:
+            return
+        client = self.client
+        limits = client.proxy.limits
+        now = client.loop.time()
+        url = self.backend.url if self.backend is not None else "the backend"
+        due = now + limits.read_timeout
+        if not self.head_seen:
+            if now >= self.answer_due:
+                future.set_exception(AnswerTimeoutError(f"{url} did not begin its answer within {limits.timeout:g}s"))
+                return
+            due = min(due, self.answer_due)
+        elif not connection.reading_paused:  # while the client holds it back, the wait is the client's
+            if now - connection.last_read >= limits.read_timeout:
+                future.set_exception(StalledError(f"{url} sent nothing for {limits.read_timeout:g}s"))
+                return
+            due = connection.last_read + limits.read_timeout
+        stalled = connection.write_paused_since
+        if stalled is not None:
+            if now - stalled >= limits.read_timeout:
+                future.set_exception(StalledError(f"{url} took none of the request for {limits.read_timeout:g}s"))
+                return
+            due = min(due, stalled + limits.read_timeout)
+        self.timer = client.loop.call_at(due, self._watch)
+
+    def request_ended(self) -> None:
+        """The client finished sending the request: ``--timeout`` counts from now."""
+        if self.head_seen or self.future is None:
+            return
+        loop = self.client.loop
+        self.answer_due = loop.time() + self.client.proxy.limits.timeout
+        if self.timer is not None and self.timer.when() > self.answer_due:
+            self.timer.cancel()
+            self.timer = loop.call_at(self.answer_due, self._watch)
+
+    # -- Exchange --
+
+    def informational(self, connection: UpstreamConnection) -> None:
+        if connection.status != 100:  # Expect is answered by the proxy itself; 103 and others are relayed
+            self.client.send_informational(self.request, connection.status, self._end_to_end(connection.headers))
+
+    def head(self, connection: UpstreamConnection) -> bool:
+        self.head_seen = True
+        status = connection.status
+        self.status = status
+        request = self.request
+        url = connection.backend.url
+        if self.retry_statuses and status in RETRY_STATUSES:
+            self._fail(DiscardedAnswerError(f"{url} answered {status}"))
+            return False
+        headers = self._end_to_end(connection.headers)
+        client = self.client
+        if status == 101:
+            upgrade = next((value for name, value in connection.headers if name.lower() == b"upgrade"), b"")
+            if not request.upgrade or upgrade.lower() != request.upgrade.lower():
+                self._fail(UpstreamError(f"{url} switched protocols unasked"))
+                return False
+            request.answered = True
+            client.send_head(request, 101, [*headers, (b"connection", b"upgrade"), (b"upgrade", upgrade)], None, True)
+            return True
+        length = next((value for name, value in connection.headers if name.lower() == b"content-length"), None)
+        no_body = request.method == b"HEAD" or status in (204, 304)
+        request.answered = True
+        self.chunked_out = client.send_head(request, status, headers, length, no_body)
+        if self.cache_base is not None and request.method == b"GET" and 200 <= status < 500:
+            self.buffer = []
+            self.upstream_headers = headers
+        return True
+
+    def _end_to_end(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        tokens = _connection_tokens(headers)
+        dropped = _DROPPED_FROM_RESPONSE.union(tokens) if tokens else _DROPPED_FROM_RESPONSE
+        return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+    def body(self, chunk: bytes) -> None:
+        self.client.send_body(self.request, chunk, self.chunked_out)
+        if self.buffer is not None:
+            self.buffer.append(chunk)
+            self.buffered += len(chunk)
+            cache = self.client.proxy.cache
+            if cache is not None and self.buffered > cache.max_entry:
+                self.buffer = None
+
+    def complete(self, keep_alive: bool) -> None:
+        self.client.send_end(self.request, self.chunked_out)
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None:
+        assert self.backend is not None
+        self.switched = True
+        self.client.switch(self.request, connection, self.backend, rest)
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def failed(self, error: BaseException) -> None:
+        self._fail(UpstreamError(str(error) or type(error).__name__))
+
+    def _fail(self, error: BaseException) -> None:
+        future = self.future
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def upload_paused(self) -> None:
+        self.client.upload_paused(self.request)
+
+    def upload_resumed(self) -> None:
+        self.client.upload_resumed(self.request)
+
+
+def log_failure(error: BaseException) -> None:
+    """A bug in serving one request: logged with its traceback (it costs that connection only)."""
+    _log.error("proxy_request_failed", error=describe(error), exc_info=error)

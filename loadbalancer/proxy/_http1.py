@@ -1,0 +1,514 @@
+"""HTTP/1.1 clients: an asyncio protocol with httptools' parser, bounded in bytes and in time.
+
+A request head is held here until it is complete (its blank line seen) and only then given to
+the parser, in one piece: parsing stays linear in the bytes received however the client
+splits them, and a head over ``--max-header-size`` is refused (414 for the request line, 431
+for the head) before the parser holds any of it. A request is forwarded only once its head
+passed every check (``_request.check``); what the proxy refuses is answered in turn, after
+the answers to the requests before it, and ends the connection. Requests on one connection
+are served one at a time, in order (pipelining); reading stops while the backend cannot take
+the body, and the backend is not read while the client cannot take the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httptools
+
+from ._exchange import REASONS, Downstream, log_failure
+from ._proxy import Proxy
+from ._request import Refusal, Request, check
+from ._tunnel import Tunnel
+from ._upstream import Backend, UpstreamConnection
+
+__all__ = ["ClientConnection"]
+
+_HEAD_END = b"\r\n\r\n"
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Why reading from the client is paused (a bit each): reading resumes when no reason is left.
+_PENDING = 1  # a body is waiting for a backend connection
+_UPLOAD = 2  # the backend is not taking the body
+_EARLY = 4  # bytes after an upgrade request, held until the backend switches
+
+
+class _Stop(Exception):
+    """Raised in a parser callback: the request is refused (``ClientConnection.refusal`` says how)."""
+
+
+def _head_ends(data: bytes | bytearray, start: int = 0) -> bool:
+    return data.find(_HEAD_END, start) >= 0 or data.find(b"\n\n", start) >= 0
+
+
+class ClientConnection(Downstream, asyncio.Protocol):
+    """One HTTP/1.1 client connection (or the start of an HTTP/2 one, which it hands over)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.limits = proxy.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = b""
+        self.queue: collections.deque[Request] = collections.deque()
+        self.parsing: Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False  # closed or being closed: nothing more is served or written
+        self.in_head = True  # the next bytes are a request head's (not a body's)
+        self.mid_head = False  # the parser holds the start of a head
+        self.fresh = True  # no head parsed yet: an HTTP/2 preface is looked for
+        self.head_buffer = bytearray()
+        self.tail = b""  # the last bytes given to the parser (a head's end may straddle two reads)
+        self.head_size = 0
+        self.header_count = 0
+        self.refusal: Refusal | None = None
+        self.refused = False  # a refusal is queued: the rest of the input is not read
+        self.manual_body = 0  # body bytes of a request whose upgrade was declined, read past the parser
+        self.upgrading = False  # an upgrade request is out: later bytes wait in ``early``
+        self.early = bytearray()
+        self.tunnel: Tunnel | None = None
+        self.write_paused = False
+        self.blocked_since: float | None = None  # the client took none of the answer since then
+        self.blocked_size = 0
+        self.feeding: UpstreamConnection | None = None  # the backend connection whose answer we relay
+        self.read_pauses = 0
+        self.last_read = 0.0
+
+    # -- asyncio.Protocol --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._hand_over(transport, b"")  # type: ignore[arg-type]
+            return
+        self.transport = transport  # type: ignore[assignment]
+        limit = self.limits.buffer_size
+        self.transport.set_write_buffer_limits(high=limit, low=limit // 4)  # type: ignore[union-attr]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = (peer[0] if isinstance(peer, tuple) else "unknown").encode()
+        if not self.proxy.admit(self):
+            self.closing = True
+            body = b"too many connections\n"
+            transport.write(  # type: ignore[attr-defined]
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
+                % (len(body), body)
+            )
+            transport.close()
+            return
+        self.proxy.heads[self] = self.last_read = self.loop.time()
+
+    def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
+        """The client speaks HTTP/2 (ALPN h2, or h2c with prior knowledge): its own protocol takes over."""
+        from ._h2 import H2Connection
+
+        self.proxy.gone(self)
+        self.closing = True
+        connection = H2Connection(self.proxy)
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        if data:
+            connection.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
+        if self.closing or self.refused:
+            return
+        now = self.last_read = self.loop.time()
+        if self.upgrading:
+            self.early += data
+            if len(self.early) > self.limits.buffer_size:
+                self._pause(_EARLY)
+            return
+        if self.manual_body:
+            data = self._manual_body(data)
+            if not data:
+                return
+        if self.in_head:
+            proxy = self.proxy
+            if self not in proxy.heads:
+                proxy.heads[self] = now
+                proxy.idle.pop(self, None)
+            buffer = self.head_buffer
+            if buffer:
+                seen = len(buffer)
+                buffer += data
+                if not _head_ends(buffer, max(0, seen - 3)):
+                    self._check_head_size()
+                    return
+                data = bytes(buffer)
+                buffer.clear()
+            elif not _head_ends(data) and not (self.mid_head and _head_ends(self.tail + data[:3])):
+                buffer += data
+                self._check_head_size()
+                return
+            if self.fresh and data.startswith(_H2_PREFACE) and self.transport is not None:
+                self._hand_over(self.transport, data)
+                return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self.tail = data[-3:]
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._after_upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            refusal = self.refusal or (400, b"malformed request\n")
+            if self.in_head:
+                self._refuse(refusal)
+            else:
+                self.abort()  # a malformed body: the request is cut, as if the client had gone
+
+    def _check_head_size(self) -> None:
+        buffer = self.head_buffer
+        limit = self.limits.max_header_size
+        if len(buffer) <= limit:
+            return
+        line_end = buffer.find(b"\n")
+        too_long_line = not self.mid_head and (line_end < 0 or line_end > limit)
+        self._refuse((414, b"request line too long\n") if too_long_line else (431, b"request head too large\n"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.proxy.gone(self)
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
+        if self.task is not None:
+            self.task.cancel()  # releases the backend connection and slot it held
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.client_paused()
+        elif self.feeding is not None:
+            self.feeding.pause_reading()
+        if self.transport is not None:
+            self.blocked_since = self.loop.time()
+            self.blocked_size = self.transport.get_write_buffer_size()
+            self.proxy.watched[self] = None
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.blocked_since = None
+        if self.tunnel is not None:
+            self.tunnel.client_resumed()
+        elif self.feeding is not None:
+            self.feeding.resume_reading()
+
+    # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        self.parsing = Request()
+        self.mid_head = True
+        self.head_size = self.header_count = 0
+
+    def on_url(self, url: bytes) -> None:
+        request = self.parsing
+        assert request is not None
+        request.url += url
+        self.head_size += len(url)
+        if len(request.url) > self.limits.max_header_size:
+            self.refusal = (414, b"request line too long\n")
+            raise _Stop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.parsing
+        assert request is not None
+        self.head_size += len(name) + len(value) + 4
+        self.header_count += 1
+        if self.head_size > self.limits.max_header_size or self.header_count > self.limits.max_headers:
+            self.refusal = (431, b"request head too large\n")
+            raise _Stop
+        lowered = name.lower()
+        if lowered == b"host":
+            request.host = value
+            request.hosts += 1
+        elif lowered == b"content-length":
+            request.has_body = value.strip() not in (b"0", b"")
+        elif lowered == b"transfer-encoding":
+            request.chunked = request.has_body = True
+        elif lowered == b"expect":
+            request.expect = value.lower() == b"100-continue"
+        request.headers.append((lowered, value))
+
+    def on_headers_complete(self) -> None:
+        request = self.parsing
+        assert request is not None
+        parser = self.parser
+        request.method = parser.get_method()
+        request.version = parser.get_http_version().encode()
+        request.keep_alive = parser.should_keep_alive()
+        refusal = check(request)
+        if refusal is None and parser.should_upgrade():
+            refusal = self._upgrade(request)
+        if refusal is not None:
+            self.refusal = refusal
+            raise _Stop
+        self.in_head = self.mid_head = self.fresh = False
+        proxy = self.proxy
+        proxy.heads.pop(self, None)
+        self.queue.append(request)
+        if request.has_body:
+            proxy.watched[self] = None  # the body's reads are timed
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+
+    def _upgrade(self, request: Request) -> Refusal | None:
+        """An upgrade request: WebSocket is relayed once the backend switches; any other is declined."""
+        value = next((value for name, value in request.headers if name == b"upgrade"), b"")
+        tokens = [token.strip().lower() for token in value.split(b",")]
+        if b"websocket" in tokens:
+            if request.method != b"GET" or request.version != b"1.1" or request.has_body:
+                return 400, b"a WebSocket handshake is a GET without a body\n"
+            request.upgrade = value.strip()
+            request.keep_alive = False  # the connection becomes a tunnel, or ends after the answer
+            return None
+        # h2c or another protocol: served as plain HTTP/1.1, the parser's pause notwithstanding
+        if request.chunked:
+            return 501, b"a chunked body with an Upgrade header is not served\n"
+        if request.has_body:
+            length = next(value for name, value in request.headers if name == b"content-length")
+            self.manual_body = -int(length)  # negative: armed once the parser stops after the head
+        return None
+
+    def on_body(self, chunk: bytes) -> None:
+        request = self.parsing
+        assert request is not None
+        upstream = request.upstream
+        if upstream is not None:
+            upstream.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if request.chunked else chunk)
+            return
+        request.pending.append(chunk)
+        request.pending_bytes += len(chunk)
+        if request.pending_bytes > self.limits.buffer_size:
+            self._pause(_PENDING)  # resumed when a backend takes the body
+
+    def on_message_complete(self) -> None:
+        if self.manual_body < 0:
+            self.manual_body = -self.manual_body  # the body follows, unparsed: read in _manual_body
+            return
+        request = self.parsing
+        assert request is not None
+        request.body_done = True
+        self.parsing = None
+        self.in_head = True
+        if request.upstream is not None and request.chunked:
+            request.upstream.write(b"0\r\n\r\n")
+        if request.attempt is not None:
+            request.attempt.request_ended()
+
+    def _manual_body(self, data: bytes) -> bytes:
+        """The body of a request whose upgrade was declined (the parser skipped it); the bytes after it."""
+        taken = min(self.manual_body, len(data))
+        if taken:
+            self.on_body(data[:taken])
+        self.manual_body -= taken
+        if not self.manual_body:
+            self.on_message_complete()
+        return data[taken:]
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        request = self.queue[-1] if self.queue else None
+        if request is not None and request.upgrade:
+            self.upgrading = True  # bytes after the handshake wait for the backend's 101
+            self.early += rest
+            return
+        if self.manual_body > 0:
+            rest = self._manual_body(rest)
+        if rest:
+            self.data_received(rest)
+
+    # -- refusing, and the client's waits --
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` after the requests before it, then close; nothing more is read."""
+        self.refused = True
+        self.proxy.heads.pop(self, None)
+        self.head_buffer = bytearray()
+        if self.transport is not None:
+            self.transport.pause_reading()
+        request = Request()
+        request.refusal = refusal
+        request.keep_alive = False
+        request.body_done = True
+        self.parsing = None
+        self.queue.append(request)
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+
+    def head_timed_out(self) -> None:
+        if self.closing or self.refused:
+            return
+        self.proxy.metrics.timeouts.labels("header").inc()
+        if self.head_buffer or self.mid_head:
+            self._refuse((408, b"the request head did not arrive in time\n"))
+        else:
+            self.close()  # a connection that sent nothing: nothing to answer
+
+    def expire(self, now: float) -> bool:
+        limits = self.limits
+        watching = False
+        if self.blocked_since is not None:
+            if now - self.blocked_since >= limits.send_timeout:
+                size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+                if size >= self.blocked_size:
+                    self.proxy.metrics.timeouts.labels("send").inc()
+                    self.abort()
+                    return False
+                self.blocked_since, self.blocked_size = now, size  # it took some: a new wait begins
+            watching = True
+        if self.tunnel is not None:
+            if self.tunnel.expired(now):
+                self.proxy.metrics.timeouts.labels("tunnel").inc()
+                return False
+            return True
+        request = self.parsing
+        if request is not None and not self.in_head and not request.body_done:
+            if not self.read_pauses and now - self.last_read >= limits.body_timeout:
+                self._body_timed_out(request)
+                return False
+            watching = True
+        return watching
+
+    def _body_timed_out(self, request: Request) -> None:
+        self.proxy.metrics.timeouts.labels("body").inc()
+        if request.answered or not self.queue or self.queue[0] is not request:
+            self.abort()
+            return
+        if self.task is not None:
+            self.task.cancel()  # the attempt, if any, lets its backend connection go
+            self.task = None
+        self.queue.clear()
+        self.refused = True
+        request.keep_alive = False
+        self.answer(request, 408, b"the request body did not arrive in time\n")
+        self.close()
+
+    def _pause(self, reason: int) -> None:
+        if not self.read_pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_pauses |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.read_pauses & reason:
+            self.read_pauses &= ~reason
+            if not self.read_pauses and self.transport is not None and not self.refused and not self.closing:
+                self.last_read = self.loop.time()  # the body's idle wait starts again now
+                self.transport.resume_reading()
+
+    # -- serving --
+
+    async def _serve(self) -> None:
+        try:
+            while self.queue and not self.closing:
+                request = self.queue[0]
+                try:
+                    await self.handle(request)
+                except Exception as error:  # a bug must cost this connection only, never a slot or a hang
+                    log_failure(error)
+                    self.abort()
+                    return
+                if self.tunnel is not None:
+                    return
+                if self.queue and self.queue[0] is request:
+                    self.queue.popleft()
+                if not request.keep_alive or not request.body_done or self.proxy.draining:
+                    self.close()  # (a body not read to its end leaves the stream out of step)
+                    return
+        finally:
+            self.task = None
+            idle = self.in_head and not self.mid_head and not self.head_buffer and not self.upgrading
+            if idle and not self.closing and self.tunnel is None:
+                self.proxy.idle[self] = self.loop.time()
+
+    # -- Downstream --
+
+    def attach(self, request: Request, connection: UpstreamConnection) -> None:
+        self.feeding = connection
+        if self.write_paused:
+            connection.pause_reading()
+        if request.expect and request.version == b"1.1" and not request.body_done and not request.pending_bytes:
+            request.expect = False
+            self.write(_CONTINUE)  # in turn: the answers before this one are complete
+        self._resume(_PENDING)
+
+    def detach(self, request: Request) -> None:
+        self.feeding = None
+        self._resume(_UPLOAD)
+
+    def upload_paused(self, request: Request) -> None:
+        self._pause(_UPLOAD)
+
+    def upload_resumed(self, request: Request) -> None:
+        self._resume(_UPLOAD)
+
+    def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
+        assert self.transport is not None
+        tunnel = self.tunnel = Tunnel(self.transport, connection, backend, self.loop, self.limits.read_timeout)
+        self.feeding = None
+        self.upgrading = False
+        if rest:
+            tunnel.from_backend(rest)
+        if self.early:
+            tunnel.from_client(bytes(self.early))
+            self.early = bytearray()
+        self.read_pauses = 0
+        if not self.refused:
+            self.transport.resume_reading()
+        self.queue.clear()
+        self.proxy.watched[self] = None  # the tunnel's idle wait
+
+    def send_head(
+        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
+    ) -> bool:
+        request.answered = True
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        lines += [b"%b: %b\r\n" % pair for pair in headers]
+        chunked = False
+        if status != 101:
+            if length is not None:
+                lines.append(b"content-length: %b\r\n" % length)
+            elif not no_body:
+                if request.version == b"1.1":
+                    lines.append(b"transfer-encoding: chunked\r\n")
+                    chunked = True
+                else:
+                    request.keep_alive = False  # the end of the body is the end of the connection
+            if not request.keep_alive or self.proxy.draining:
+                lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        self.write(b"".join(lines))
+        return chunked
+
+    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if request.version == b"1.1":
+            lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Informational"))]
+            lines += [b"%b: %b\r\n" % pair for pair in headers]
+            self.write(b"".join(lines) + b"\r\n")
+
+    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+        self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+
+    def send_end(self, request: Request, chunked: bool) -> None:
+        if chunked:
+            self.write(b"0\r\n\r\n")
+
+    def write(self, data: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closing and self.transport is not None:
+            self.closing = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
