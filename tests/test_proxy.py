@@ -121,6 +121,7 @@ def test_metrics_count_requests_by_backend_method_and_class(proxy: ProxyProcess,
     assert 'loadbalancer_proxy_requests_total{backend="' in body and 'status="4xx"' in body
     assert "loadbalancer_proxy_upstream_latency_seconds_bucket" in body
     assert "loadbalancer_proxy_active_connections" in body and "loadbalancer_proxy_cache_total" in body
+
     # the library's own figures from both workers' stacks, merged: gauges not doubled, counters summed
     def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return {

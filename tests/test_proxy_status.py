@@ -88,4 +88,3 @@ def test_the_status_page_shows_backends_health_and_requests(
     }
     assert shown[down.address][0].startswith("down: ") and shown[down.address][1] == " bad", dom
     assert shown[up.address] == ("healthy", ""), dom
-

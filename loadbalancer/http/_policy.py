@@ -26,7 +26,6 @@ from ..budget import RetryBudget, budget_of
 __all__ = ["IDEMPOTENT", "RetryPolicy"]
 
 
-
 def _statuses(value: Iterable[int], name: str) -> frozenset[int]:
     found = frozenset(value)
     for status in found:

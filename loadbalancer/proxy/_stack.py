@@ -106,8 +106,9 @@ def build_stack(
         )
     detector: OutlierDetector[Any] | None = None
     if eject_after > 0:
+        eject_panic = 50.0 if panic_threshold is None else panic_threshold  # OutlierDetector's default
         detector = OutlierDetector(
-            top, consecutive_failures=eject_after, base_ejection_time=10.0, panic_threshold=50.0 if panic_threshold is None else panic_threshold
+            top, consecutive_failures=eject_after, base_ejection_time=10.0, panic_threshold=eject_panic
         )
         top = detector
     return Stack(BALANCERS[balancer](top), backends, top, checker, detector)
