@@ -29,7 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from ._exchange import Downstream, log_failure
-from ._proxy import Proxy
+from ._proxy import Proxy, reset
 from ._request import Request, check
 from ._upstream import Backend, UpstreamConnection
 
@@ -520,7 +520,7 @@ class H2Connection(Downstream, asyncio.Protocol):
     def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
-            self.transport.abort()
+            reset(self.transport)
 
 
 def _request_from(headers: list[tuple[bytes, bytes]], max_headers: int) -> Request:

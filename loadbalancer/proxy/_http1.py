@@ -18,7 +18,7 @@ import collections
 import httptools
 
 from ._exchange import REASONS, Downstream, log_failure
-from ._proxy import Proxy
+from ._proxy import Proxy, reset
 from ._request import Refusal, Request, check
 from ._tunnel import Tunnel
 from ._upstream import Backend, UpstreamConnection
@@ -511,4 +511,4 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
-            self.transport.abort()
+            reset(self.transport)

@@ -11,13 +11,31 @@ order, oldest first, so the sweep stops at the first that is not due, and so tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Any, Protocol
 
 from ._cache import Cache
 from ._limits import Limits
 from ._metrics import Metrics
 
-__all__ = ["Connection", "Proxy"]
+__all__ = ["Connection", "Proxy", "reset"]
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Abort a client's connection with a reset: what the kernel still holds for it is dropped at once.
+
+    A plain close would leave a client that reads nothing owning the socket's send buffer
+    (megabytes) for as long as the kernel keeps retrying.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    transport.abort()
 
 
 class Connection(Protocol):

@@ -1,0 +1,139 @@
+"""A backend that misbehaves on purpose, for the proxy's limit tests: raw sockets on 127.0.0.1, in a thread.
+
+Paths:
+- ``/echo...``: 200, JSON of what arrived (method, path, headers, body) after reading the body;
+- ``/bytes/<n>``: 200 with ``n`` bytes, written as fast as the proxy takes them (``written`` counts);
+- ``/early``: ``103 Early Hints`` with a ``Link``, then ``200 ok``;
+- ``/stall``: a head promising 10 bytes, 2 of them, then nothing;
+- ``/slow/<seconds>``: 200 after that long;
+- ``/sink``: reads none of the body and never answers;
+- ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased.
+``seen`` counts requests by ``METHOD path``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import threading
+import time
+
+
+class RawBackend:
+    """One listening socket; a thread per connection (keep-alive)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.seen: collections.Counter[str] = collections.Counter()
+        self.written = 0
+        self._lock = threading.Lock()
+        self._closing = False
+        self._sockets: list[socket.socket] = []
+
+    def __enter__(self) -> RawBackend:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing = True
+        self.listener.close()
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            return self.seen[key]
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self._sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+                lowered = {name.lower(): value for name, value in headers}
+                with self._lock:
+                    self.seen[f"{method} {path}"] += 1
+                if path == "/sink":
+                    time.sleep(3600)
+                    return
+                length = int(lowered.get("content-length", "0"))
+                while len(buffer) < length:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                body, buffer = buffer[:length], buffer[length:]
+                if not self._answer(sock, method, path, headers, body, buffer):
+                    return
+        except OSError:
+            return
+        finally:
+            sock.close()
+
+    def _answer(
+        self, sock: socket.socket, method: str, path: str, headers: list[tuple[str, ...]], body: bytes, rest: bytes
+    ) -> bool:
+        """Answer one request; False when the connection is done."""
+        if path.startswith("/bytes/"):
+            total = int(path.rsplit("/", 1)[1])
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % total)
+            block = b"x" * (1 << 20)
+            while total:
+                piece = block[: min(total, len(block))]
+                sock.sendall(piece)
+                with self._lock:
+                    self.written += len(piece)
+                total -= len(piece)
+            return True
+        if path == "/early":
+            sock.sendall(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            )
+            return True
+        if path == "/stall":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
+            time.sleep(3600)
+            return False
+        if path.startswith("/slow/"):
+            time.sleep(float(path.rsplit("/", 1)[1]))
+        if path == "/ws":
+            sock.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                b"sec-websocket-accept: test\r\n\r\n"
+            )
+            if rest:
+                sock.sendall(rest.upper())
+            while chunk := sock.recv(65536):
+                sock.sendall(chunk.upper())
+            return False
+        answer = json.dumps(
+            {"method": method, "path": path, "headers": [list(pair) for pair in headers], "body": body.decode()}
+        ).encode()
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (len(answer), answer)
+        )
+        return True

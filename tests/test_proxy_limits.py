@@ -1,0 +1,350 @@
+"""``loadbalancer proxy`` facing careless and hostile HTTP/1.1 clients: every wait ends, every buffer is bounded.
+
+The proxy runs as a user runs it (a child process, one worker so that its memory can be
+read); the backend (``tests.raw_backend``) misbehaves on purpose; the clients are raw sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .helpers import eventually
+from .proxy_clients import ask, children, connect, read_until, read_until_closed, rss, settled, status_of
+from .proxy_fixtures import ProxyProcess
+from .raw_backend import RawBackend
+
+pytestmark = pytest.mark.server
+
+MIB = 1 << 20
+STRICT = [
+    "--header-timeout", "1", "--body-timeout", "1", "--send-timeout", "1", "--read-timeout", "2", "--timeout", "1",
+    "--max-header-size", "8k", "--max-headers", "20", "--health-path", "none",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[RawBackend]:
+    with RawBackend() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def strict(backend: RawBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """A proxy with short waits and an 8 KiB head limit."""
+    args = ["-b", f"http://{backend.address}", *STRICT]
+    with ProxyProcess(args, tmp_path_factory.mktemp("strict"), workers=1) as proxy:
+        yield proxy
+
+
+def worker(proxy: ProxyProcess) -> int:
+    assert proxy.process is not None
+    (pid,) = children(proxy.process.pid)
+    return pid
+
+
+def get(path: str, host: bytes = b"a") -> bytes:
+    return b"GET %b HTTP/1.1\r\nHost: %b\r\nConnection: close\r\n\r\n" % (path.encode(), host)
+
+
+def body_of(answer: bytes) -> dict[str, object]:
+    document: dict[str, object] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return document
+
+
+# -- the head -----------------------------------------------------------------------------------
+
+
+def test_request_line_and_head_over_the_limits_are_refused_unforwarded(
+    strict: ProxyProcess, backend: RawBackend
+) -> None:
+    long_path = "/echo/" + "a" * 9000
+    assert status_of(ask(strict.port, get(long_path))) == 414
+    big_header = b"GET /echo/big HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    assert status_of(ask(strict.port, big_header)) == 431
+    many = b"GET /echo/many HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(25)) + b"\r\n"
+    assert status_of(ask(strict.port, many)) == 431
+    both = b"GET /echo/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    assert status_of(ask(strict.port, both)) == 414  # the line is judged first
+    split_line = connect(strict.port)  # a line trickled in pieces is measured the same way
+    with split_line:
+        for _ in range(12):
+            split_line.sendall(b"GET /echo/" + b"a" * 800)
+        assert status_of(read_until_closed(split_line)) == 414
+    assert backend.count(f"GET {long_path}") == backend.count("GET /echo/big") == backend.count("GET /echo/many") == 0
+    assert status_of(ask(strict.port, get("/echo/fine"))) == 200
+
+
+def test_an_endless_header_is_cut_off_and_costs_no_memory(strict: ProxyProcess) -> None:
+    pid = worker(strict)
+    before = rss(pid)
+    with connect(strict.port) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 256 * MIB:  # the proxy answers and closes long before
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        answer = read_until_closed(sock)
+    assert status_of(answer) == 431 and sent < 64 * MIB
+    assert rss(pid) - before < 16 * MIB
+    assert status_of(ask(strict.port, get("/echo/after"))) == 200
+
+
+def test_host_is_checked_and_an_absolute_target_rewritten(strict: ProxyProcess, backend: RawBackend) -> None:
+    for head in (
+        b"GET /echo/h1 HTTP/1.1\r\nHost: evil/x\r\n\r\n",
+        b"GET /echo/h1 HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET /echo/h1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /echo/h1 HTTP/1.1\r\n\r\n",
+        b"GET echo/h1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ):
+        assert status_of(ask(strict.port, head)) == 400, head
+    assert backend.count("GET /echo/h1") == 0
+    old = ask(strict.port, b"GET /echo/h10 HTTP/1.0\r\n\r\n")  # HTTP/1.0 may go without a Host
+    assert status_of(old) == 200
+    absolute = ask(
+        strict.port, b"GET http://Example.COM:8080/echo/abs?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
+    )
+    seen = body_of(absolute)
+    headers = {name.lower(): value for name, value in seen["headers"]}  # type: ignore[union-attr]
+    assert seen["path"] == "/echo/abs?q=1" and headers["host"] == "Example.COM:8080"
+
+
+# -- upgrades -------------------------------------------------------------------------------------
+
+
+def test_connect_and_refused_upgrades_never_reach_a_backend(strict: ProxyProcess, backend: RawBackend) -> None:
+    connect_answer = ask(strict.port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert status_of(connect_answer) == 405
+    for _ in range(10):
+        refused = ask(
+            strict.port,
+            b"DELETE /echo/ws-delete HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        assert status_of(refused) == 400
+    assert backend.count("DELETE /echo/ws-delete") == 0 and backend.count("CONNECT example.com:443") == 0
+
+
+def test_an_h2c_upgrade_is_served_as_plain_http1(strict: ProxyProcess, backend: RawBackend) -> None:
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+    for n in range(10):
+        answer = ask(
+            strict.port, b"DELETE /echo/h2c-%d HTTP/1.1\r\nHost: a\r\n%bConnection: close\r\n\r\n" % (n, upgrade)
+        )
+        assert status_of(answer) == 200
+    assert sum(backend.count(f"DELETE /echo/h2c-{n}") for n in range(10)) == 10
+    with connect(strict.port) as sock:  # a body after the head, then a pipelined request: both served
+        sock.sendall(
+            b"POST /echo/h2c-post HTTP/1.1\r\nHost: a\r\n%bContent-Length: 5\r\n\r\nhello" % upgrade
+            + b"GET /echo/next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        answers = read_until_closed(sock)
+    assert answers.count(b"HTTP/1.1 200") == 2 and b'"body": "hello"' in answers and b"/echo/next" in answers
+
+
+def test_a_websocket_is_relayed_both_ways_and_closed_when_idle(strict: ProxyProcess) -> None:
+    handshake = (
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with connect(strict.port) as sock:
+        sock.sendall(handshake + b"early")  # bytes right after the handshake wait for the backend's 101
+        head = read_until(sock, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101") and b"upgrade: websocket" in head.lower()
+        got = head.split(b"\r\n\r\n", 1)[1]
+        while len(got) < 5:
+            got += sock.recv(100)
+        assert got == b"EARLY"
+        for word in (b"hello", b"again"):
+            sock.sendall(word)
+            assert read_until(sock, word.upper()) == word.upper()
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""  # --read-timeout 2: nothing moved, the tunnel closes
+        assert time.monotonic() - started < 10
+
+
+# -- waits -----------------------------------------------------------------------------------------
+
+
+def test_a_partial_head_gets_408_and_a_silent_connection_is_closed(strict: ProxyProcess) -> None:
+    with connect(strict.port) as sock:
+        sock.sendall(b"GET /echo/slow-head HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        for _ in range(40):  # one byte every 0.1 s: the head never ends within --header-timeout 1
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.1)
+        answer = read_until_closed(sock)
+    assert status_of(answer) == 408
+    with connect(strict.port) as silent:
+        assert read_until_closed(silent) == b""
+
+
+def test_a_body_that_stops_gets_408(strict: ProxyProcess, backend: RawBackend) -> None:
+    with connect(strict.port) as sock:
+        sock.sendall(b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        answer = read_until_closed(sock)
+    assert status_of(answer) == 408
+
+
+def test_the_timeout_counts_from_the_end_of_the_request(strict: ProxyProcess) -> None:
+    with connect(strict.port) as sock:  # 2 s of upload under --timeout 1: served
+        sock.sendall(b"POST /echo/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+        for piece in (b"01", b"23", b"45", b"67", b"89"):
+            time.sleep(0.4)
+            sock.sendall(piece)
+        answer = read_until_closed(sock)
+    assert status_of(answer) == 200 and body_of(answer)["body"] == "0123456789"
+    assert status_of(ask(strict.port, get("/slow/3"))) == 504
+
+
+def test_a_backend_that_stalls_after_its_head_is_given_up(strict: ProxyProcess) -> None:
+    started = time.monotonic()
+    answer = ask(strict.port, get("/stall"))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\nab")  # cut: 2 of 10 bytes
+    assert time.monotonic() - started < 15
+
+
+def test_a_client_that_reads_nothing_is_closed_and_its_backend_connection_freed(
+    backend: RawBackend, tmp_path: Path
+) -> None:
+    args = ["-b", f"http://{backend.address}", "-n", "1", "--send-timeout", "1", "--health-path", "none"]
+    with ProxyProcess(args, tmp_path, workers=1) as proxy:
+        with connect(proxy.port) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(get("/bytes/268435456"))
+            assert read_until_closed_slowly(sock) < 268435456  # closed by the proxy, unread
+        assert status_of(ask(proxy.port, get("/echo/after-send-timeout"))) == 200  # -n 1: the slot came back
+
+
+def read_until_closed_slowly(sock: socket.socket) -> int:
+    """Wait, reading nothing, for the proxy to close; then count what had arrived."""
+    eventually(lambda: _tcp_state(sock) in (_TCP_CLOSE, _TCP_CLOSE_WAIT), 30, "the proxy to close the connection")
+    total = 0
+    sock.settimeout(5)
+    try:
+        while chunk := sock.recv(MIB):
+            total += len(chunk)
+    except OSError:
+        pass
+    return total
+
+
+_TCP_CLOSE, _TCP_CLOSE_WAIT = 7, 8
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The socket's TCP state (Linux ``tcp_info.tcpi_state``): the peer's FIN or RST shows without a read."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+# -- framing ---------------------------------------------------------------------------------------
+
+
+def test_pipelined_answers_come_in_order_and_each_complete(strict: ProxyProcess) -> None:
+    broken = ask(strict.port, b"GET /slow/0.3 HTTP/1.1\r\nHost: a\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
+    first = broken.partition(b"\r\n\r\n")[0]
+    assert first.startswith(b"HTTP/1.1 200") and b"content-length: 0" not in first.lower()
+    assert broken.count(b"HTTP/1.1 ") == 2 and broken.index(b"HTTP/1.1 400") > broken.index(b"HTTP/1.1 200")
+    with connect(strict.port) as sock:
+        sock.sendall(
+            b"GET /slow/0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo/continued HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        before = read_until(sock, b"100 Continue\r\n\r\n")
+        assert before.index(b"HTTP/1.1 200") < before.index(b"HTTP/1.1 100")  # not inside the first answer
+        sock.sendall(b"body")
+        rest = read_until_closed(sock)
+    assert status_of(rest) == 200 and b'"body": "body"' in rest
+    old = ask(
+        strict.port, b"POST /echo/old HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    assert b"100 Continue" not in old and status_of(old) == 200
+
+
+def test_early_hints_are_relayed_and_the_final_answer_kept(strict: ProxyProcess) -> None:
+    answer = ask(strict.port, get("/early"))
+    assert answer.startswith(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200")
+    assert answer.endswith(b"ok")
+    old = ask(strict.port, b"GET /early HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert old.startswith(b"HTTP/1.1 200") and old.endswith(b"ok")  # 1xx is not for HTTP/1.0
+
+
+# -- memory and connections ------------------------------------------------------------------------
+
+
+def test_a_stalled_reader_costs_the_proxy_a_bounded_buffer(backend: RawBackend, tmp_path: Path) -> None:
+    with ProxyProcess(["-b", f"http://{backend.address}", "--health-path", "none"], tmp_path, workers=1) as proxy:
+        pid = worker(proxy)
+        assert status_of(ask(proxy.port, get("/echo/warm"))) == 200
+        before = rss(pid)
+        start = backend.written
+        total = 400 * MIB
+        with connect(proxy.port, timeout=60) as sock:
+            sock.sendall(get(f"/bytes/{total}"))
+            sent = settled(lambda: backend.written) - start  # the backend blocked: the proxy stopped reading it
+            grown = rss(pid) - before
+            assert sent < 64 * MIB, sent  # only the sockets' buffers hold the rest
+            assert grown < 16 * MIB, grown
+            received = 0
+            while received < total + 30:
+                chunk = sock.recv(4 * MIB)
+                if not chunk:
+                    break
+                received += len(chunk)
+        assert received > total  # head + every byte, once the client read
+
+
+def test_past_max_connections_partial_heads_are_shed_first(backend: RawBackend, tmp_path: Path) -> None:
+    args = ["-b", f"http://{backend.address}", "--health-path", "none", "--max-connections", "20"]
+    with ProxyProcess(args, tmp_path, workers=1) as proxy:
+        idle = [connect(proxy.port) for _ in range(5)]
+        for n, sock in enumerate(idle):
+            sock.sendall(b"GET /echo/idle-%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
+            read_until(sock, b"}")
+        slow = [connect(proxy.port) for _ in range(40)]
+        for sock in slow:
+            sock.sendall(b"GET /echo/slow HTTP/1.1\r\nHost: a\r\nX-Never: ")
+        assert status_of(ask(proxy.port, get("/echo/newcomer"))) == 200
+        for n, sock in enumerate(idle):  # kept: the partial heads went first
+            sock.sendall(b"GET /echo/idle-again-%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
+            assert read_until(sock, b"}").startswith(b"HTTP/1.1 200")
+        shed = 0
+        for sock in slow:
+            sock.settimeout(10)
+            try:
+                shed += sock.recv(10) == b""
+            except OSError:
+                shed += 1
+        assert shed >= 20
+        for sock in idle + slow:
+            sock.close()
+
+
+def test_slowloris_connections_do_not_starve_other_clients(backend: RawBackend, tmp_path: Path) -> None:
+    args = ["-b", f"http://{backend.address}", "--health-path", "none", "--header-timeout", "2"]
+    with ProxyProcess(args, tmp_path, workers=1) as proxy:
+        sockets = []
+        for _ in range(1000):
+            sock = connect(proxy.port)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            sockets.append(sock)
+        served = 0
+        for n in range(20):  # others are served while they hang on
+            served += requests.get(f"{proxy.url}/echo/normal-{n}", timeout=10).status_code == 200
+        assert served == 20
+        for sock in sockets:  # --header-timeout 2: every one of them is answered 408 and closed
+            sock.settimeout(20)
+            assert status_of(read_until_closed(sock)) == 408
+            sock.close()
