@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from .daemon import free_tcp_port
+from .daemon import free_tcp_port, missing
 from .http_fixtures import ROOT
 
 _LISTENING = re.compile(r"listening on (\w+)://[^:]+:(\d+)")
@@ -27,8 +28,10 @@ class ProxyProcess:
         workers: int = 2,
         metrics: bool = True,
         env: dict[str, str] | None = None,
+        umask: int = -1,
     ) -> None:
         self.env = None if env is None else {**os.environ, **env}
+        self.umask = umask
         self.socket = str(directory / f"proxy-{id(self)}.sock")
         self.metrics_port = free_tcp_port() if metrics else 0
         self.command = [
@@ -42,7 +45,13 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         self.process = subprocess.Popen(
-            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+            self.command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            umask=self.umask,
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True).start()
@@ -70,6 +79,7 @@ class ProxyProcess:
             sock.settimeout(10)
             sock.connect(self.socket)
             sock.sendall(text.encode())
+            sock.shutdown(socket.SHUT_WR)  # as `printf ... | nc -U` does: the proxy sees where the input ends
             answer = b""
             while chunk := sock.recv(4096):
                 answer += chunk
@@ -79,6 +89,11 @@ class ProxyProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(30)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -99,3 +114,16 @@ class ProxyProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
+    if shutil.which("openssl") is None:
+        missing("openssl is not installed (Debian: openssl)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -8,7 +8,6 @@ import http.client
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -24,10 +23,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .daemon import free_tcp_port, missing
+from .daemon import free_tcp_port
 from .helpers import eventually
 from .http_fixtures import HttpBackend, running, under_load
-from .proxy_fixtures import ProxyProcess
+from .proxy_fixtures import ProxyProcess, certificate
 
 pytestmark = pytest.mark.server
 
@@ -307,19 +306,6 @@ def test_a_failed_connect_goes_to_another_backend_and_none_reachable_is_502(tmp_
         assert all(get(f"{proxy.url}/echo").status_code == 200 for _ in range(6))
         assert proxy.admin(dead + "\n").startswith("ok")
         eventually(lambda: get(f"{proxy.url}/echo").status_code == 502, 10, "only the dead one")
-
-
-def certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
-    if shutil.which("openssl") is None:
-        missing("openssl is not installed (Debian: openssl)")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls_termination_with_a_generated_certificate(tmp_path: Path) -> None:
