@@ -14,7 +14,8 @@ import asyncio
 import http
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .._httpspec import IDEMPOTENT, RETRY_STATUSES
 from .._log import get_logger
@@ -56,10 +57,9 @@ class FailedAnswerError(Exception):
     """The backend answered 5xx (relayed to the client): counts as its failure for ejection and feedback."""
 
 
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    return [
-        token.strip().lower() for name, value in headers if name.lower() == b"connection" for token in value.split(b",")
-    ]
+def _dropped(base: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
+    """``base`` and the headers a Connection header names (hop-by-hop too)."""
+    return base.union([token.strip().lower() for token in connection.split(b",")])
 
 
 class Downstream:
@@ -107,14 +107,17 @@ class Downstream:
 
     # -- serving ------------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> None:
-        """Answer ``request``: from the cache, or from a backend with the retries the rules allow."""
+    def handle(self, request: Request) -> Coroutine[Any, Any, None] | None:
+        """Answer ``request`` from the cache or refuse it (None), or the coroutine forwarding it to a backend.
+
+        Not a coroutine itself: most requests need one level of coroutine, not two.
+        """
         proxy = self.proxy
         if request.refusal is not None:
             status, body = request.refusal
             self.answer(request, status, body)
             proxy.metrics.rejected.labels(str(status)).inc()
-            return
+            return None
         cache = proxy.cache
         cache_base: bytes | None = None
         lookup: dict[bytes, bytes] = {}
@@ -129,8 +132,8 @@ class Downstream:
                 if entry is not None:
                     self._send_cached(request, entry)
                     proxy.metrics.answered("cache", request.method.decode(), entry.status)
-                    return
-        await self._forward(request, cache_base, lookup)
+                    return None
+        return self._forward(request, cache_base, lookup)
 
     async def _forward(self, request: Request, cache_base: bytes | None, lookup: dict[bytes, bytes]) -> None:
         proxy = self.proxy
@@ -244,14 +247,19 @@ class Attempt:
         loop = client.loop
         future = self.future = loop.create_future()
         self.connection = connection
-        limits = client.proxy.limits
+        proxy = client.proxy
         started = loop.time()
         if request.body_done:
-            self.answer_due = started + limits.timeout
-        self.timer = loop.call_at(min(self.answer_due, started + limits.read_timeout), self._watch)
+            self.answer_due = started + proxy.limits.timeout
+            self.timer = loop.call_at(started + proxy.first_wait, self._watch)
+        else:
+            self.timer = loop.call_at(started + proxy.limits.read_timeout, self._watch)
         completed = False
         try:
-            connection.start(self, self._request_head(backend) + b"".join(self._pending()), request.method == b"HEAD")
+            head = self._request_head(backend)
+            connection.start(
+                self, head + b"".join(self._pending()) if request.pending else head, request.method == b"HEAD"
+            )
             request.attempt = self
             if request.body_done:
                 if request.chunked and request.has_body:
@@ -272,9 +280,9 @@ class Attempt:
                     connection.exchange = None
                     connection.close()
                 backend.release(connection)
-        proxy = client.proxy
-        proxy.observe(str(backend), loop.time() - started)
-        proxy.metrics.answered(str(backend), request.method.decode(), self.status)
+        name = str(backend)
+        proxy.observe(name, loop.time() - started)
+        proxy.metrics.answered(name, request.method.decode(), self.status)
         if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
             proxy.cache.store(self.cache_base, self.lookup, self.status, self.upstream_headers, b"".join(self.buffer))
         if self.status >= 500:
@@ -290,8 +298,7 @@ class Attempt:
     def _request_head(self, backend: Backend) -> bytes:
         request = self.request
         client = self.client
-        tokens = _connection_tokens(request.headers)
-        dropped = _DROPPED_FROM_REQUEST.union(tokens) if tokens else _DROPPED_FROM_REQUEST
+        dropped = _dropped(_DROPPED_FROM_REQUEST, request.connection) if request.connection else _DROPPED_FROM_REQUEST
         lines = [b"%b %b HTTP/1.1\r\n" % (request.method, request.url)]
         forwarded_for = client.client_ip
         host = request.host or backend.host_header
@@ -360,7 +367,7 @@ class Attempt:
 
     def informational(self, connection: UpstreamConnection) -> None:
         if connection.status != 100:  # Expect is answered by the proxy itself; 103 and others are relayed
-            self.client.send_informational(self.request, connection.status, self._end_to_end(connection.headers))
+            self.client.send_informational(self.request, connection.status, self._end_to_end(connection))
 
     def head(self, connection: UpstreamConnection) -> bool:
         self.head_seen = True
@@ -371,17 +378,17 @@ class Attempt:
         if self.retry_statuses and status in RETRY_STATUSES:
             self._fail(DiscardedAnswerError(f"{url} answered {status}"))
             return False
-        headers = self._end_to_end(connection.headers)
+        headers = self._end_to_end(connection)
         client = self.client
         if status == 101:
-            upgrade = next((value for name, value in connection.headers if name.lower() == b"upgrade"), b"")
+            upgrade = connection.upgrade
             if not request.upgrade or upgrade.lower() != request.upgrade.lower():
                 self._fail(UpstreamError(f"{url} switched protocols unasked"))
                 return False
             request.answered = True
             client.send_head(request, 101, [*headers, (b"connection", b"upgrade"), (b"upgrade", upgrade)], None, True)
             return True
-        length = next((value for name, value in connection.headers if name.lower() == b"content-length"), None)
+        length = connection.length
         no_body = request.method == b"HEAD" or status in (204, 304)
         request.answered = True
         self.chunked_out = client.send_head(request, status, headers, length, no_body)
@@ -390,10 +397,11 @@ class Attempt:
             self.upstream_headers = headers
         return True
 
-    def _end_to_end(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        tokens = _connection_tokens(headers)
-        dropped = _DROPPED_FROM_RESPONSE.union(tokens) if tokens else _DROPPED_FROM_RESPONSE
-        return [(name, value) for name, value in headers if name.lower() not in dropped]
+    @staticmethod
+    def _end_to_end(connection: UpstreamConnection) -> list[tuple[bytes, bytes]]:
+        tokens = connection.connection
+        dropped = _dropped(_DROPPED_FROM_RESPONSE, tokens) if tokens else _DROPPED_FROM_RESPONSE
+        return [pair for pair, name in zip(connection.headers, connection.names, strict=True) if name not in dropped]
 
     def body(self, chunk: bytes) -> None:
         self.client.send_body(self.request, chunk, self.chunked_out)

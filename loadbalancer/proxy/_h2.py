@@ -217,7 +217,9 @@ class H2Connection(Downstream, asyncio.Protocol):
 
     async def _serve(self, stream: _Stream) -> None:
         try:
-            await self.handle(stream.request)
+            forwarding = self.handle(stream.request)
+            if forwarding is not None:
+                await forwarding
         except Exception as error:  # a bug costs this stream only
             log_failure(error)
             self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)

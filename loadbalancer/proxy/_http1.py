@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 import httptools
 
@@ -28,6 +29,8 @@ __all__ = ["ClientConnection"]
 _HEAD_END = b"\r\n\r\n"
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TOO_LARGE = (431, b"request head too large\n")
+_NOTED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"})
 
 # Why reading from the client is paused (a bit each): reading resumes when no reason is left.
 _PENDING = 1  # a body is waiting for a backend connection
@@ -49,6 +52,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.limits = proxy.limits
+        self.max_head = proxy.limits.max_header_size
+        self.max_headers = proxy.limits.max_headers
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -57,13 +62,14 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.parsing: Request | None = None
         self.task: asyncio.Task[None] | None = None
         self.closing = False  # closed or being closed: nothing more is served or written
+        self.divert: Callable[[bytes], None] | None = None  # where bytes go when not to the parser
         self.in_head = True  # the next bytes are a request head's (not a body's)
         self.mid_head = False  # the parser holds the start of a head
         self.fresh = True  # no head parsed yet: an HTTP/2 preface is looked for
         self.head_buffer = bytearray()
         self.tail = b""  # the last bytes given to the parser (a head's end may straddle two reads)
         self.head_size = 0
-        self.header_count = 0
+        self.known_host = b"\0"  # the Host of the last request found valid
         self.refusal: Refusal | None = None
         self.refused = False  # a refusal is queued: the rest of the input is not read
         self.manual_body = 0  # body bytes of a request whose upgrade was declined, read past the parser
@@ -91,6 +97,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.client_ip = (peer[0] if isinstance(peer, tuple) else "unknown").encode()
         if not self.proxy.admit(self):
             self.closing = True
+            self.divert = self._ignore
             body = b"too many connections\n"
             transport.write(  # type: ignore[attr-defined]
                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
@@ -98,7 +105,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
             )
             transport.close()
             return
-        self.proxy.heads[self] = self.last_read = self.loop.time()
+        self.proxy.heads[self] = self.last_read = self.proxy.now
 
     def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
         """The client speaks HTTP/2 (ALPN h2, or h2c with prior knowledge): its own protocol takes over."""
@@ -106,6 +113,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
 
         self.proxy.gone(self)
         self.closing = True
+        self.divert = self._ignore
         connection = H2Connection(self.proxy)
         transport.set_protocol(connection)
         connection.connection_made(transport)
@@ -113,46 +121,26 @@ class ClientConnection(Downstream, asyncio.Protocol):
             connection.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
-            self.tunnel.from_client(data)
+        divert = self.divert
+        if divert is not None:
+            divert(data)
             return
-        if self.closing or self.refused:
-            return
-        now = self.last_read = self.loop.time()
-        if self.upgrading:
-            self.early += data
-            if len(self.early) > self.limits.buffer_size:
-                self._pause(_EARLY)
-            return
-        if self.manual_body:
-            data = self._manual_body(data)
-            if not data:
-                return
         if self.in_head:
-            proxy = self.proxy
-            if self not in proxy.heads:
-                proxy.heads[self] = now
-                proxy.idle.pop(self, None)
-            buffer = self.head_buffer
-            if buffer:
-                seen = len(buffer)
-                buffer += data
-                if not _head_ends(buffer, max(0, seen - 3)):
-                    self._check_head_size()
+            # find(), not `in`: `bytes in bytes` first tries the operand as an int, an exception dearer than the search
+            if self.head_buffer or (data.find(_HEAD_END) < 0 and data.find(b"\n\n") < 0):
+                proxy = self.proxy
+                if self not in proxy.heads:
+                    proxy.heads[self] = proxy.now
+                whole = self._gather_head(data)
+                if whole is None:
                     return
-                data = bytes(buffer)
-                buffer.clear()
-            elif not _head_ends(data) and not (self.mid_head and _head_ends(self.tail + data[:3])):
-                buffer += data
-                self._check_head_size()
-                return
+                data = whole
             if self.fresh and data.startswith(_H2_PREFACE) and self.transport is not None:
                 self._hand_over(self.transport, data)
                 return
-        self._feed(data)
-
-    def _feed(self, data: bytes) -> None:
-        self.tail = data[-3:]
+            self.proxy.idle.pop(self, None)
+        else:
+            self.last_read = self.proxy.now
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -163,6 +151,44 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 self._refuse(refusal)
             else:
                 self.abort()  # a malformed body: the request is cut, as if the client had gone
+        if self.mid_head:  # the next head began in this read: its wait begins
+            self.tail = data[-3:]
+            if self not in self.proxy.heads:
+                self.proxy.heads[self] = self.proxy.now
+
+    def _gather_head(self, data: bytes) -> bytes | None:
+        """Hold a head's bytes until its end is seen: the head then, whole (None until then)."""
+        buffer = self.head_buffer
+        if not buffer and self.mid_head and _head_ends(self.tail + data[:3]):
+            return data  # the end straddles this read and the one the parser has
+        seen = len(buffer)
+        buffer += data
+        if not _head_ends(buffer, max(0, seen - 3)):
+            self._check_head_size()
+            return None
+        whole = bytes(buffer)
+        buffer.clear()
+        return whole
+
+    # -- where bytes go when not to the parser (``divert``) --
+
+    def _ignore(self, data: bytes) -> None:
+        """Closing, or refused: the rest of the input is not read."""
+
+    def _early(self, data: bytes) -> None:
+        """After a WebSocket handshake: held until the backend switches protocols."""
+        self.early += data
+        if len(self.early) > self.limits.buffer_size:
+            self._pause(_EARLY)
+
+    def _declined_body(self, data: bytes) -> None:
+        """The body of a request whose upgrade was declined (the parser skipped it)."""
+        rest = self._manual_body(data)
+        if rest:
+            self.data_received(rest)
+
+    def _stop_reading(self) -> None:
+        self.divert = self._ignore
 
     def _check_head_size(self) -> None:
         buffer = self.head_buffer
@@ -171,10 +197,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
             return
         line_end = buffer.find(b"\n")
         too_long_line = not self.mid_head and (line_end < 0 or line_end > limit)
-        self._refuse((414, b"request line too long\n") if too_long_line else (431, b"request head too large\n"))
+        self._refuse((414, b"request line too long\n") if too_long_line else _TOO_LARGE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.divert = self._ignore
         self.proxy.gone(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
@@ -206,47 +233,59 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.parsing = Request()
         self.mid_head = True
-        self.head_size = self.header_count = 0
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         request = self.parsing
         assert request is not None
         request.url += url
-        self.head_size += len(url)
-        if len(request.url) > self.limits.max_header_size:
-            self.refusal = (414, b"request line too long\n")
-            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Sizes are judged at the head's end: a head reaches the parser whole, so one read bounds it.
         request = self.parsing
         assert request is not None
-        self.head_size += len(name) + len(value) + 4
-        self.header_count += 1
-        if self.head_size > self.limits.max_header_size or self.header_count > self.limits.max_headers:
-            self.refusal = (431, b"request head too large\n")
-            raise _Stop
+        self.head_size += len(name) + len(value)
         lowered = name.lower()
-        if lowered == b"host":
-            request.host = value
-            request.hosts += 1
-        elif lowered == b"content-length":
-            request.has_body = value.strip() not in (b"0", b"")
-        elif lowered == b"transfer-encoding":
-            request.chunked = request.has_body = True
-        elif lowered == b"expect":
-            request.expect = value.lower() == b"100-continue"
         request.headers.append((lowered, value))
+        if lowered in _NOTED:
+            if lowered == b"host":
+                request.host = value
+                request.hosts += 1
+            elif lowered == b"content-length":
+                request.has_body = value.strip() not in (b"0", b"")
+            elif lowered == b"transfer-encoding":
+                request.chunked = request.has_body = True
+            elif lowered == b"connection":
+                request.connection = value if not request.connection else request.connection + b"," + value
+            elif lowered == b"upgrade":
+                request.upgrade = value  # kept only if the parser sees an upgrade asked for (_upgrade)
+            else:
+                request.expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         request = self.parsing
         assert request is not None
+        count = len(request.headers)
+        if count > self.max_headers or self.head_size + 4 * count + len(request.url) > self.max_head:
+            self.refusal = (414, b"request line too long\n") if len(request.url) > self.max_head else _TOO_LARGE
+            raise _Stop
         parser = self.parser
         request.method = parser.get_method()
-        request.version = parser.get_http_version().encode()
+        version = parser.get_http_version()
+        if version != "1.1":
+            request.version = version.encode()
         request.keep_alive = parser.should_keep_alive()
-        refusal = check(request)
-        if refusal is None and parser.should_upgrade():
-            refusal = self._upgrade(request)
+        if request.host == self.known_host and request.hosts == 1 and request.url[:1] == b"/":
+            refusal = None  # as the last request on this connection, which passed (CONNECT has no such target)
+        else:
+            refusal = check(request)
+            if refusal is None and request.url[:1] == b"/":
+                self.known_host = request.host
+        if request.upgrade and refusal is None:
+            if parser.should_upgrade():
+                refusal = self._upgrade(request)
+            else:
+                request.upgrade = b""  # an Upgrade header without "Connection: upgrade" asks for nothing
         if refusal is not None:
             self.refusal = refusal
             raise _Stop
@@ -261,7 +300,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
 
     def _upgrade(self, request: Request) -> Refusal | None:
         """An upgrade request: WebSocket is relayed once the backend switches; any other is declined."""
-        value = next((value for name, value in request.headers if name == b"upgrade"), b"")
+        value = request.upgrade
         tokens = [token.strip().lower() for token in value.split(b",")]
         if b"websocket" in tokens:
             if request.method != b"GET" or request.version != b"1.1" or request.has_body:
@@ -269,7 +308,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
             request.upgrade = value.strip()
             request.keep_alive = False  # the connection becomes a tunnel, or ends after the answer
             return None
-        # h2c or another protocol: served as plain HTTP/1.1, the parser's pause notwithstanding
+        request.upgrade = b""  # h2c or another protocol: served as plain HTTP/1.1, the parser's pause notwithstanding
         if request.chunked:
             return 501, b"a chunked body with an Upgrade header is not served\n"
         if request.has_body:
@@ -310,6 +349,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.on_body(data[:taken])
         self.manual_body -= taken
         if not self.manual_body:
+            if self.divert == self._declined_body:
+                self.divert = None
             self.on_message_complete()
         return data[taken:]
 
@@ -317,9 +358,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
         request = self.queue[-1] if self.queue else None
         if request is not None and request.upgrade:
             self.upgrading = True  # bytes after the handshake wait for the backend's 101
+            self.divert = self._early
             self.early += rest
             return
         if self.manual_body > 0:
+            self.divert = self._declined_body
             rest = self._manual_body(rest)
         if rest:
             self.data_received(rest)
@@ -329,6 +372,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def _refuse(self, refusal: Refusal) -> None:
         """Answer ``refusal`` after the requests before it, then close; nothing more is read."""
         self.refused = True
+        self.divert = self._ignore
         self.proxy.heads.pop(self, None)
         self.head_buffer = bytearray()
         if self.transport is not None:
@@ -386,6 +430,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.task = None
         self.queue.clear()
         self.refused = True
+        self.divert = self._ignore
         request.keep_alive = False
         self.answer(request, 408, b"the request body did not arrive in time\n")
         self.close()
@@ -399,7 +444,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         if self.read_pauses & reason:
             self.read_pauses &= ~reason
             if not self.read_pauses and self.transport is not None and not self.refused and not self.closing:
-                self.last_read = self.loop.time()  # the body's idle wait starts again now
+                self.last_read = self.proxy.now  # the body's idle wait starts again now
                 self.transport.resume_reading()
 
     # -- serving --
@@ -409,23 +454,23 @@ class ClientConnection(Downstream, asyncio.Protocol):
             while self.queue and not self.closing:
                 request = self.queue[0]
                 try:
-                    await self.handle(request)
+                    forwarding = self.handle(request)
+                    if forwarding is not None:
+                        await forwarding
                 except Exception as error:  # a bug must cost this connection only, never a slot or a hang
                     log_failure(error)
                     self.abort()
                     return
-                if self.tunnel is not None:
+                if not request.keep_alive or not request.body_done or self.proxy.draining:
+                    if self.tunnel is None:
+                        self.close()  # (a body not read to its end leaves the stream out of step)
                     return
                 if self.queue and self.queue[0] is request:
                     self.queue.popleft()
-                if not request.keep_alive or not request.body_done or self.proxy.draining:
-                    self.close()  # (a body not read to its end leaves the stream out of step)
-                    return
         finally:
             self.task = None
-            idle = self.in_head and not self.mid_head and not self.head_buffer and not self.upgrading
-            if idle and not self.closing and self.tunnel is None:
-                self.proxy.idle[self] = self.loop.time()
+            if self.in_head and not self.mid_head and self.divert is None and not self.head_buffer:
+                self.proxy.idle[self] = self.proxy.now
 
     # -- Downstream --
 
@@ -436,11 +481,13 @@ class ClientConnection(Downstream, asyncio.Protocol):
         if request.expect and request.version == b"1.1" and not request.body_done and not request.pending_bytes:
             request.expect = False
             self.write(_CONTINUE)  # in turn: the answers before this one are complete
-        self._resume(_PENDING)
+        if self.read_pauses & _PENDING:
+            self._resume(_PENDING)
 
     def detach(self, request: Request) -> None:
         self.feeding = None
-        self._resume(_UPLOAD)
+        if self.read_pauses & _UPLOAD:
+            self._resume(_UPLOAD)
 
     def upload_paused(self, request: Request) -> None:
         self._pause(_UPLOAD)
@@ -451,6 +498,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
         assert self.transport is not None
         tunnel = self.tunnel = Tunnel(self.transport, connection, backend, self.loop, self.limits.read_timeout)
+        self.divert = tunnel.from_client
         self.feeding = None
         self.upgrading = False
         if rest:
@@ -482,6 +530,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
                     request.keep_alive = False  # the end of the body is the end of the connection
             if not request.keep_alive or self.proxy.draining:
                 lines.append(b"connection: close\r\n")
+            elif request.version == b"1.0":
+                lines.append(b"connection: keep-alive\r\n")  # else an HTTP/1.0 client waits for the close
         lines.append(b"\r\n")
         self.write(b"".join(lines))
         return chunked
@@ -506,9 +556,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def close(self) -> None:
         if not self.closing and self.transport is not None:
             self.closing = True
+            self.divert = self._ignore
             self.transport.close()
 
     def abort(self) -> None:
         self.closing = True
+        self.divert = self._ignore
         if self.transport is not None:
             reset(self.transport)

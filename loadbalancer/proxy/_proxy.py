@@ -25,7 +25,14 @@ __all__ = ["Connection", "Proxy", "reset"]
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def _clock() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return 0.0
+
+
+def reset(transport: asyncio.Transport) -> None:
     """Abort a client's connection with a reset: what the kernel still holds for it is dropped at once.
 
     A plain close would leave a client that reads nothing owning the socket's send buffer
@@ -66,10 +73,12 @@ class Proxy:
         self.attempts = attempts
         self.scheme = scheme.encode()
         self.limits = limits or Limits()
+        self.first_wait = min(self.limits.timeout, self.limits.read_timeout)  # an attempt's first timer
         self.connections: set[Connection] = set()
         self.heads: dict[Connection, float] = {}  # still sending a head: since when (oldest first)
         self.idle: dict[Connection, float] = {}  # idle keep-alive: since when (oldest first)
         self.watched: dict[Connection, None] = {}  # to be asked at every sweep whether a wait expired
+        self.now = _clock()  # the loop's time, as of the last sweep: what client waits are measured with
         self.draining = False
         self.drained = asyncio.Event()  # set when draining and the last client connection closed
         self._latency: dict[str, Any] = {}
@@ -140,8 +149,10 @@ class Proxy:
         loop = asyncio.get_running_loop()
         tick = self.limits.tick
         while True:
+            self.now = loop.time()
             await asyncio.sleep(tick)
-            self.sweep(loop.time())
+            self.now = loop.time()
+            self.sweep(self.now)
 
     def close_idle(self) -> None:
         for connection in list(self.idle):

@@ -23,9 +23,9 @@ class Request:
     """One request, from its head on: what was parsed, its body in transit, the attempt serving it."""
 
     __slots__ = (
-        "answered", "attempt", "body_done", "chunked", "expect", "has_body", "headers", "host", "hosts",
-        "keep_alive", "method", "pending", "pending_bytes", "refusal", "stream", "upgrade", "upstream", "url",
-        "version",
+        "answered", "attempt", "body_done", "chunked", "connection", "expect", "has_body", "headers", "host",
+        "hosts", "keep_alive", "method", "pending", "pending_bytes", "refusal", "stream", "upgrade", "upstream",
+        "url", "version",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -35,6 +35,7 @@ class Request:
         self.headers: list[tuple[bytes, bytes]] = []  # names lowered
         self.host = b""
         self.hosts = 0  # Host fields seen
+        self.connection = b""  # the Connection header (what it names is hop-by-hop)
         self.keep_alive = True
         self.has_body = False
         self.chunked = False

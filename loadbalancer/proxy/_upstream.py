@@ -16,6 +16,7 @@ from ..instance import Instance
 __all__ = ["Backend", "ConnectFailedError", "QueueTimeoutError", "Relay", "UpstreamConnection", "parse_backend_url"]
 
 _MAX_IDLE = 256  # idle keep-alive connections kept per backend
+_NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
 
 
 class ConnectFailedError(ConnectionError):
@@ -73,9 +74,9 @@ class UpstreamConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "backend", "closed", "exchange", "head_request", "headers", "informational", "last_read", "parser",
-        "reading_paused", "relay", "reusable", "status", "switching", "transport", "until_close",
-        "write_paused_since",
+        "backend", "closed", "connection", "exchange", "head_request", "headers", "informational", "last_read",
+        "length", "names", "parser", "reading_paused", "relay", "reusable", "status", "switching", "transport",
+        "until_close", "upgrade", "write_paused_since",
     )  # fmt: skip
 
     def __init__(self, backend: Backend) -> None:
@@ -84,7 +85,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.relay: Relay | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # the answer's, as sent
+        self.names: list[bytes] = []  # their names, lowered
+        self.length: bytes | None = None  # Content-Length
+        self.connection = b""  # Connection (the headers it names are hop-by-hop)
+        self.upgrade = b""
         self.status = 0
         self.head_request = False
         self.informational = False  # parsing a 1xx answer: its end is not the exchange's
@@ -153,7 +158,18 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
         self.headers.append((name, value))
+        self.names.append(lowered)
+        if lowered in _NOTED:
+            if lowered == b"content-length":
+                self.length = value
+            elif lowered == b"transfer-encoding":
+                self.until_close = False
+            elif lowered == b"connection":
+                self.connection = value if not self.connection else self.connection + b"," + value
+            else:
+                self.upgrade = value
 
     def on_headers_complete(self) -> None:
         status = self.status = self.parser.get_status_code()
@@ -162,11 +178,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.informational = True
             if exchange is not None:
                 exchange.informational(self)
-            self.headers = []
+            self._clear()
             return
-        self.until_close = not any(
-            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
-        )
+        if self.length is not None:
+            self.until_close = False
         if exchange is None or not exchange.head(self):
             self.exchange = None  # discarded (to be retried elsewhere): this connection is spent
             self.close()
@@ -189,9 +204,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- use --
 
+    def _clear(self) -> None:
+        self.headers = []
+        self.names = []
+        self.length = None
+        self.connection = self.upgrade = b""
+        self.until_close = True  # unless it says how long it is
+
     def start(self, exchange: Exchange, data: bytes, head_request: bool) -> None:
         self.exchange = exchange
         self.headers = []
+        self.names = []
+        self.length = None
+        self.connection = self.upgrade = b""
+        self.until_close = True
         self.status = 0
         self.head_request = head_request
         self.last_read = self.backend.clock()
@@ -228,7 +254,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self, keep_alive: bool) -> None:
         exchange = self.exchange
         self.exchange = None
-        self.resume_reading()
+        if self.reading_paused:
+            self.resume_reading()
         self.reusable = keep_alive and not self.closed
         if exchange is not None:
             exchange.complete(keep_alive)
