@@ -6,9 +6,12 @@ the upstream side, and the client's answer is checked. What remains is what the 
 per request (parsing, checks, balancing, the attempt, framing, metrics), the part a change to
 its code can make dearer or cheaper; the sockets cost the same whatever the code. Run it for
 this checkout and, with ``--baseline TREE``, for another one (an older commit, say) in the
-same run, alternating; it prints each one's median and their ratio.
+same run, alternating; it prints each one's median and their ratio. Timings on a shared
+machine wander by 10% and more: ``--callgrind`` counts instructions instead (valgrind), which
+repeat exactly, as the difference between a run of 2,500 requests and one of 500.
 
     .venv/bin/python benchmarks/bench_proxy_path.py [--baseline TREE] [--requests 20000] [--rounds 5]
+    .venv/bin/python benchmarks/bench_proxy_path.py --callgrind [--baseline TREE]
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +28,7 @@ import sys
 _CHILD = r"""
 import asyncio, importlib, sys, time
 import uvloop
-tree, count = sys.argv[1], int(sys.argv[2])
+tree, count, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if tree:
     sys.path.insert(0, tree)
 from loadbalancer import RoundRobin, static
@@ -82,7 +87,7 @@ async def main():
         assert client_transport.out and b"200 OK" in client_transport.out[0], client_transport.out
         client_transport.out.clear()
 
-    for _ in range(2000):
+    for _ in range(warmup):
         await one()
     started = time.perf_counter()
     for _ in range(count):
@@ -93,16 +98,32 @@ uvloop.run(main())
 """
 
 
-def run(tree: str, count: int) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, tree, str(count)],
+def _child(tree: str, count: int, warmup: int, prefix: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", _CHILD, tree, str(count), str(warmup)],
         capture_output=True,
         text=True,
         check=True,
         cwd=tree or None,
-        env={**os.environ, "PYTHONPATH": tree} if tree else None,
+        env={**os.environ, "PYTHONHASHSEED": "0", **({"PYTHONPATH": tree} if tree else {})},
     )
-    return float(out.stdout.strip())
+
+
+def run(tree: str, count: int) -> float:
+    """Microseconds per request."""
+    return float(_child(tree, count, 2000, []).stdout.strip())
+
+
+def instructions(tree: str) -> float:
+    """Instructions per request, by valgrind: 2,500 requests less 500 (what starting costs cancels out)."""
+    totals = []
+    for count in (500, 2500):
+        out = _child(tree, count, 200, ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]).stderr
+        found = re.search(r"Collected : (\d+)", out)
+        if found is None:
+            raise RuntimeError(f"no count from valgrind: {out[-500:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / 2000
 
 
 def main() -> int:
@@ -110,10 +131,21 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="TREE", help="another checkout of the project to compare with")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--callgrind", action="store_true", help="count instructions (valgrind) instead of timing")
     args = parser.parse_args()
     trees = {"this checkout": ""}
     if args.baseline:
         trees["baseline"] = os.path.abspath(args.baseline)
+    if args.callgrind:
+        if shutil.which("valgrind") is None:
+            print("needs valgrind (Debian: apt-get install valgrind)")
+            return 1
+        counted = {name: instructions(tree) for name, tree in trees.items()}
+        for name, value in counted.items():
+            print(f"{name}: {value:,.0f} instructions per request")
+        if args.baseline:
+            print(f"this checkout / baseline: {counted['this checkout'] / counted['baseline']:.3f}x the instructions")
+        return 0
     results: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
