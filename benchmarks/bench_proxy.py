@@ -6,10 +6,13 @@ measured) and nginx as a proxy (upstream keep-alive). Each is loaded with
 ``wrk -t2 -c50 -d4s --latency`` (HTTP/1.1 keep-alive, 50 connections), ``--rounds`` times in
 a rotating order; the table shows each one's best round (req/s, p99) and the median
 per-round ratio of the proxy to each other. After every run the proxy must still answer
-(no lock-up). Needs Debian's ``wrk`` and ``nginx-light``; goaround is optional (the path in
-``--goaround``; skipped when absent).
+(no lock-up). Then a large download (``--large``, 1 GiB by default) through the proxy and
+through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s.
+``--baseline TREE`` runs the proxy of another checkout beside this one (before and after a
+change, in one run). Needs Debian's ``wrk``, ``curl`` and ``nginx-light``; goaround is
+optional (the path in ``--goaround``; skipped when absent).
 
-    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--seconds 4]
+    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--seconds 4] [--baseline TREE]
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def nginx(conf_body: str) -> Iterator[None]:
+def nginx(conf_body: str, large: int = 0) -> Iterator[None]:
     directory = tempfile.mkdtemp(prefix="bench-proxy-nginx-")
     with open(os.path.join(directory, "1k"), "wb") as file:
         file.write(b"x" * 1024)
+    with open(os.path.join(directory, "large"), "wb") as file:
+        file.truncate(large)  # sparse: read from memory, the disk is not what is measured
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as file:
         file.write(
@@ -70,8 +75,17 @@ def backend_conf(port: int) -> str:
     return (
         f"server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000; root ROOT;"
         ' location = /health { return 200 \'{"state": "healthy", "message": ""}\'; }'
-        " location / { try_files /1k =404; } }"
+        " location = /large { } location / { try_files /1k =404; } }"
     )
+
+
+def download(port: int) -> float:
+    """MB/s of one download of /large by curl."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", f"http://127.0.0.1:{port}/large"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return float(out[0]) / float(out[1]) / 1e6
 
 
 def wrk(port: int, seconds: float) -> tuple[float, float, int]:
@@ -123,6 +137,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download (0: none)")
     parser.add_argument(
         "--baseline", metavar="TREE",
         help="also run the proxy from another checkout of the project (such as an older commit), to compare",
@@ -137,10 +152,13 @@ def main() -> int:
     nginx_proxy = (
         f"upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; }}"
         f" server {{ listen 127.0.0.1:{ports['nginx']}; keepalive_requests 1000000;"
-        " location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+        " location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection '';"
+        " proxy_buffering off; proxy_request_buffering off; proxy_buffer_size 256k;"
+        " proxy_buffers 4 256k; proxy_busy_buffers_size 256k; } }"  # streaming, with the proxy's buffer size
     )
+    downloads: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2)))
+        stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2), args.large))
         stack.enter_context(nginx(nginx_proxy))
         subjects = ["proxy", "nginx"]
         trees = {"proxy": None}
@@ -183,6 +201,12 @@ def main() -> int:
                 results[subject].append(wrk(ports[subject], args.seconds))
                 if subject in trees and not answers(ports[subject]):
                     lockups += 1
+        if args.large and shutil.which("curl"):
+            streamed = [subject for subject in subjects if subject != "goaround"]
+            downloads = {subject: [] for subject in streamed}
+            for round_ in range(args.rounds):
+                for subject in streamed[round_ % len(streamed) :] + streamed[: round_ % len(streamed)]:
+                    downloads[subject].append(download(ports[subject]))
     print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
     print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
     print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
@@ -211,6 +235,15 @@ def main() -> int:
             f" ({min(ratios):.2f}-{max(ratios):.2f}), p99 {statistics.median(p99s):.2f}x"
         )
     print(f"proxy lock-ups after a run: {lockups}")
+    if downloads:
+        print(f"\n{args.large / 2**30:g} GiB download by curl, {args.rounds} rounds (MB/s):")
+        for subject, rates in downloads.items():
+            print(
+                f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})"
+            )
+        for other in (subject for subject in downloads if subject != "proxy"):
+            ratios = [a / b for a, b in zip(downloads["proxy"], downloads[other], strict=True)]
+            print(f"  proxy / {other}: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
     return 0
 
 
