@@ -170,6 +170,24 @@ def test_a_new_instance_is_checked_at_once_and_one_failure_keeps_it_out(backends
         eventually(lambda: addresses(health) == [backends[0].address, backends[1].address])
 
 
+def test_an_instance_that_is_out_is_checked_every_unhealthy_interval(backends: list[Backend]) -> None:
+    calls: dict[str, int] = {backends[0].address: 0, backends[1].address: 0}
+    down = {backends[1].address}
+
+    def check(instance: Instance) -> bool:
+        calls[instance.address] += 1
+        return instance.address not in down
+
+    checks = Checks(check)
+    source = static.Publisher([b.address for b in backends[:2]], sync_factory)
+    with HealthChecker(source, check=checks, interval=60, unhealthy_interval=0.05, panic_threshold=0) as health:
+        checks.until(lambda: addresses(health) == [backends[0].address], what="the failing one out")
+        checks.until(lambda: calls[backends[1].address] >= 4, what="rechecks within the 60 s interval")
+        assert calls[backends[0].address] == 1  # a healthy one waits for the interval
+        down.clear()
+        checks.until(lambda: len(addresses(health)) == 2, what="back after its next quick check")
+
+
 async def test_async_check_functions_and_sync_ones_on_threads() -> None:
     down = {"127.0.0.1:2"}
 
@@ -231,6 +249,8 @@ def test_bad_arguments_are_refused_with_the_value() -> None:
         HttpCheck("health")
     with pytest.raises(ValueError, match="interval must be positive, got 0.0"):
         HealthChecker(source, interval=0)
+    with pytest.raises(ValueError, match="unhealthy_interval must be positive, got -1"):
+        HealthChecker(source, unhealthy_interval=-1)
     with pytest.raises(ValueError, match="healthy_threshold .* got 0"):
         HealthChecker(source, healthy_threshold=0)
     with pytest.raises(ValueError, match="panic_threshold .* got -1"):

@@ -53,3 +53,36 @@ def test_counters_add_up_across_workers_gauges_do_not_and_a_gone_worker_leaves(t
     forget(str(tmp_path), 102)  # twice: nothing to do, no error
     assert ("loadbalancer_publisher_updates_total", labels) not in scraped(tmp_path)
     detector.close()
+
+
+def test_backend_states_merge_and_an_ejection_counts_once_across_workers(tmp_path: Path) -> None:
+    from loadbalancer.proxy._status import BackendStates, forget_state, write_state
+
+    up = {"healthy": True, "error": None, "ejected": False}
+    ejected = {"healthy": True, "error": None, "ejected": True}
+    down = {"healthy": False, "error": "GET /health: status 500", "ejected": False}
+    states = BackendStates(str(tmp_path))
+    write_state(str(tmp_path), {"a:1": up, "b:2": up}, pid=101)
+    write_state(str(tmp_path), {"a:1": up, "b:2": up}, pid=102)
+    assert states.refresh() == {"a:1": up, "b:2": up}
+    write_state(str(tmp_path), {"a:1": ejected, "b:2": down}, pid=101)  # both workers eject a, one at a time
+    states.refresh()
+    write_state(str(tmp_path), {"a:1": ejected, "b:2": up}, pid=102)
+    merged = states.refresh()
+    assert merged["a:1"]["ejected"] is True and merged["b:2"] == down  # any worker's doubt wins
+    for pid in (101, 102):
+        write_state(str(tmp_path), {"a:1": up, "b:2": up}, pid=pid)
+    states.refresh()
+    write_state(str(tmp_path), {"a:1": ejected, "b:2": up}, pid=102)  # a second ejection, later
+    states.refresh()
+    forget_state(str(tmp_path), 102)
+    assert states.refresh()["a:1"]["ejected"] is False
+    registry = CollectorRegistry()
+    registry.register(states)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    assert samples[("loadbalancer_proxy_ejections_total", (("backend", "a:1"),))] == 2  # not 3: once per episode
+    assert samples[("loadbalancer_proxy_backend_healthy", (("backend", "b:2"),))] == 1

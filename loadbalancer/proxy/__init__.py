@@ -5,7 +5,10 @@ It takes goaround's flags (``-p``, ``-b``, ``-n``, ``-cacert``/``-privkey``, ``-
 own parts: backends from ``-b`` URLs or any publisher (``--source dns:_api._tcp.example.``),
 health checks (``HttpCheck``: goaround's ``/health`` rule), outlier ejection and a balancer
 (``--balancer``). Backends can be replaced at runtime over a unix socket. The server is an
-asyncio protocol with httptools' C parser on uvloop, one process per core sharing the port.
+asyncio protocol with httptools' C parser on uvloop, one process per core sharing the port,
+with HTTP/2 (the h2 library) and WebSocket relaying. It is made to face untrusted clients:
+every wait has a timeout and every buffer a bound, each a flag with a documented default
+(``--header-timeout``, ``--max-header-size``, ``--max-connections``, ...: see ``--help``).
 
 Needs the ``proxy`` extra: ``pip install 'loadbalancer[proxy]'``.
 """
