@@ -19,6 +19,7 @@ from collections.abc import Callable
 import httptools
 
 from ._exchange import REASONS, Downstream, log_failure
+from ._h2 import H2Connection
 from ._proxy import Proxy, reset
 from ._request import Refusal, Request, check
 from ._tunnel import Tunnel
@@ -109,8 +110,6 @@ class ClientConnection(Downstream, asyncio.Protocol):
 
     def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
         """The client speaks HTTP/2 (ALPN h2, or h2c with prior knowledge): its own protocol takes over."""
-        from ._h2 import H2Connection
-
         self.proxy.gone(self)
         self.closing = True
         self.divert = self._ignore

@@ -221,6 +221,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.head_request = head_request
         self.last_read = self.backend.clock()
+        if self.reading_paused:  # held back by the last client (its last write crossed the mark)
+            self.resume_reading()
         assert self.transport is not None
         self.transport.write(data)
 

@@ -28,6 +28,7 @@ from ._upstream import parse_backend_url
 __all__ = ["serve"]
 
 _log = get_logger(name=__name__)
+_SOURCE_WAIT = 10.0  # seconds a worker waits for its source's first answer before serving anyway (503s)
 
 
 def _instances(urls: list[str], schemes: dict[str, str]) -> list[Instance]:
@@ -106,6 +107,8 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         loop.create_task(_housekeeping(stack, metrics, stop)),
         loop.create_task(proxy.sweeping()),
     ]
+    if not await stack.top.ready_wait(_SOURCE_WAIT):  # listen with backends known, where the source answers
+        _log.warning("source_not_ready", source=args.source, waited=_SOURCE_WAIT)
     gc.freeze()  # what was built to start is never garbage: keep the collector off it
     os.write(ready_fd, b"1")
     os.close(ready_fd)
