@@ -17,7 +17,8 @@ and checked with py-eureka-client in ``tests/test_eureka_api_server.py``:
   ``--eviction-interval`` seconds); eviction is a DELETED change.
 
 For tests only (not Eureka's): ``POST /_test/forget-deltas`` empties the recent-changes
-queue (so a client's delta misses a change and its hash check must catch it);
+queue (so a client's delta misses a change and its hash check must catch it), and
+``POST /_test/unrecorded/on`` (``/off``) keeps the changes made meanwhile out of it;
 ``GET /_test/stats`` counts the requests by kind.
 """
 
@@ -44,6 +45,7 @@ class Registry:
         self.recent: collections.deque[tuple[float, str, dict[str, Any]]] = collections.deque()
         self.retention = retention
         self.version = 0
+        self.unrecorded = False  # for tests: changes made now stay out of the recent-changes queue
         self.stats: collections.Counter[str] = collections.Counter()
 
     def now_ms(self) -> str:
@@ -52,7 +54,8 @@ class Registry:
     def changed(self, action: str, record: dict[str, Any]) -> None:
         copy_ = copy.deepcopy(record)
         copy_["actionType"] = action
-        self.recent.append((time.monotonic(), copy_["app"], copy_))
+        if not self.unrecorded:
+            self.recent.append((time.monotonic(), copy_["app"], copy_))
         self.version += 1
 
     def prune(self) -> None:
@@ -228,6 +231,10 @@ class Handler(BaseHTTPRequestHandler):
         with r.lock:
             if parts == ["_test", "forget-deltas"]:
                 r.recent.clear()
+                self._send(204)
+                return
+            if parts[:2] == ["_test", "unrecorded"] and len(parts) == 3:
+                r.unrecorded = parts[2] == "on"
                 self._send(204)
                 return
             if len(parts) != 2 or parts[0] != "apps":

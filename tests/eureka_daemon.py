@@ -71,6 +71,11 @@ class EurekaServer(Server):
     def forget_deltas(self) -> None:
         httpx.post(f"http://127.0.0.1:{self.port}/_test/forget-deltas", timeout=5).raise_for_status()
 
+    def unrecorded(self, on: bool) -> None:
+        """While on, changes stay out of the deltas (only a hash check can tell them)."""
+        which = "on" if on else "off"
+        httpx.post(f"http://127.0.0.1:{self.port}/_test/unrecorded/{which}", timeout=5).raise_for_status()
+
     def stats(self) -> dict[str, int]:
         reply = httpx.get(f"http://127.0.0.1:{self.port}/_test/stats", headers={"Accept": "application/json"})
         return dict(reply.json()["stats"])
