@@ -23,7 +23,7 @@ import itertools
 import operator
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import CoroutineType
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -358,6 +358,10 @@ class FeedbackBalancer(Balancer[E]):
     def endpoint(self) -> E:  # replaced per instance by the C-level pick made in __init__
         """Of two endpoints, the cheaper (a ``TrackedEndpoint``); ``NoEndpointsError`` if the set is empty."""
         raise NotImplementedError
+
+    def candidates(self) -> Sequence[TrackedEndpoint[E]]:  # type: ignore[override]
+        """The tracked endpoints picks choose from now."""
+        return list(self._trackers.values())
 
     def _cost(self, tracked: TrackedEndpoint[E]) -> object:
         return tracked._inflight

@@ -1,8 +1,10 @@
 """The one background event loop that drives every publisher's polling and watching.
 
 A thread per publisher would make many publishers expensive; instead one daemon thread
-runs an asyncio loop, started on first use and restarted after ``fork()``. This is the
-library's only global mutable state.
+runs an asyncio loop, started on first use and restarted after ``fork()``. Beside it, a
+bounded set of daemon threads (``BLOCKING`` at most) runs the blocking work it must not
+run itself (sync health checks), so that none of it takes the application's default
+executor. This is the library's only global mutable state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._workers import Workers
+
 T = TypeVar("T")
+BLOCKING = 16  # threads for blocking work of the runtime's (sync health checks), at most
 
 
 class Runtime:
@@ -25,6 +30,18 @@ class Runtime:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._workers: Workers | None = None
+
+    @property
+    def workers(self) -> Workers:
+        """The runtime's threads for blocking work (``BLOCKING`` at most, daemon, made on first use)."""
+        workers = self._workers
+        if workers is None:
+            with self._lock:
+                if self._workers is None:
+                    self._workers = Workers(BLOCKING, "loadbalancer-blocking")
+                workers = self._workers
+        return workers
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -96,6 +113,7 @@ class Runtime:
         # The thread does not exist in the child; the loop object is not usable there.
         self._lock = threading.Lock()
         self._loop = self._thread = None
+        self._workers = None
 
 
 RUNTIME = Runtime()

@@ -62,6 +62,11 @@ class Balancer(ABC, Generic[E_co]):
     def endpoint(self) -> E_co:
         """Pick an endpoint; raise ``NoEndpointsError`` if there is none."""
 
+    def candidates(self) -> Sequence[E_co]:
+        """The endpoints picks choose from now, as ``endpoint()`` returns them (a retry looks
+        through them for one it has not tried when the picks keep offering tried ones)."""
+        return self._publisher.endpoints()
+
     @abstractmethod
     def _update(self, endpoints: EndpointSet[Any]) -> None:
         """Take a new set from the publisher."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
+import collections
 import math
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from ._util import seconds
 from .errors import NoEndpointsError, PublisherClosedError
@@ -67,9 +68,11 @@ class RetryBudget:
     sends ``1 + ratio`` times its normal load, not ``max_attempts`` times: retries cannot
     multiply load during an outage. One budget may be shared by several ``Retry`` objects.
 
-    Counting a request is one atomic increment; the window is worked out only when a retry
-    asks for a token, from samples of that counter (the request rate since the oldest
-    sample in the window stands in for what came before it).
+    Counting a request is one increment (a ``Retry`` counts its calls, which the budget
+    reads, so that no call pays twice); the window is worked out only when a retry asks for
+    a token, from samples of that count (the request rate since the oldest sample in the
+    window stands in for what came before it). An increment lost to a race between threads
+    makes the budget a little stricter, never looser.
 
     >>> budget = RetryBudget(ratio=0.2, min_per_second=0)
     >>> for _ in range(10):
@@ -86,18 +89,18 @@ class RetryBudget:
         self.ratio = float(ratio)
         self.min_per_second = float(min_per_second)
         self.window = seconds(window, "window", allow_zero=False)
-        self._requests = itertools.count()  # deposit()'s
-        self._counters: list[itertools.count[int]] = []  # the calls counters of the Retrys that use it
+        self._requests = 0  # deposit()'s
+        self._counters: list[Any] = []  # the Retrys that use it: their ``calls`` count as requests
         self._lock = threading.Lock()
         now = time.monotonic()
-        self._samples: list[tuple[float, int]] = [(now, 0)]  # (time, requests counted by then)
-        self._retries: list[float] = []  # when each retry in the window was granted
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(now, 0)])  # (time, requests by then)
+        self._retries: collections.deque[float] = collections.deque()  # when each retry in the window was granted
         self._refused = 0
         self._warned = -math.inf  # when a refusal was last logged as a warning (see _warning_due)
 
     def deposit(self) -> None:
-        """Count one request (``Retry`` does it for every call)."""
-        next(self._requests)
+        """Count one request (``Retry`` counts its own calls: no need to deposit them)."""
+        self._requests += 1
 
     def withdraw(self) -> bool:
         """Take a token for one retry; ``False`` when the budget is spent."""
@@ -109,10 +112,10 @@ class RetryBudget:
             if now - samples[-1][0] >= min(1.0, self.window / 10):
                 samples.append((now, count))
             while len(samples) > 2 and samples[1][0] <= start:
-                samples.pop(0)
+                samples.popleft()
             retries = self._retries
             while retries and retries[0] <= start:
-                retries.pop(0)
+                retries.popleft()
             allowed = self.ratio * self._requests_since(start, now, count) + self.min_per_second * self.window
             if len(retries) + 1 > allowed:
                 self._refused += 1
@@ -120,14 +123,13 @@ class RetryBudget:
             retries.append(now)
             return True
 
-    def _attach(self, counter: itertools.count[int]) -> None:
-        """Count ``counter``'s increments as requests too (a ``Retry``'s calls: one increment serves both)."""
+    def _attach(self, counter: Any) -> None:
+        """Count ``counter.calls`` as requests too (a ``Retry``'s: one increment serves both)."""
         with self._lock:
             self._counters = [*self._counters, counter]
 
     def _count(self) -> int:
-        # itertools.count has no read: its repr holds the next value (a C call, no lock)
-        return sum(int(repr(counter)[6:-1]) for counter in (self._requests, *self._counters))
+        return self._requests + sum(int(counter.calls) for counter in self._counters)
 
     def _requests_since(self, start: float, now: float, count: int) -> float:
         when, then = self._samples[0]

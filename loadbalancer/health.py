@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import random
@@ -112,7 +113,7 @@ def _state(body: bytes) -> str | None:
 
 
 class _Status:
-    __slots__ = ("error", "failures", "healthy", "proven", "running", "since", "successes")
+    __slots__ = ("error", "failures", "healthy", "proven", "running", "since", "successes", "thread")
 
     def __init__(self, now: float) -> None:
         self.healthy = True  # in until a check says otherwise, so a new fleet is usable at once
@@ -120,6 +121,7 @@ class _Status:
         self.successes = 0  # consecutive
         self.failures = 0  # consecutive
         self.running: asyncio.Lock | None = None  # held while a probe runs
+        self.thread: concurrent.futures.Future[Any] | None = None  # its last sync check, perhaps hung still
         self.error: str | None = None
         self.since = now  # when it entered its current state (healthy or not), by the checker's clock
 
@@ -137,8 +139,10 @@ class HealthChecker(Filtered[E, E]):
     default: ``interval``), so that one back up is let in soon. A new instance counts as
     healthy and is checked at once; until its first check passes, one failure takes it out.
     If fewer than ``panic_threshold`` percent of the instances are healthy, all are passed
-    on (panic). Checks run on the library's background loop (sync checks on worker
-    threads), spread by ``jitter`` (a fraction of the interval). Events:
+    on (panic). Checks run on the library's background loop, spread by ``jitter`` (a fraction
+    of the interval); sync checks run on the library's own threads (16 at a time, never the
+    application's default executor), a check that hangs is given up at its ``timeout`` and
+    leaves the others their threads, and its instance gets no new one while it still hangs. Events:
     ``instance_unhealthy`` (WARNING, with the error), ``instance_healthy``, each with
     ``after``: the seconds the instance spent in its previous state, read from ``clock``
     (default ``time.monotonic``; any function returning seconds, such as a test's fake
@@ -262,16 +266,28 @@ class HealthChecker(Filtered[E, E]):
             async with status.running:
                 return
         async with status.running:
-            error = await self._verdict(instance)
+            error = await self._verdict(instance, status)
         self._record(address, status, error)
 
-    async def _verdict(self, instance: Instance) -> str | None:
+    async def _verdict(self, instance: Instance, status: _Status) -> str | None:
         """``None`` if the check passed, else what went wrong."""
         try:
             if self._async_check:
                 verdict = await asyncio.wait_for(self._check(instance), self._timeout)
             else:
-                verdict = await asyncio.wait_for(asyncio.to_thread(self._check, instance), self._timeout)
+                # On the runtime's own bounded threads, never the application's default executor;
+                # an instance whose last check hangs still is not given another thread.
+                if status.thread is not None and not status.thread.done():
+                    return f"its last check is still running, past its {self._timeout:g}s"
+                ticket = RUNTIME.workers.submit(self._check, instance, wait=0)
+                if ticket is None:
+                    return f"no thread free to check it: all {RUNTIME.workers.size} are checking"
+                status.thread = ticket.future
+                try:
+                    verdict = await asyncio.wait_for(asyncio.wrap_future(ticket.future), self._timeout)
+                except TimeoutError:
+                    ticket.abandon()  # hung: its thread no longer counts (one per instance at most)
+                    raise
                 if inspect.isawaitable(verdict):
                     verdict = await asyncio.wait_for(verdict, self._timeout)
         except TimeoutError:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from . import _metrics
+from ._engine import Attempt, Call, Policy, adrive, deadline
 from ._log import get_logger
-from ._util import describe, seconds
+from ._util import seconds
 from .balancer import Balancer
 from .budget import RetryBudget, budget_of
-from .errors import NotReadyError
-from .retry import remaining
 
 __all__ = ["Hedge"]
 
@@ -30,8 +29,9 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
     """Wraps a balancer of async endpoints: each call hedges against a slow endpoint.
 
     A call starts on ``lb``'s endpoint; if it has not answered after the hedge delay, a second
-    attempt goes to another endpoint, and the first success wins: the other attempt is
-    cancelled. If both fail, the last error is raised (so a ``Retry`` around it can go on).
+    attempt goes to another endpoint (one not tried in the call, whenever the set holds one),
+    and the first success wins: the other attempt is cancelled, as both are when the caller
+    cancels the call. If both fail, the last error is raised (so a ``Retry`` around it can go on).
     The delay is fixed (``after=`` seconds) or follows the latency of recent calls
     (``percentile=0.95``: hedge the slowest 5%), starting from ``initial`` until enough
     calls were seen. Hedges spend a ``RetryBudget`` (default: 10% of calls plus 10 a
@@ -76,6 +76,7 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         self._latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self._stale_quantile = 0  # samples since the quantile was last worked out (every 50: a sort of 1,000)
         self._delay = self._after if self._after is not None else self._initial
+        self._policy = Policy(attempts=2, budget=self._budget, hedge=self.hedge_delay)
         self._ready_timeout = seconds(ready_timeout, "ready_timeout")
         self._log = get_logger(logger, name=__name__, service=lb.publisher.service)
         self.hedges = 0  # counters the metrics layer reads (loadbalancer.metrics)
@@ -106,68 +107,46 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
     async def _call(self, request: Req) -> Resp:
         if self._budget is not None:
             self._budget.deposit()
-        try:
-            first = self._lb.endpoint()
-        except NotReadyError:
-            left = remaining()
-            await self._lb.publisher.ready_wait(self._ready_timeout if left is None else left)
-            first = self._lb.endpoint()  # what the first answer says (NoEndpointsError if none)
-        started = time.monotonic()
-        primary: asyncio.Future[Resp] = asyncio.ensure_future(_awaitable(first(request), first))
-        hedge: asyncio.Future[Resp] | None = None
-        try:
-            done, _ = await asyncio.wait({primary}, timeout=self.hedge_delay())
-            if done or (self._budget is not None and not self._budget.withdraw()):
-                result = await primary
-                self._record(time.monotonic() - started)
-                return result
-            second = self._other_than(first)
-            if second is None:  # nowhere else to go
-                result = await primary
-                self._record(time.monotonic() - started)
-                return result
-            self.hedges += 1
-            self._log.debug("hedge_sent", after=round(time.monotonic() - started, 6))
-            hedge_started = time.monotonic()
-            hedge = asyncio.ensure_future(_awaitable(second(request), second))
-            pending: set[asyncio.Future[Resp]] = {primary, hedge}
-            error: BaseException | None = None
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for attempt in done:
-                    failure = attempt.exception()
-                    if failure is None:
-                        if attempt is hedge:
-                            self.hedge_wins += 1
-                            self._record(time.monotonic() - hedge_started)
-                        else:
-                            self._record(time.monotonic() - started)
-                        return attempt.result()
-                    error = failure
-            assert error is not None
-            raise error
-        finally:
-            for running in (primary, hedge):
-                if running is not None and not running.done():
-                    running.cancel()
+        start = time.monotonic()
+        outer = deadline.get()
+        end = math.inf if outer is None else outer
+        call = Call(
+            self._policy,
+            self._lb.endpoint,
+            start=start,
+            end=end,
+            candidates=self._lb.candidates,
+            retryable=_never,  # a hedge, not a retry: a failure ends the call unless the other attempt answers
+            conclude=_last_error,
+            log=self._log,
+            events="hedge",
+            stats=self,
+        )
 
-    def _other_than(self, first: object) -> Callable[[Req], Awaitable[Resp]] | None:
-        for _ in range(3):
-            try:
-                candidate = self._lb.endpoint()
-            except Exception as error:
-                self._log.debug("hedge_pick_failed", error=describe(error))
-                return None
-            if candidate is not first:
-                return candidate
-        return None
+        async def attempt(this: Attempt) -> Resp:
+            result = this.endpoint(request)
+            if not hasattr(type(result), "__await__"):
+                raise TypeError(f"Hedge needs async endpoints; {this.endpoint!r} returned {type(result).__name__}")
+            value: Resp = await result
+            self._record(time.monotonic() - this.started)
+            return value
+
+        async def ready(seconds: float) -> None:
+            await self._lb.publisher.ready_wait(self._ready_timeout if outer is None else seconds)
+
+        result: Resp = await adrive(call, call.begin(start), attempt, ready=ready)
+        return result
 
     def __repr__(self) -> str:
         how = f"after={self._after:g}" if self._after is not None else f"percentile={self._percentile:g}"
         return f"Hedge({self._lb!r}, {how})"
 
 
-async def _awaitable(result: Awaitable[Resp], endpoint: object) -> Resp:
-    if not hasattr(type(result), "__await__"):
-        raise TypeError(f"Hedge needs async endpoints; {endpoint!r} returned {type(result).__name__}")
-    return await result
+def _never(error: BaseException) -> bool:
+    return False
+
+
+def _last_error(
+    reason: str, errors: list[BaseException], elapsed: float, why: str, timeout: float | None
+) -> BaseException:
+    return errors[-1]

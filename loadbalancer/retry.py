@@ -1,37 +1,45 @@
 """``Retry``: a balancer turned into one endpoint that retries on failure, within a deadline.
 
-The policy objects are tenacity's (``retry_if_exception_type``, ``stop_after_attempt``,
-``wait_exponential_jitter``, ...), evaluated on a ``tenacity.RetryCallState``. They are only
-consulted after a failure: a call that succeeds at once pays for a pick, a context-variable
-set and, for an async attempt that suspends, one entry in a deadline watchdog, not for
-tenacity's loop.
+A call's first attempt is made here, at the least cost: a pick, a context-variable set and,
+for an async attempt, one entry in a deadline watchdog. Only when it fails does the retry
+engine (``loadbalancer._engine``) take over, with its two drivers: the blocking one for
+sync endpoints, the asyncio one for async endpoints and for ``acall``. The policy objects
+are tenacity's (``retry_if_exception_type``, ``stop_after_attempt``,
+``wait_exponential_jitter``, ...), evaluated on a ``tenacity.RetryCallState``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections.abc
-import concurrent.futures
-import contextvars
 import inspect
-import itertools
 import math
-import queue
-import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import timedelta
-from types import CoroutineType, coroutine
+from types import CoroutineType
 from typing import Any, Generic, TypeVar, cast, overload
 
 import tenacity
 
 from . import _metrics
+from ._engine import (
+    DEFAULT_WAIT,
+    Attempt,
+    AttemptTimeoutError,
+    Call,
+    Policy,
+    adrive,
+    deadline,
+    drive,
+    summary,
+)
 from ._feedback import TrackedEndpoint
 from ._log import get_logger
 from ._runtime import RUNTIME
-from ._util import describe, seconds
+from ._util import seconds
+from ._workers import Workers
 from .balancer import Balancer
 from .budget import RetryBudget, budget_of, retryable
 from .errors import NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
@@ -42,24 +50,12 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 T = TypeVar("T")
 
-deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("loadbalancer.deadline", default=None)
-"""The ``time.monotonic()`` instant by which the current ``Retry`` call must be done.
-
-Set while an endpoint runs under ``Retry``; a factory's endpoint can read it and pass the
-remaining budget on as a per-request timeout (see ``remaining()``).
-"""
-
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool] | tenacity.retry_base
 
 _monotonic = time.monotonic
 # bound once: the successful call is the hot path, and each attribute lookup shows there
 _get_deadline, _set_deadline, _reset_deadline = deadline.get, deadline.set, deadline.reset
-_get_running_loop = asyncio._get_running_loop  # None outside a running event loop; a C call
-
-# Full jitter (a uniform wait up to 10 ms, 20 ms, 40 ms, ..., at most 1 s): retries of many
-# clients spread out instead of arriving together; the deadline bounds the total anyway.
-_REPICKS = 3  # how many more picks a retry may ask for to avoid an endpoint that already failed
-_DEFAULT_WAIT = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
+THREADS = 32  # threads a threaded Retry runs its attempts on, at most
 
 
 def remaining() -> float | None:
@@ -104,35 +100,6 @@ def _strategy(value: Any, name: str, base: type, example: str) -> Any:
     except TypeError:
         raise TypeError(f"{expected}, got {value!r}, which cannot be called with one") from None
     return value
-
-
-def _is_awaitable(result: object) -> bool:
-    kind = type(result)
-    return kind is CoroutineType or hasattr(kind, "__await__")
-
-
-@coroutine
-def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    """Go on awaiting ``coro``, stepped by hand once already and suspended on ``pending``:
-    hand ``pending`` to the task, pass what comes back in, then delegate as ``await`` does."""
-    while True:
-        try:
-            sent = yield pending
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as thrown:  # a cancellation, or whatever the driver throws in
-            try:
-                pending = coro.throw(thrown)
-            except StopIteration as done:
-                return done.value
-            continue
-        if sent is None:  # what an asyncio task always sends: plain delegation from here on
-            return (yield from coro.__await__())
-        try:
-            pending = coro.send(sent)
-        except StopIteration as done:
-            return done.value
 
 
 _ASYNC_HINT = (
@@ -192,7 +159,7 @@ class _PendingCall(collections.abc.Coroutine[Any, Any, Any]):
 
 
 class _Guard:
-    """One async Retry call registered with a watchdog."""
+    """One async first attempt registered with a watchdog."""
 
     __slots__ = ("cancelling", "fired", "guards", "task")
 
@@ -208,7 +175,7 @@ class _Guard:
 
 
 class _Watchdog:
-    """Cancels the tasks of async Retry calls whose deadline has passed.
+    """Cancels the tasks of async calls whose deadline has passed during their first attempt.
 
     ``asyncio.timeout()`` or a ``call_later`` per call costs several microseconds, more
     than the rest of a successful call. Here deadlines share one timer per millisecond
@@ -238,89 +205,31 @@ class _Watchdog:
             guard.task.cancel()
 
 
-class _Workers:
-    """The threads that run ``threaded=True`` attempts: an idle one takes the next attempt,
-    and when none is idle a new one starts.
-
-    A fixed pool (``ThreadPoolExecutor``) does not fit: attempts abandoned at their deadline
-    still hold their workers while their endpoint hangs, so a few hung calls use the whole
-    pool up and later calls to healthy endpoints time out waiting for a worker; and its
-    threads are joined at interpreter exit, so one hung attempt holds exit until it ends.
-    Here no attempt ever waits for a thread (as go-kit starts a goroutine per attempt): only
-    attempts in flight or hung hold one, and a hung one only until its endpoint returns;
-    the threads of a quiet spell end after ``IDLE`` seconds. They are daemon threads, so
-    an abandoned attempt does not hold the interpreter's exit.
-    """
-
-    IDLE = 30.0
-
-    __slots__ = ("_idle", "_lock", "_names")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[_Task]] = []  # the inboxes of idle threads, last idle last
-        self._names = itertools.count(1)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        task = (future, fn, args)
-        with self._lock:
-            if self._idle:
-                self._idle.pop().put(task)  # the most recently idle: the others may retire
-                return future
-        inbox: queue.SimpleQueue[_Task] = queue.SimpleQueue()
-        inbox.put(task)
-        name = f"loadbalancer-retry-{next(self._names)}"
-        threading.Thread(target=self._work, args=(inbox,), name=name, daemon=True).start()
-        return future
-
-    def _work(self, inbox: queue.SimpleQueue[_Task]) -> None:
-        task: _Task | None = inbox.get()
-        while task is not None:
-            future, fn, args = task
-            task = None
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as error:
-                    future.set_exception(error)
-            del future, fn, args  # hold nothing of the call while idle
-            with self._lock:
-                self._idle.append(inbox)
-            try:
-                task = inbox.get(timeout=self.IDLE)
-            except queue.Empty:
-                with self._lock:
-                    if any(idle is inbox for idle in self._idle):
-                        self._idle.remove(inbox)
-                        return
-                task = inbox.get()  # a submit() took this thread just now: its task is in the inbox
-
-
-_Task = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
-
-
 class Retry(Generic[Req, Resp]):
     """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
 
     Each attempt asks ``lb`` for an endpoint; a call made before the publisher's source
     first answered waits for that answer first (within the deadline; it is not an attempt).
-    The call ends at the first success, after
-    ``max_attempts`` attempts (``RetryError`` with every attempt's exception), at an error
-    that ``retry_on`` does not cover (raised as it is), or when ``timeout`` seconds have
-    passed (``RetryTimeoutError``, both a ``RetryError`` and a ``TimeoutError``).
+    A retry goes to an endpoint not tried yet in that call whenever the set holds one. The
+    call ends at the first success, after ``max_attempts`` attempts (``RetryError`` with
+    every attempt's exception), at an error that ``retry_on`` does not cover (raised as it
+    is), or when ``timeout`` seconds have passed (``RetryTimeoutError``, both a
+    ``RetryError`` and a ``TimeoutError``).
 
     Sync and async endpoints share the spelling: ``call(req)`` for sync endpoints,
-    ``await call(req)`` for ``async`` ones; ``await call.acall(req)`` takes either kind.
-    Over async endpoints, ``call(req)`` where no event loop runs returns the call unrun
-    (``asyncio.run(call(req))`` runs it); used as a response it raises an error saying to
-    await it. An async attempt still running at the deadline
-    is cancelled. A sync attempt cannot be interrupted; it can read the deadline from
-    ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its own timeout,
-    or ``threaded=True`` runs each sync attempt on a worker thread so that the call returns
-    at the deadline even when an endpoint hangs (the attempt is abandoned; this costs a
-    thread hand-off per attempt). Abandoned attempts never starve later calls (a new
-    thread starts when none is idle) nor hold the interpreter's exit (daemon threads).
+    ``await call(req)`` for ``async`` ones; ``await call.acall(req)`` takes either kind, and
+    its waits between attempts never block the event loop (sync endpoints themselves run
+    on it). Over async endpoints, ``call(req)`` where no event loop runs returns the call
+    unrun (``asyncio.run(call(req))`` runs it); used as a response it raises an error saying
+    to await it. An async attempt still running at the deadline (or past its own
+    ``attempt_timeout``) is cancelled. A sync attempt cannot be interrupted; it can read the
+    deadline from ``loadbalancer.deadline`` / ``loadbalancer.remaining()`` and use it as its
+    own timeout, or ``threaded=True`` runs each sync attempt on a worker thread so that the
+    call returns at the deadline even when an endpoint hangs (the attempt is abandoned; this
+    costs a thread hand-off per attempt). Those threads are at most ``threads`` (default 32)
+    for a ``Retry``: an attempt waits for one to come free within its deadline, so hung
+    endpoints cannot make them grow without bound; they are daemon threads, so an abandoned
+    attempt does not hold the interpreter's exit.
 
     ``retry_on`` is an exception type, a tuple of them, a predicate on the exception or a
     tenacity ``retry_*`` object (default: ``loadbalancer.retryable``, everything but
@@ -352,6 +261,7 @@ class Retry(Generic[Req, Resp]):
         stop: tenacity.stop.stop_base | Callable[[tenacity.RetryCallState], bool] | None = None,
         budget: RetryBudget | bool | None = True,
         threaded: bool = False,
+        threads: int = THREADS,
         attempt_timeout: float | timedelta | None = None,
         logger: Any = None,
     ) -> None:
@@ -375,32 +285,29 @@ class Retry(Generic[Req, Resp]):
         self._retry = _retry_predicate(retry_on)
         wait = _strategy(wait, "wait", tenacity.wait.wait_base, "tenacity.wait_fixed(0.1)")
         stop = _strategy(stop, "stop", tenacity.stop.stop_base, "tenacity.stop_after_delay(1)")
-        stop_all = tenacity.stop_after_attempt(max_attempts) | tenacity.stop_after_delay(self._timeout)
-        # a plain callable is as good as a stop_base here: stop_any calls each with the state
-        self._stop = stop_all if stop is None else stop_all | cast(tenacity.stop.stop_base, stop)
-        self._wait = _DEFAULT_WAIT if wait is None else wait
-        budget = budget_of(budget)
-        self._budget = budget
-        # counting a request is the only cost a budget adds to a call: a C-level increment
-        # One C-level increment per call, which is also the budget's count of requests: the
-        # budget sums its Retrys' counters, so no call pays for two.
-        self._calls = itertools.count()
-        self._deposit: Callable[[], object] = self._calls.__next__
-        if budget is not None:
-            budget._attach(self._calls)
-        self.retries = 0  # counters the metrics layer reads (loadbalancer.metrics)
+        self._budget = budget_of(budget)
+        attempt_timeout = (
+            None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
+        )
+        self._policy = Policy(
+            attempts=max_attempts,
+            timeout=self._timeout,
+            attempt_timeout=attempt_timeout,
+            wait=DEFAULT_WAIT if wait is None else wait,
+            stop=stop,
+            budget=self._budget,
+        )
+        self.calls = 0  # counters the metrics layer reads (loadbalancer.metrics); calls also feed the budget
+        if self._budget is not None:
+            self._budget._attach(self)
+        self.retries = 0
         self.give_ups = 0
         self.deadlines = 0
         self.budget_refusals = 0
         _metrics.register("retry", self)
-        # Only a home for the strategies, for those that look at retry_state.retry_object.
-        self._retrying = tenacity.Retrying(stop=self._stop, wait=self._wait, retry=self._retry)
-        self._threaded = threaded
-        self._attempt_timeout = (
-            None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
-        )
+        self._workers = Workers(threads, "loadbalancer-attempt") if threaded else None
         # one test on the hot path for both: calls that need more than the plain path
-        self._slow = threaded or self._attempt_timeout is not None
+        self._slow = threaded or attempt_timeout is not None
         # A failed call raises to its caller, who decides what it is worth: its events are
         # INFO (a library must not write a line to stderr per failed call of an application
         # that has not set logging up). A spent budget is a fleet-level condition: a WARNING
@@ -410,7 +317,6 @@ class Retry(Generic[Req, Resp]):
         self._watchdog: _Watchdog | None = None
         # hasattr() on a type without __await__ raises inside: ~250 ns; remember the answer
         self._awaitable: dict[type, bool] = {CoroutineType: True}
-        self._workers = _Workers() if threaded else None
         self._in_loops = False  # called inside a running event loop at least once
 
     @property
@@ -419,16 +325,14 @@ class Retry(Generic[Req, Resp]):
         return self._lb
 
     def __call__(self, request: Req) -> Resp:
-        self._deposit()
+        self.calls += 1
         start = _monotonic()
         end = start + self._timeout
         outer = _get_deadline()
         if outer is not None and outer < end:
             end = outer  # an enclosing Retry's deadline is tighter
         if self._slow:
-            if self._threaded:
-                return self._call_threaded(request, start, end)
-            return self._retry_sync(request, start, end, None, None)  # attempt_timeout: the general path
+            return self._general(request, start, end)
         token = _set_deadline(end)
         endpoint = None  # None if the pick itself failed
         try:
@@ -438,7 +342,9 @@ class Retry(Generic[Req, Resp]):
             _reset_deadline(token)
             if type(error) is NotReadyError and self._first_answer(end):
                 return self._call_within(request, end)  # it is in: call as if now, by the same deadline
-            return self._retry_sync(request, start, end, error, endpoint)
+            call = self._call(request, start, end)
+            step = call.after_first(endpoint, error, _monotonic())
+            return cast("Resp", drive(call, step, self._runner(request), ready=self._wait_ready))
         _reset_deadline(token)
         # Casts are spelled as strings: a subscripted generic would be built on every call.
         if type(result) is not CoroutineType:  # an async endpoint's is one: no lookup
@@ -448,16 +354,82 @@ class Retry(Generic[Req, Resp]):
                 awaitable = self._remember_kind(kind)
             if not awaitable:
                 return result
-        call = self._run_async(result, endpoint, request, start, end)
+        call_ = self._run_async(cast("Awaitable[Any]", result), endpoint, request, start, end)
         if not self._in_loops:
-            # Looking for a running loop costs a getpid() system call inside one (a third of
-            # the call): look until this Retry was once called in a loop, which is when a
-            # sync call over async endpoints (the mistake _PendingCall explains) stops being
-            # likely.
-            if _get_running_loop() is None:  # nothing can await the call in this thread now
-                return cast("Resp", _PendingCall(call, result))
+            # Only until this Retry was once called in a running loop: then a sync call over
+            # async endpoints (the mistake _PendingCall explains) stops being likely.
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # nothing can await the call in this thread now
+                return cast("Resp", _PendingCall(call_, result))
             self._in_loops = True
-        return cast("Resp", call)
+        return cast("Resp", call_)
+
+    def _general(self, request: Req, start: float, end: float) -> Resp:
+        """Threaded or with an attempt timeout: every attempt through the engine."""
+        call = self._call(request, start, end)
+        step = call.begin(_monotonic())
+        if self._workers is None and step.start:
+            first = step.start[0]
+            token = _set_deadline(first.deadline)
+            try:
+                result = first.endpoint(request)
+            except Exception as error:
+                step = call.failed(first, error, _monotonic())
+            else:
+                if not hasattr(type(result), "__await__"):
+                    return cast("Resp", result)
+                # async endpoints: each attempt cancelled past its own time, by the asyncio driver
+                return cast("Resp", adrive(call, step, self._first_then(result, first, request), ready=self._aready))
+            finally:
+                _reset_deadline(token)
+        return cast("Resp", drive(call, step, self._runner(request), ready=self._wait_ready, workers=self._workers))
+
+    def _call(self, request: Req, start: float, end: float) -> Call:
+        return Call(
+            self._policy,
+            self._pick,
+            start=start,
+            end=end,
+            candidates=self._lb.candidates,
+            retryable=self._retryable,
+            conclude=self._conclude,
+            log=self._log,
+            stats=self,
+            name=self._instance_of,
+            request=request,
+        )
+
+    def _runner(self, request: Req) -> Callable[[Attempt], Any]:
+        def run(attempt: Attempt) -> Any:
+            return attempt.endpoint(request)
+
+        return run
+
+    def _first_then(self, first: Any, attempt: Attempt, request: Req) -> Callable[[Attempt], Any]:
+        def run(next_attempt: Attempt) -> Any:
+            return first if next_attempt is attempt else next_attempt.endpoint(request)
+
+        return run
+
+    def _retryable(self, error: BaseException) -> bool:
+        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.set_exception((type(error), error, error.__traceback__))
+        return bool(self._retry(state))
+
+    def _conclude(
+        self, reason: str, errors: list[BaseException], elapsed: float, why: str, timeout: float | None
+    ) -> BaseException:
+        listed = f": {summary(errors)}" if errors else ""
+        if reason == "deadline":
+            return RetryTimeoutError(
+                f"deadline of {self._timeout:g}s exceeded after {len(errors)} attempts{why}{listed}", errors
+            )
+        if reason == "budget":
+            return RetryBudgetExhaustedError(
+                f"retry budget exhausted after {len(errors)} attempts ({self._budget!r}){listed}", errors
+            )
+        return RetryError(f"gave up after {len(errors)} attempts in {elapsed:.3f}s{listed}", errors)
 
     def _first_answer(self, end: float) -> bool:
         """The publisher has not answered yet: wait for it (not an attempt), up to ``end``; whether it did."""
@@ -465,6 +437,13 @@ class Retry(Generic[Req, Resp]):
         if RUNTIME.in_loop_thread():  # the runtime reads the sources: it must not wait for itself
             return False
         return publisher.wait_ready(max(0.0, end - _monotonic())) and not publisher.closed
+
+    def _wait_ready(self, seconds_: float) -> None:
+        if not RUNTIME.in_loop_thread():
+            self._lb.publisher.wait_ready(seconds_)
+
+    async def _aready(self, seconds_: float) -> None:
+        await self._lb.publisher.ready_wait(seconds_)
 
     def _call_within(self, request: Req, end: float) -> Resp:
         token = _set_deadline(end)  # an enclosing deadline: the call keeps the original one
@@ -488,83 +467,23 @@ class Retry(Generic[Req, Resp]):
         ``await call(request)`` needs async endpoints (over sync ones, ``call(request)`` is
         the response itself, and Python refuses to await it); ``call(request)`` outside a
         coroutine needs sync ones. Code that may meet either kind awaits ``acall``. Sync
-        endpoints then run as under ``call(request)``: on this thread, which they block,
-        retries and their waits included. Before the publisher's first answer, ``acall``
-        waits for it without blocking the event loop (``call(request)`` blocks the thread
-        for it, within the deadline).
+        endpoints then run on the event loop's thread, each attempt blocking it while it
+        runs; the waits between attempts, and for the publisher's first answer, never do.
         """
-        publisher = self._lb.publisher
-        if publisher.ready:
-            result = self(request)
-        else:
-            end = _monotonic() + self._timeout
-            outer = _get_deadline()
-            if outer is not None and outer < end:
-                end = outer
-            await publisher.ready_wait(max(0.0, end - _monotonic()))
-            result = self._call_within(request, end)
-        if _is_awaitable(result):
-            return cast("Resp", await cast("Awaitable[Any]", result))
-        return result
+        self.calls += 1
+        start = _monotonic()
+        end = start + self._timeout
+        outer = _get_deadline()
+        if outer is not None and outer < end:
+            end = outer
+        call = self._call(request, start, end)
+        return await adrive(call, call.begin(_monotonic()), self._runner(request), ready=self._aready)
 
     def _remember_kind(self, kind: type) -> bool:
         if len(self._awaitable) > 256:  # endpoints returning ever new types: do not grow for ever
             self._awaitable = {CoroutineType: True}
         awaitable = self._awaitable[kind] = hasattr(kind, "__await__")
         return awaitable
-
-    # -- after a failure -------------------------------------------------------------------
-
-    def _new_state(self, start: float, request: Req) -> tenacity.RetryCallState:
-        state = tenacity.RetryCallState(self._retrying, None, (request,), {})
-        state.start_time = start
-        return state
-
-    def _next_wait(
-        self, state: tenacity.RetryCallState, errors: list[BaseException], end: float, endpoint: object
-    ) -> float:
-        """Decide after an attempt on ``endpoint`` (``None``: the pick failed) failed: seconds
-        to wait before the next, or raise."""
-        error = errors[-1]
-        attempt = len(errors)
-        state.attempt_number = attempt
-        state.set_exception((type(error), error, error.__traceback__))
-        instance = self._instance_of(endpoint)
-        if not self._retry(state):
-            self._log.info("retry_not_retryable", attempt=attempt, instance=instance, error=describe(error))
-            raise error
-        now = state.outcome_timestamp or _monotonic()
-        if now >= end:
-            raise self._timeout_error(errors, state.start_time, "", instance)
-        if self._stop(state):
-            raise self._gave_up(errors, state.start_time, instance)
-        delay = max(0.0, float(self._wait(state)))
-        if now + delay >= end:
-            raise self._timeout_error(
-                errors, state.start_time, f"; the next attempt would start after it (wait {delay:.3g}s)", instance
-            )
-        if self._budget is not None and not self._budget.withdraw():
-            self.budget_refusals += 1
-            log = self._log.warning if self._budget._warning_due() else self._log.info
-            log(
-                "retry_budget_exhausted",
-                attempts=attempt,
-                instance=instance,
-                error=describe(error),
-                refused=self._budget.refused,
-            )
-            exhausted = RetryBudgetExhaustedError(
-                f"retry budget exhausted after {attempt} attempts ({self._budget!r}): {self._summary(errors)}", errors
-            )
-            exhausted.__cause__ = error
-            raise exhausted
-        state.idle_for += delay
-        state.upcoming_sleep = delay
-        self.retries += 1
-        self._log.info(
-            "retry_attempt_failed", attempt=attempt, instance=instance, error=describe(error), wait=round(delay, 6)
-        )
-        return delay
 
     def _instance_of(self, endpoint: object) -> str | None:
         """The address of the instance ``endpoint`` was made for, for the failure events.
@@ -587,274 +506,33 @@ class Retry(Generic[Req, Resp]):
             name = str(endpoint)
         return name
 
-    def _pick_other(self, failed: list[object]) -> Callable[[Req], Resp]:
-        """A pick for a retry: the balancer's, asked again (a few times) while it offers an
-        endpoint that already failed this call. Concurrent calls share a round robin's turn,
-        so without this a retry could land on the endpoint that just refused it."""
-        endpoint = self._pick()
-        for _ in range(_REPICKS):
-            if not any(endpoint is f for f in failed):
-                break
-            endpoint = self._pick()
-        return endpoint
-
-    def _summary(self, errors: list[BaseException]) -> str:
-        return "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
-
-    @property
-    def calls(self) -> int:
-        """Calls made through this ``Retry`` (a counter for metrics)."""
-        return int(repr(self._calls)[6:-1])  # itertools.count has no read: its repr holds the next value
-
-    def _gave_up(self, errors: list[BaseException], start: float, instance: str | None) -> RetryError:
-        self.give_ups += 1
-        elapsed = _monotonic() - start
-        self._log.info(
-            "retry_gave_up",
-            attempts=len(errors),
-            elapsed=round(elapsed, 6),
-            instance=instance,
-            error=describe(errors[-1]),
-        )
-        error = RetryError(f"gave up after {len(errors)} attempts in {elapsed:.3f}s: {self._summary(errors)}", errors)
-        error.__cause__ = errors[-1]
-        return error
-
-    def _timeout_error(
-        self, errors: list[BaseException], start: float, why: str, instance: str | None
-    ) -> RetryTimeoutError:
-        self.deadlines += 1
-        elapsed = _monotonic() - start
-        self._log.info(
-            "retry_deadline_exceeded",
-            attempts=len(errors),
-            timeout=self._timeout,
-            elapsed=round(elapsed, 6),
-            instance=instance,
-        )
-        summary = f": {self._summary(errors)}" if errors else ""
-        error = RetryTimeoutError(
-            f"deadline of {self._timeout:g}s exceeded after {len(errors)} attempts{why}{summary}", errors
-        )
-        error.__cause__ = errors[-1] if errors else None
-        return error
-
-    # -- sync ------------------------------------------------------------------------------
-
-    def _retry_sync(self, request: Req, start: float, end: float, error: Exception | None, endpoint: object) -> Resp:
-        """Attempts on this thread after a first that failed with ``error`` (``None``: from the first).
-
-        Each attempt sees its own deadline (``attempt_timeout``, within the call's) through
-        ``loadbalancer.deadline``; an async attempt made here under ``attempt_timeout`` goes on
-        in ``_per_attempt_async``, which can cancel it.
-        """
-        errors: list[BaseException] = [] if error is None else [error]
-        failed: list[object] = [] if endpoint is None else [endpoint]
-        state = self._new_state(start, request)
-        while True:
-            if errors:
-                delay = self._next_wait(state, errors, end, endpoint)
-                if delay:
-                    time.sleep(delay)
-            token = deadline.set(self._attempt_end(end))
-            endpoint = None
-            try:
-                endpoint = self._pick_other(failed)
-                result = endpoint(request)
-            except Exception as failure:
-                errors.append(failure)
-                if endpoint is not None:
-                    failed.append(endpoint)
-                continue
-            finally:
-                deadline.reset(token)
-            if self._attempt_timeout is not None and _is_awaitable(result):
-                return cast(
-                    "Resp", self._per_attempt_async(result, endpoint, request, failed, errors, state, start, end)
-                )
-            if errors:
-                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
-            return result
-
-    def _call_threaded(self, request: Req, start: float, end: float) -> Resp:
-        # The pick happens here, on the caller's thread, so that a retry steers away from
-        # the endpoints that already failed this call as the other paths do (_pick_other).
-        assert self._workers is not None
-        errors: list[BaseException] = []
-        failed: list[object] = []
-        state: tenacity.RetryCallState | None = None
-        endpoint: Callable[[Req], Resp] | None = None
-        while True:
-            if errors:
-                if state is None:
-                    state = self._new_state(start, request)
-                delay = self._next_wait(state, errors, end, endpoint)
-                if delay:
-                    time.sleep(delay)
-            endpoint = None
-            try:
-                endpoint = self._pick_other(failed)
-            except Exception as failure:
-                errors.append(failure)
-                continue
-            context = contextvars.copy_context()
-            attempt_end = self._attempt_end(end)
-            future = self._workers.submit(context.run, self._attempt_in_thread, endpoint, request, attempt_end)
-            # wait() rather than result(timeout): an endpoint's own TimeoutError is a failed
-            # attempt, not the deadline (concurrent.futures.TimeoutError is TimeoutError).
-            if not concurrent.futures.wait((future,), max(0.0, attempt_end - _monotonic())).done:
-                at = "the deadline" if attempt_end >= end else f"its {self._attempt_timeout:g}s"
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} still running at {at}"))
-                if attempt_end >= end:
-                    raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
-                failed.append(endpoint)  # abandoned at its own timeout: try another
-                continue
-            try:
-                result: Resp = future.result()
-            except Exception as failure:
-                errors.append(failure)
-                failed.append(endpoint)
-                continue
-            if errors:
-                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
-            return result
-
-    def _attempt_end(self, end: float) -> float:
-        """When the attempt starting now must end: its own timeout, within the call's deadline."""
-        limit = self._attempt_timeout
-        return end if limit is None else min(end, _monotonic() + limit)
-
-    async def _per_attempt_async(
-        self,
-        first: Any,
-        endpoint: object,
-        request: Req,
-        failed: list[object],
-        errors: list[BaseException],
-        state: tenacity.RetryCallState,
-        start: float,
-        end: float,
-    ) -> Any:
-        attempt: Any = first
-        while True:
-            attempt_end = self._attempt_end(end)
-            token = deadline.set(attempt_end)
-            try:
-                if not _is_awaitable(attempt):
-                    return attempt
-                async with asyncio.timeout(max(0.0, attempt_end - _monotonic())):
-                    return await attempt
-            except TimeoutError as failure:
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} ran out of its {self._attempt_timeout:g}s"))
-                errors[-1].__cause__ = failure
-                if attempt_end >= end:
-                    raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
-            except Exception as failure:
-                errors.append(failure)
-            finally:
-                deadline.reset(token)
-            failed.append(endpoint)
-            while True:
-                delay = self._next_wait(state, errors, end, endpoint)
-                if delay:
-                    await asyncio.sleep(delay)
-                endpoint = None
-                try:
-                    endpoint = self._pick_other(failed)
-                    attempt = endpoint(request)
-                except Exception as failure:
-                    errors.append(failure)
-                    if endpoint is not None:
-                        failed.append(endpoint)
-                    continue
-                break
-
-    def _attempt_in_thread(self, endpoint: Callable[[Req], Resp], request: Req, end: float) -> Resp:
-        deadline.set(end)  # this runs in a copied context: nothing to reset
-        result = endpoint(request)
-        if _is_awaitable(result):
-            cast(Coroutine[Any, Any, Any], result).close()
-            raise TypeError("threaded=True runs sync endpoints; this endpoint is async: drop threaded=True")
-        return result
-
     # -- async -----------------------------------------------------------------------------
 
-    async def _run_async(self, first: object, endpoint: object, request: Req, start: float, end: float) -> Any:
-        """Await ``first``, the awaitable the first attempt returned, with the deadline set;
-        on a failure, retry."""
+    async def _run_async(self, first: Awaitable[Any], endpoint: object, request: Req, start: float, end: float) -> Any:
+        """Await ``first``, the awaitable the first attempt returned, under the deadline; on a failure, retry."""
         token = _set_deadline(end)
-        try:
-            if type(first) is CoroutineType:
-                # Step the attempt by hand once: most successful attempts of a fast endpoint
-                # end without suspending, and an attempt that does not suspend cannot be
-                # cancelled, so the deadline watchdog (current_task() and an entry in a
-                # slot: more than the rest of the call) is armed only when it suspends.
-                try:
-                    pending = first.send(None)
-                except StopIteration as done:
-                    return done.value
-                except Exception as error:
-                    return await self._guarded(None, error, endpoint, request, start, end)
-                return await self._guarded(_resume(first, pending), None, endpoint, request, start, end)
-            return await self._guarded(cast("Awaitable[Any]", first), None, endpoint, request, start, end)
-        finally:
-            _reset_deadline(token)
-
-    async def _guarded(
-        self,
-        attempt: Awaitable[Any] | None,
-        error: Exception | None,
-        endpoint: object,
-        request: Req,
-        start: float,
-        end: float,
-    ) -> Any:
-        """The rest of an async call under the deadline watchdog: the first attempt (if it
-        is still running, ``attempt``; else it failed with ``error``), then the retries."""
         task = asyncio.current_task()
         guard: _Guard | None = None
         if task is not None:
-            loop = task.get_loop()
             watchdog = self._watchdog
-            if watchdog is None or watchdog.loop is not loop:
-                watchdog = self._watchdog = _Watchdog(loop)
+            if watchdog is None or watchdog.loop is not task.get_loop():
+                watchdog = self._watchdog = _Watchdog(task.get_loop())
             guard = watchdog.arm(end, task)
-        errors: list[BaseException] = []
         try:
-            if attempt is None:
-                errors.append(cast(Exception, error))
-            else:
-                try:
-                    return await attempt
-                except Exception as failure:
-                    errors.append(failure)
-            failed = [endpoint]
-            state = self._new_state(start, request)
-            while True:
-                delay = self._next_wait(state, errors, end, endpoint)
-                if delay:
-                    await asyncio.sleep(delay)
-                endpoint = None
-                try:
-                    endpoint = self._pick_other(failed)
-                    result = endpoint(request)
-                    if _is_awaitable(result):
-                        result = await cast(Awaitable[Any], result)
-                except Exception as failure:
-                    errors.append(failure)
-                    if endpoint is not None:
-                        failed.append(endpoint)
-                    continue
-                self._log.debug("retry_succeeded", attempt=len(errors) + 1)
-                return result
+            return await first
         except asyncio.CancelledError:
-            if guard is not None and guard.fired and task is not None and task.uncancel() <= guard.cancelling:
-                errors.append(TimeoutError(f"attempt {len(errors) + 1} cancelled at the deadline"))
-                raise self._timeout_error(errors, start, "", self._instance_of(endpoint)) from errors[-1]
-            raise
+            if guard is None or not guard.fired or task is None or task.uncancel() > guard.cancelling:
+                raise  # cancelled from outside, not at the deadline
+            error: Exception = AttemptTimeoutError("attempt 1 cancelled at the deadline")
+        except Exception as failure:
+            error = failure
         finally:
             if guard is not None:
                 guard.disarm()
+            _reset_deadline(token)
+        call = self._call(request, start, end)
+        step = call.after_first(endpoint, error, _monotonic())
+        return await adrive(call, step, self._runner(request), ready=self._aready)
 
     def __repr__(self) -> str:
         return f"Retry({self._max_attempts}, {self._timeout:g}, {self._lb!r})"

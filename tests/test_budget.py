@@ -15,7 +15,7 @@ from loadbalancer import (
     retryable,
     static,
 )
-from loadbalancer.retry import _DEFAULT_WAIT
+from loadbalancer._engine import DEFAULT_WAIT as _DEFAULT_WAIT
 
 
 def always_failing(error: BaseException) -> tuple[RoundRobin[object], list[int]]:

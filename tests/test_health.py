@@ -302,3 +302,29 @@ def test_check_now_from_a_subscriber_callback_raises_instead_of_deadlocking() ->
         assert called_on_runtime.wait(HANG_GUARD), "the callback never ran on the runtime thread"
         assert len(errors) == 1 and "acheck_now" in str(errors[0])
         assert addresses(health) == ["127.0.0.1:1"]
+
+
+async def test_hung_sync_checks_neither_starve_the_others_nor_the_applications_threads() -> None:
+    release = threading.Event()
+    checked: dict[str, int] = {}
+
+    def check(instance: Instance) -> bool:
+        checked[instance.address] = checked.get(instance.address, 0) + 1
+        if instance.port != 1:
+            release.wait(30)  # hangs, past its timeout
+        return True
+
+    hung = [f"127.0.0.1:{port}" for port in range(2, 22)]  # more than the default executor's threads
+    source = static.Publisher(["127.0.0.1:1", *hung], sync_factory)
+    try:
+        with HealthChecker(source, check=check, interval=0.05, timeout=0.1, jitter=0, panic_threshold=0) as health:
+            await aeventually(lambda: checked.get("127.0.0.1:1", 0) >= 10, HANG_GUARD, "the good one, checked on")
+            assert addresses(health) == ["127.0.0.1:1"]
+            assert max(checked.get(address, 0) for address in hung) == 1  # no new thread while one hangs
+            assert all("still running" in error for error in health.unhealthy().values())
+            # the application's own default executor is not taken by hung checks
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+            threads = [t for t in threading.enumerate() if t.name.startswith("loadbalancer-blocking")]
+            assert len(threads) <= len(hung) + 16  # one a hung instance at most, and the running ones
+    finally:
+        release.set()

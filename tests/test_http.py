@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -68,20 +69,27 @@ def test_a_post_that_was_sent_is_not_retried(backends: list[HttpBackend]) -> Non
 
 
 def test_retries_stop_after_the_attempts_and_return_the_last_answer(backends: list[HttpBackend]) -> None:
-    with client(backends, retries=2) as c:
+    with client(backends, retries=1) as c:  # one retry: two attempts
         assert c.get("http://api/status/503").status_code == 503
         assert sum(b.counts().get("GET /status/503", 0) for b in backends) == 2
+    with client(backends, retries=0) as c:  # none: one attempt
+        assert c.get("http://api/status/503/none").status_code == 503
+        assert sum(b.counts().get("GET /status/503/none", 0) for b in backends) == 1
+    with client(backends, policy=lbhttp.RetryPolicy(attempts=3)) as c:  # a policy built once, in attempts
+        assert c.get("http://api/status/503/policy").status_code == 503
+        assert sum(b.counts().get("GET /status/503/policy", 0) for b in backends) == 3
+    with client(backends, retries=2) as c:
         assert c.get("http://api/status/404").status_code == 404  # not a retried status
         assert sum(b.counts().get("GET /status/404", 0) for b in backends) == 1
 
 
 def test_retry_after_is_honoured_within_the_deadline(backends: list[HttpBackend]) -> None:
-    with client(backends[:1], retries=3, timeout=10.0) as c:
+    with client(backends[:1], retries=2, timeout=10.0) as c:
         started = time.monotonic()
         assert c.get("http://api/retry-after/1").status_code == 503
         assert time.monotonic() - started >= 2.0  # waited the 1 s asked for, twice
         assert backends[0].counts()["GET /retry-after/1"] == 3
-    with client(backends[:1], retries=3, timeout=0.5) as c:
+    with client(backends[:1], retries=2, timeout=0.5) as c:
         assert c.get("http://api/retry-after/5").status_code == 503  # past the deadline: the answer as it is
         assert backends[0].counts()["GET /retry-after/5"] == 1
 
@@ -220,8 +228,13 @@ async def test_async_deadline(backends: list[HttpBackend]) -> None:
 
 
 def test_bad_options_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="positive integer, got 0"):
-        lbhttp.Transport({"api": static.Publisher([])}, retries=0)
+    lbhttp.Transport({"api": static.Publisher([])}, retries=0).close()  # no retry: one attempt
+    with pytest.raises(ValueError, match=r"retries must be a whole number of retries \(0: none\).*got -1"):
+        lbhttp.Transport({"api": static.Publisher([])}, retries=-1)
+    with pytest.raises(ValueError, match="attempts must be a positive integer .*got 0"):
+        lbhttp.RetryPolicy(attempts=0)
+    with pytest.raises(ValueError, match="either in policy= or as keyword arguments, not both"):
+        lbhttp.Transport({"api": static.Publisher([])}, policy=lbhttp.RetryPolicy(), timeout=1.0)
     with pytest.raises(ValueError, match="HTTP status codes .* got 700"):
         lbhttp.Transport({"api": static.Publisher([])}, retry_statuses=[700])
     with pytest.raises(TypeError, match="map host names to publishers"):
@@ -274,7 +287,7 @@ def test_the_transport_records_each_attempt_for_metrics(backends: list[HttpBacke
     try:
         backends[0].mode("down")
         service = "api"
-        with client(backends[:2], retries=2) as c:
+        with client(backends[:2], retries=1) as c:
             for _ in range(10):
                 assert c.get("http://api/echo").status_code == 200
             figures = {
@@ -292,3 +305,41 @@ def test_the_transport_records_each_attempt_for_metrics(backends: list[HttpBacke
         assert successes == 10 and failures == backends[0].counts()["GET /echo"]  # every attempt, once
     finally:
         lbmetrics.disable()
+
+
+def test_async_pools_close_on_their_own_loop(backends: list[HttpBackend]) -> None:
+    errors: list[dict[str, Any]] = []
+
+    def watched(coroutine: Any) -> Any:
+        async def run() -> Any:
+            asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+            result = await coroutine
+            await asyncio.sleep(0.05)  # what the close scheduled runs (and fails, if it does) now
+            return result
+
+        return asyncio.run(run())
+
+    async def use(transport: lbhttp.AsyncTransport) -> int:
+        client = httpx.AsyncClient(transport=transport)
+        return (await client.get("http://api/echo")).status_code
+
+    # a pool whose loop has ended is not closed from another loop (its connections were that loop's)
+    ended = lbhttp.AsyncTransport({"api": static.Publisher([backends[0].address])})
+    assert watched(use(ended)) == 200
+    watched(ended.aclose())
+    # a pool whose loop runs on in another thread is closed there
+    running = lbhttp.AsyncTransport({"api": static.Publisher([backends[0].address])})
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(use(running), loop).result(10) == 200
+        watched(running.aclose())
+        closed = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop)
+        closed.result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    assert errors == []

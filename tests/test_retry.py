@@ -192,7 +192,7 @@ def test_threaded_sync_attempts_return_at_the_deadline() -> None:
     assert Retry(2, 5.0, flaky, threaded=True)("z").startswith("10.0.0.2")
 
 
-def test_threaded_attempts_that_hang_do_not_starve_later_calls() -> None:
+def test_threaded_attempts_run_on_a_bounded_set_of_threads_and_the_rest_wait_their_turn() -> None:
     release = threading.Event()
 
     def endpoint(request: str) -> str:
@@ -200,7 +200,7 @@ def test_threaded_attempts_that_hang_do_not_starve_later_calls() -> None:
             release.wait(60)
         return request
 
-    call = Retry(1, 1.0, RoundRobin(static.Publisher(["a:1"], lambda a: endpoint)), threaded=True)
+    call = Retry(1, 0.5, RoundRobin(static.Publisher(["a:1"], lambda a: endpoint)), threaded=True, threads=4)
     timeouts: list[RetryTimeoutError] = []
 
     def hang() -> None:
@@ -208,17 +208,24 @@ def test_threaded_attempts_that_hang_do_not_starve_later_calls() -> None:
             call("hang")
         timeouts.append(caught.value)
 
-    # more calls hung at once than a default ThreadPoolExecutor has workers (min(32, cpus + 4))
-    callers = [threading.Thread(target=hang) for _ in range(40)]
+    def attempt_threads() -> int:
+        return sum(thread.name.startswith("loadbalancer-attempt") for thread in threading.enumerate())
+
+    before = attempt_threads()
+    callers = [threading.Thread(target=hang) for _ in range(10)]
     try:
         for caller in callers:
             caller.start()
         for caller in callers:
             caller.join(30)
-        assert len(timeouts) == 40
-        assert call("ok") == "ok"  # not queued behind the abandoned attempts
+        assert len(timeouts) == 10  # 4 abandoned at the deadline, 6 waited for a thread in vain
+        assert sum("none of the 4 threads came free" in str(error) for error in timeouts) == 6
+        assert attempt_threads() - before <= 4  # hung attempts did not make more threads
+        with pytest.raises(RetryTimeoutError):
+            call("ok")  # every thread still holds a hung attempt: it waits its turn, within its deadline
     finally:
         release.set()
+    assert call("ok") == "ok"  # the threads came back once the endpoint returned
 
 
 def test_an_abandoned_threaded_attempt_does_not_hold_interpreter_exit() -> None:
@@ -424,9 +431,8 @@ class _CountingTimers:
         monkeypatch.setattr(loop, "call_at", counting)
 
 
-async def test_an_attempt_that_does_not_suspend_arms_no_deadline_timer(monkeypatch: pytest.MonkeyPatch) -> None:
-    # An attempt that ends without suspending cannot be cancelled: the watchdog is armed
-    # (a timer for the deadline's millisecond slot) only by an attempt that suspends.
+async def test_async_calls_share_their_deadline_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One timer per millisecond of deadline, shared by the calls that end in it, not one a call.
     async def at_once(request: str) -> str:
         assert loadbalancer.remaining() is not None
         return request
@@ -438,12 +444,10 @@ async def test_an_attempt_that_does_not_suspend_arms_no_deadline_timer(monkeypat
 
     timers = _CountingTimers(asyncio.get_running_loop(), monkeypatch)
     fast = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: at_once)))
-    assert [await fast(i) for i in "abc"] == ["a", "b", "c"]
-    assert timers.count == 0
-    assert loadbalancer.deadline.get() is None
     slow = Retry(3, 5.0, RoundRobin(static.Publisher(["a:1"], lambda a: suspends)))
-    assert await slow("d") == "d"
-    assert timers.count == 1
+    answers = await asyncio.gather(*(fast(i) for i in range(100)), *(slow(i) for i in range(100)))
+    assert answers == [*range(100), *range(100)]
+    assert timers.count < 20
     assert loadbalancer.deadline.get() is None
 
 
@@ -466,7 +470,8 @@ async def test_an_attempt_failing_before_it_suspends_is_retried_under_the_deadli
         await call("x")
     assert time.monotonic() - started < 10
     assert calls == ["fail", "hang"]
-    assert [type(e) for e in caught.value.errors] == [ConnectionRefusedError, TimeoutError]
+    assert type(caught.value.errors[0]) is ConnectionRefusedError
+    assert isinstance(caught.value.errors[1], TimeoutError)
 
 
 async def test_nested_async_retries_keep_the_tighter_deadline() -> None:
@@ -766,3 +771,40 @@ def test_attempt_timeout_is_what_a_sync_attempt_sees_and_abandons_a_threaded_one
     assert threaded("x") == "fast"  # the hung attempt was left behind at its own timeout
     with pytest.raises(ValueError, match="attempt_timeout must be positive"):
         Retry(3, 5.0, _Ordered(publisher), attempt_timeout=0)
+
+
+async def test_acall_over_sync_endpoints_never_blocks_the_loop_while_it_waits() -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], Endpoint)
+    publisher.endpoints()[0].fail = ConnectionRefusedError("refused")
+    call = Retry(2, 5.0, _Offers(publisher, [0, 1]), wait=tenacity.wait_fixed(0.3))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        assert await call.acall("x") == "10.0.0.2:80:x"
+    finally:
+        ticker.cancel()
+    assert ticks >= 10  # the loop ran on through the 0.3 s wait between the attempts
+
+
+@pytest.mark.parametrize("options", [{"threaded": True}, {"attempt_timeout": 1.0}])
+def test_threaded_and_attempt_timeout_calls_wait_for_the_first_answer_too(options: dict[str, Any]) -> None:
+    publisher = _Late(lambda address: lambda request: f"{address} got {request}", service="late")
+    call = Retry(3, 5.0, RoundRobin(publisher), **options)
+    threading.Timer(0.05, publisher.answer, ["10.0.0.1:80"]).start()
+    assert call("ping") == "10.0.0.1:80 got ping"
+
+
+def test_a_retry_finds_the_endpoint_not_tried_even_when_the_balancer_keeps_offering_a_failed_one() -> None:
+    publisher = static.Publisher(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"], Endpoint)
+    first, second, third = publisher.endpoints()
+    first.fail = second.fail = ConnectionRefusedError("refused")
+    call = Retry(3, 5.0, _Offers(publisher, [0] * 5 + [1] * 5 + [1] * 5), wait=tenacity.wait_none())
+    assert call("x") == "10.0.0.3:80:x"  # the balancer never offered it: the set did
+    assert (first.calls, second.calls, third.calls) == (1, 1, 1)

@@ -13,12 +13,12 @@ import email.utils
 import math
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import tenacity
 
-from .._backoff import Backoff
+from .._engine import DEFAULT_WAIT, Policy
 from .._httpspec import FAILURE_STATUSES, IDEMPOTENT, RETRY_STATUSES
 from .._util import seconds
 from ..budget import RetryBudget, budget_of
@@ -38,7 +38,8 @@ def _statuses(value: Iterable[int], name: str) -> frozenset[int]:
 class RetryPolicy:
     """How an HTTP call is retried. Every field has the default the transports use.
 
-    - ``attempts``: at most this many attempts (1: no retry);
+    - ``attempts``: at most this many attempts in all (1: no retry; the transports' shorthand
+      ``retries=N`` means N retries after the first attempt, ``attempts=N + 1``);
     - ``timeout``: the overall deadline of a call, seconds (``None``: none);
     - ``attempt_timeout``: each attempt's own timeout (Envoy's ``per_try_timeout``): a slow
       instance is left for another while the deadline allows;
@@ -50,7 +51,11 @@ class RetryPolicy:
       ejection and feedback balancers (5xx);
     - ``wait``: a tenacity wait strategy between attempts (default: full jitter from 10 ms,
       doubling, up to 1 s); ``budget``: a ``RetryBudget`` (``True``: one of its own,
-      ``None``: no limit).
+      ``None``: no limit);
+    - ``hedge_after``: seconds after which an idempotent request still unanswered is sent to
+      a second instance too (the first answer wins; async transports only; ``None``: never).
+
+    Build one and hand it to several clients: ``Transport(services, retries=policy)``.
     """
 
     attempts: int = 3
@@ -62,17 +67,21 @@ class RetryPolicy:
     failure_statuses: Collection[int] = FAILURE_STATUSES
     wait: tenacity.wait.wait_base | None = None
     budget: RetryBudget | bool | None = True
+    hedge_after: float | None = None
     _budget: RetryBudget | None = field(init=False, repr=False, compare=False)
-    _wait: tenacity.wait.wait_base = field(init=False, repr=False, compare=False)
+    _engine: Policy = field(init=False, repr=False, compare=False)
+    _hedging: Policy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ValueError(f"retries: the number of attempts must be a positive integer, got {self.attempts!r}")
+            raise ValueError(f"attempts must be a positive integer (retries: 0 or more), got {self.attempts!r}")
         set_ = object.__setattr__
         if self.timeout is not None:
             set_(self, "timeout", seconds(self.timeout, "timeout", allow_zero=False))
         if self.attempt_timeout is not None:
             set_(self, "attempt_timeout", seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False))
+        if self.hedge_after is not None:
+            set_(self, "hedge_after", seconds(self.hedge_after, "hedge_after"))
         set_(self, "methods", frozenset(method.upper() for method in self.methods))
         set_(self, "statuses", _statuses(self.statuses, "retry_statuses"))
         if not isinstance(self.failure_statuses, range):
@@ -80,7 +89,15 @@ class RetryPolicy:
         if self.wait is not None and not callable(self.wait):
             raise TypeError(f"wait must be a tenacity wait strategy, got {self.wait!r}")
         set_(self, "_budget", budget_of(self.budget))
-        set_(self, "_wait", self.wait or tenacity.wait_random_exponential(multiplier=0.01, max=1.0))
+        engine = Policy(
+            attempts=self.attempts,
+            timeout=self.timeout,
+            attempt_timeout=self.attempt_timeout,
+            wait=self.wait or DEFAULT_WAIT,
+            budget=self._budget,
+        )
+        set_(self, "_engine", engine)
+        set_(self, "_hedging", replace(engine, hedge=self.hedge_after) if self.hedge_after is not None else engine)
 
     @classmethod
     def of(
@@ -90,68 +107,41 @@ class RetryPolicy:
         attempt_timeout: float | timedelta | None,
         **options: object,
     ) -> RetryPolicy:
-        """The transports' keyword arguments as a policy (``retries`` may be a policy already)."""
+        """The clients' keyword arguments as a policy (``retries`` may be a policy already)."""
         if isinstance(retries, RetryPolicy):
             return retries
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+            raise ValueError(f"retries must be a whole number of retries (0: none), or a RetryPolicy, got {retries!r}")
         return cls(
-            1 if retries is None else retries,
+            1 if retries is None else retries + 1,
             None if timeout is None else seconds(timeout, "timeout", allow_zero=False),
             None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False),
             **options,  # type: ignore[arg-type]
         )
 
-    def backoff(self) -> Backoff:
-        return Backoff(self._wait)
+    def engine(self, hedge: bool = False) -> Policy:
+        """The retry engine's policy (with the hedge delay when ``hedge``)."""
+        return self._hedging if hedge else self._engine
 
     def deposit(self) -> None:
         if self._budget is not None:
             self._budget.deposit()
 
-    def withdraw(self) -> bool:
-        """Whether the budget allows one more retry (and spends it)."""
-        return self._budget is None or self._budget.withdraw()
-
     def resendable(self, method: str, replayable: bool) -> bool:
         """Whether a request that was sent may be sent again."""
         return replayable and method in self.methods
 
-    def next_wait(
-        self,
-        method: str,
-        replayable: bool,
-        attempt: int,
-        status: int | None,
-        failure: str | None,
-        retry_after_header: str | None,
-        end: float,
-        backoff: Backoff,
-    ) -> float | None:
-        """After a failed attempt: the wait before the next, or ``None`` to stop there.
+    def answer(self, method: str, replayable: bool, status: int, retry_after_header: str | None) -> float | None:
+        """An answer with ``status``: ``None`` to return it, else the shortest wait before asking again."""
+        if status not in self.statuses or not self.resendable(method, replayable):
+            return None
+        asked = retry_after(retry_after_header) if self.retry_after else None
+        return asked or 0.0
 
-        ``status``: the answer's, if there was one; else ``failure`` says how the attempt
-        failed: ``"unsent"`` (the connection could not be made: the request never left),
-        ``"sent"`` (a transport error after it left: a reset, a timeout), or ``"other"``.
-        """
-        if status is not None:
-            if status not in self.statuses or not self.resendable(method, replayable):
-                return None
-        elif failure == "unsent":
-            if not replayable:
-                return None  # the body may have been read from its stream already
-        elif failure != "sent" or not self.resendable(method, replayable):
-            return None
-        if attempt >= self.attempts:
-            return None
-        delay = backoff.next()
-        if status is not None and self.retry_after:
-            asked = retry_after(retry_after_header)
-            if asked is not None:
-                delay = max(delay, asked)
-        if time.monotonic() + delay >= end:
-            return None  # the next attempt would start after the deadline
-        if not self.withdraw():
-            return None
-        return delay
+    def failure(self, method: str, replayable: bool, unsent: bool) -> bool:
+        """Whether a transport failure is worth another attempt: the request never left
+        (``unsent``: any method, if its body can be sent again), or it is resendable."""
+        return replayable if unsent else self.resendable(method, replayable)
 
     def deadline(self, start: float) -> float:
         return math.inf if self.timeout is None else start + self.timeout

@@ -10,7 +10,6 @@ The rules are ``RetryPolicy``'s, as for the httpx transports.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import urllib.parse
@@ -29,19 +28,17 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     ) from error
 
 from .. import _metrics
+from .._engine import Attempt, Call, Verdict, drive, summary
 from .._log import get_logger
-from .._util import describe
 from ..balancer import Balancer, RoundRobin
 from ..endpointer import Endpointer
-from ..errors import NoEndpointsError, NotReadyError, RetryTimeoutError
+from ..errors import NoEndpointsError, RetryTimeoutError
 from ..instance import Instance
 from ..outlier import OutlierDetector
 from ..publisher import Publisher
 from ._policy import RetryPolicy
 
 __all__ = ["RequestsAdapter", "RequestsDeadlineExceeded", "RequestsNoInstancesError"]
-
-_REPICKS = 3
 
 
 class RequestsNoInstancesError(requests.exceptions.ConnectionError, NoEndpointsError):
@@ -173,7 +170,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         *,
         balancer: type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
-        retries: int | RetryPolicy | None = 3,
+        retries: int | RetryPolicy | None = 2,
         timeout: float | timedelta | None = None,
         attempt_timeout: float | timedelta | None = None,
         pool_maxsize: int = 10,
@@ -218,17 +215,15 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
     ) -> requests.Response:
         policy = self._policy
         policy.deposit()
-        end = policy.deadline(time.monotonic())
-        backoff = policy.backoff()
+        start = time.monotonic()
+        end = policy.deadline(start)
         method = (request.method or "GET").upper()
         replayable = request.body is None or isinstance(request.body, bytes | str)
-        errors: list[BaseException] = []
-        tried: list[Any] = []
-        while True:
-            endpoint = self._pick(request, end, tried)
-            response: requests.Response | None = None
-            failure: BaseException | None = None
-            limit = policy.attempt_limit(end)
+
+        def run(attempt: Attempt) -> requests.Response:
+            endpoint = attempt.endpoint
+            limit = policy.attempt_limit(attempt.deadline)
+            response: requests.Response
             try:
                 call = endpoint(
                     self._outgoing(request, endpoint.instance),
@@ -242,53 +237,48 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             except _Failed as failed:
                 response = failed.response
             except requests.exceptions.RequestException as error:
-                failure = error
-            errors.append(failure if failure is not None else _Failed(response))  # type: ignore[arg-type]
-            status = None if response is None else response.status_code
-            kind = None if failure is None else ("unsent" if _unsent(failure) else "sent")
-            header = None if response is None else response.headers.get("Retry-After")
-            delay = policy.next_wait(method, replayable, len(errors), status, kind, header, end, backoff)
-            if delay is None:
-                if response is not None:
-                    response.request = request  # what the caller asked for, not the instance's URL
-                    return response
-                assert failure is not None
-                if isinstance(failure, requests.exceptions.Timeout) and time.monotonic() >= end - 0.005:
-                    summary = "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
-                    raise RequestsDeadlineExceeded(
-                        f"{method} {request.url}: deadline exceeded after {len(errors)} attempts: {summary}",
-                        errors,
-                        request,
-                    ) from failure
-                raise failure
-            self._log.info(
-                "http_attempt_failed",
-                attempt=len(errors),
-                instance=str(endpoint),
-                error=describe(errors[-1]),
-                wait=round(delay, 6),
-            )
-            tried.append(endpoint)
-            if response is not None:
-                response.close()
-            time.sleep(delay)
+                raise Verdict(error, retry=policy.failure(method, replayable, _unsent(error))) from error
+            response.request = request  # what the caller asked for, not the instance's URL
+            wait = policy.answer(method, replayable, response.status_code, response.headers.get("Retry-After"))
+            if wait is None:
+                return response
+            raise Verdict(_Failed(response), retry=True, answer=response, at_least=wait)
 
-    def _pick(self, request: requests.PreparedRequest, end: float, tried: list[Any]) -> Any:
+        call = Call(
+            policy.engine(),
+            self._balancer.endpoint,
+            start=start,
+            end=end,
+            candidates=self._balancer.candidates,
+            retryable=lambda error: False,
+            conclude=lambda reason, errors, *_: (
+                self._deadline(request, method, errors) if reason == "deadline" else errors[-1]
+            ),
+            log=self._log,
+            events="http",
+            discard=lambda response: response.close(),
+            request=request,
+        )
         try:
-            try:
-                endpoint = self._balancer.endpoint()
-            except NotReadyError:
-                self._publisher.wait_ready(None if end == math.inf else max(0.0, end - time.monotonic()))
-                endpoint = self._balancer.endpoint()
-            for _ in range(_REPICKS):
-                if not any(endpoint is t for t in tried):
-                    break
-                endpoint = self._balancer.endpoint()
+            response: requests.Response = drive(call, call.begin(start), run, ready=self._publisher.wait_ready)
+            return response
         except NoEndpointsError as error:
             raise RequestsNoInstancesError(
                 f"{request.method} {request.url}: no instance of {self._publisher!r}: {error}", request=request
             ) from error
-        return endpoint
+        except requests.exceptions.Timeout as error:
+            if isinstance(error, RequestsDeadlineExceeded) or time.monotonic() < end - 0.005:
+                raise
+            raise self._deadline(request, method, [error]) from error
+
+    def _deadline(
+        self, request: requests.PreparedRequest, method: str, errors: list[BaseException]
+    ) -> RequestsDeadlineExceeded:
+        return RequestsDeadlineExceeded(
+            f"{method} {request.url}: deadline exceeded after {len(errors)} attempts: {summary(errors)}",
+            errors,
+            request,
+        )
 
     @staticmethod
     def _outgoing(request: requests.PreparedRequest, instance: Instance) -> requests.PreparedRequest:

@@ -14,15 +14,16 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 import httpx
 
 from .. import _metrics
+from .._engine import Attempt, AttemptTimeoutError, Call, Verdict, adrive, drive, summary
 from .._log import get_logger
-from .._util import describe, seconds
+from .._util import seconds
 from ..balancer import Balancer, RoundRobin
 from ..endpointer import Endpointer
 from ..errors import NoEndpointsError, NotReadyError, RetryTimeoutError
@@ -41,7 +42,6 @@ __all__ = [
 
 P = TypeVar("P")  # a pool: sync or async
 _URLS = 4096  # instance URLs remembered
-_REPICKS = 3  # asks for another endpoint than those that failed this request
 _SLACK = 0.005  # a timeout this close to the deadline is the deadline's
 _closing: set[asyncio.Future[Any]] = set()  # closes running in the background
 
@@ -215,8 +215,14 @@ class _SyncPool(_PoolBase[httpx.BaseTransport]):
 
 
 class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
+    """An instance's async pool: its connections belong to the loop they were opened on, and close there."""
+
+    loop: asyncio.AbstractEventLoop | None = None  # the loop of its connections (the first to use it)
+
     async def __call__(self, request: httpx.Request) -> _Attempt:
         start = self._acquire()
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException:
@@ -225,15 +231,19 @@ class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
         return self._answer(response, _AsyncStream, start)
 
     def _shut(self) -> None:
-        transport = self.transport
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return  # never used, or its connections went with their loop
         try:
-            loop = asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(transport.aclose())  # no loop here (closing at exit): close it in one of its own
-        else:
-            task = loop.create_task(transport.aclose())
+            running = None
+        if running is loop:
+            task = loop.create_task(self.transport.aclose())
             _closing.add(task)  # held until done, so that it is not collected half way
             task.add_done_callback(_closing.discard)
+        elif loop.is_running():  # closed from another thread or loop: on its own loop all the same
+            asyncio.run_coroutine_threadsafe(self.transport.aclose(), loop)
 
 
 Balancing = type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] | Balancer[Any]
@@ -256,6 +266,7 @@ class _Route:
             raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
         self.name = name
         self.publisher = publisher
+        self.log = log
         self.pools: Endpointer[Any] = Endpointer(
             publisher, make_pool(name), close_delay=0, own=own, logger=log, service=name
         )
@@ -280,22 +291,12 @@ class _Route:
         self._pick = self.balancer.endpoint
         self._index: tuple[object, dict[str, Any]] = ((), {})
 
-    def pick(self, request: httpx.Request, failed: list[Any] | None = None) -> Any:
-        """An endpoint (a pool, or its tracker) for the next attempt.
+    def candidates(self) -> Sequence[Any]:
+        """The endpoints a pick chooses from now (a retry looks through them for one not tried)."""
+        return self.balancer.candidates()
 
-        One that already failed this request is passed over, while the balancer offers
-        others (a few asks): concurrent requests share a round robin's turn, and a P2C pick
-        may choose the same endpoint again.
-        """
-        endpoint = self._choose()
-        if failed:
-            for _ in range(_REPICKS):
-                if not any(endpoint is f for f in failed):
-                    break
-                endpoint = self._choose()
-        return endpoint
-
-    def _choose(self) -> Any:
+    def choose(self) -> Any:
+        """The balancer's pick: a pool, or the tracker of one."""
         if self.by_instance is None:
             return self._pick()
         instance = self.by_instance.endpoint()
@@ -385,74 +386,69 @@ class _Base:
             extensions = {**extensions, "timeout": timeout}
         return httpx.Request(request.method, url, headers=request.headers, stream=request.stream, extensions=extensions)
 
-    def decide(
-        self,
-        request: httpx.Request,
-        attempt: int,
-        response: httpx.Response | None,
-        error: BaseException | None,
-        end: float,
-        backoff: Any,
-    ) -> float | None:
-        """After an attempt: ``None`` (stop: return the response or raise the error) or the wait before the next."""
-        if response is not None:
-            status: int | None = response.status_code
-            failure = None
-        else:
-            status = None
-            if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
-                failure = "unsent"
-            else:
-                failure = "sent" if isinstance(error, httpx.TransportError) else "other"
-        return self._policy.next_wait(
-            request.method,
-            isinstance(request.stream, httpx.ByteStream),
-            attempt,
-            status,
-            failure,
-            None if response is None else response.headers.get("retry-after"),
-            end,
-            backoff,
+    # -- one request, and its retries by the engine --
+
+    def call(self, request: httpx.Request, route: _Route, start: float, end: float, *, hedge: bool = False) -> Call:
+        """The retry engine's call for ``request`` (its policy's rules: what is worth another attempt)."""
+        method = request.method
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        policy = self._policy
+
+        def retryable(error: BaseException) -> bool:
+            if isinstance(error, NoEndpointsError) or not isinstance(error, httpx.TransportError | AttemptTimeoutError):
+                return False  # no instance to pick, or not the network's doing
+            return policy.failure(method, replayable, isinstance(error, httpx.ConnectError | httpx.ConnectTimeout))
+
+        return Call(
+            policy.engine(hedge),
+            route.choose,
+            start=start,
+            end=end,
+            candidates=route.candidates,
+            retryable=retryable,
+            conclude=lambda reason, errors, *_: (
+                self.deadline_error(request, errors) if reason == "deadline" else errors[-1]
+            ),
+            log=route.log,
+            events="http",
+            discard=self.discard,
+            request=request,
         )
 
-    def after(
-        self,
-        request: httpx.Request,
-        errors: list[BaseException],
-        tried: list[Any],
-        endpoint: Any,
-        response: httpx.Response | None,
-        failure: BaseException | None,
-        end: float,
-        backoff: Any,
-    ) -> float | None:
-        """Record an attempt that answered (``response``) or failed; the wait before the next one,
-        ``None`` to return ``response``, or raise the failure (a deadline's as ``DeadlineExceeded``)."""
-        errors.append(failure if failure is not None else _status(response))
-        delay = self.decide(request, len(errors), response, failure, end, backoff)
-        if delay is None:
-            if response is not None:
-                return None
-            assert failure is not None
-            if isinstance(failure, httpx.TimeoutException) and time.monotonic() >= end - _SLACK:
-                raise self.deadline_error(request, errors) from failure
-            raise failure
-        self._log.info(
-            "http_attempt_failed",
-            attempt=len(errors),
-            instance=str(endpoint),
-            error=describe(errors[-1]),
-            wait=round(delay, 6),
+    def judge(self, request: httpx.Request, result: Any) -> httpx.Response:
+        """An attempt's answer: returned, or raised as the engine's ``Verdict`` when it is worth asking again."""
+        response: httpx.Response = result.response
+        wait = self._policy.answer(
+            request.method,
+            isinstance(request.stream, httpx.ByteStream),
+            response.status_code,
+            response.headers.get("retry-after"),
         )
-        tried.append(endpoint)
-        return delay
+        if wait is None:
+            return response
+        raise Verdict(AnswerError(response.status_code), retry=True, answer=response, at_least=wait)
+
+    def discard(self, response: httpx.Response) -> None:
+        """An answer a later attempt replaced: released."""
+        raise NotImplementedError
+
+    def failed(self, request: httpx.Request, route: _Route, end: float, error: BaseException) -> BaseException:
+        """What the caller sees of ``error``, the error the call ended with."""
+        if isinstance(error, NoEndpointsError):
+            return self.no_instances(request, route, error)
+        late = time.monotonic() >= end - _SLACK  # a timeout this close to the deadline is the deadline's
+        timeout = isinstance(error, httpx.TimeoutException | AttemptTimeoutError)
+        if timeout and not isinstance(error, DeadlineExceeded) and late:
+            failure = self.deadline_error(request, [error])
+            failure.__cause__ = error
+            return failure
+        return error
 
     def deadline_error(self, request: httpx.Request, errors: list[BaseException]) -> DeadlineExceeded:
         timeout = self._policy.timeout or 0.0
-        summary = "; ".join(f"attempt {n}: {describe(e)}" for n, e in enumerate(errors, 1))
         return DeadlineExceeded(
             f"{request.method} {request.url}: deadline of {timeout:g}s exceeded after {len(errors)} attempts"
-            + (f": {summary}" if summary else ""),
+            + (f": {summary(errors)}" if errors else ""),
             request=request,
             errors=errors,
         )
@@ -494,10 +490,11 @@ class Transport(_Base, httpx.BaseTransport):
       ``eject=True`` (or ``OutlierDetector`` options) adds passive outlier ejection. The
       outcome of every attempt reaches them: 5xx answers (``failure_statuses``) and
       connection errors count as failures, the latency runs until the body is closed.
-    - ``retries``: attempts in all (default 3), or a ``RetryPolicy``; ``timeout``: the
-      overall deadline; ``attempt_timeout``: each attempt's; other policy options
-      (``retry_methods``, ``retry_statuses``, ``retry_after``, ``failure_statuses``,
-      ``wait``, ``budget``) as ``RetryPolicy``'s.
+    - ``policy``: a ``RetryPolicy``, built once and shared by any number of clients; or its
+      shorthands: ``retries`` (retries after the first attempt, default 2; 0: none),
+      ``timeout`` (the overall deadline), ``attempt_timeout`` (each attempt's), and
+      ``retry_methods``, ``retry_statuses``, ``retry_after``, ``failure_statuses``, ``wait``,
+      ``budget``, ``hedge_after`` (async) as ``RetryPolicy``'s fields.
     - ``limits``, ``verify``, ``cert``, ``http2``: for each instance's connection pool
       (httpx's ``HTTPTransport``); ``make_transport(instance)`` replaces that outright.
 
@@ -513,7 +510,8 @@ class Transport(_Base, httpx.BaseTransport):
         *,
         balancer: Balancing = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
-        retries: int | RetryPolicy | None = 3,
+        policy: RetryPolicy | None = None,
+        retries: int | RetryPolicy | None = 2,
         timeout: float | timedelta | None = None,
         attempt_timeout: float | timedelta | None = None,
         retry_methods: Any = None,
@@ -532,11 +530,13 @@ class Transport(_Base, httpx.BaseTransport):
         own: bool = True,
         logger: Any = None,
     ) -> None:
-        options = _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget)
         make = make_transport or (
             lambda instance: httpx.HTTPTransport(limits=limits, verify=verify, cert=cert, http2=http2, trust_env=False)
         )
-        policy = RetryPolicy.of(retries, timeout, attempt_timeout, **options)
+        policy = _policy(
+            policy, retries, timeout, attempt_timeout,
+            _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget),
+        )  # fmt: skip
         super().__init__(
             services,
             _pool_factory(_SyncPool, make, policy.failure_statuses),
@@ -555,36 +555,38 @@ class Transport(_Base, httpx.BaseTransport):
             return self._inner.handle_request(request)
         policy = self._policy
         policy.deposit()
-        end = policy.deadline(time.monotonic())
-        backoff = policy.backoff()
-        errors: list[BaseException] = []
-        tried: list[Any] = []  # endpoints that failed this request
-        while True:
+        start = time.monotonic()
+        end = policy.deadline(start)
+        try:
             try:
-                endpoint = route.pick(request, tried)
+                endpoint = route.choose()
             except NotReadyError:
                 route.publisher.wait_ready(None if end == math.inf else max(0.0, end - time.monotonic()))
-                try:
-                    endpoint = route.pick(request)
-                except NoEndpointsError as error:
-                    raise self.no_instances(request, route, error) from error
-            except NoEndpointsError as error:
-                raise self.no_instances(request, route, error) from error
-            response: httpx.Response | None = None
-            failure: BaseException | None = None
+                endpoint = route.choose()
             try:
-                response = endpoint(self.outgoing(request, _instance(endpoint), end)).response
-            except _FailedStatus as failed:
-                response = failed.attempt.response
-            except httpx.TransportError as error:
-                failure = error
-            delay = self.after(request, errors, tried, endpoint, response, failure, end, backoff)
-            if delay is None:
-                assert response is not None
-                return response
-            if response is not None:
-                response.close()
-            time.sleep(delay)
+                return self._send(request, endpoint, end)  # the first attempt: the engine only after a failure
+            except (Verdict, httpx.TransportError) as error:
+                first: BaseException = error
+            call = self.call(request, route, start, end)
+            step = call.after_first(endpoint, first, time.monotonic())
+
+            def run(attempt: Attempt) -> httpx.Response:
+                return self._send(request, attempt.endpoint, attempt.deadline)
+
+            response: httpx.Response = drive(call, step, run, ready=route.publisher.wait_ready)
+            return response
+        except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
+            raise self.failed(request, route, end, error) from error.__cause__
+
+    def _send(self, request: httpx.Request, endpoint: Any, end: float) -> httpx.Response:
+        try:
+            result = endpoint(self.outgoing(request, _instance(endpoint), end))
+        except _FailedStatus as failed:
+            result = failed.attempt
+        return self.judge(request, result)
+
+    def discard(self, response: httpx.Response) -> None:
+        response.close()
 
     def close(self) -> None:
         for route in self._routes.values():
@@ -595,9 +597,10 @@ class Transport(_Base, httpx.BaseTransport):
 class AsyncTransport(_Base, httpx.AsyncBaseTransport):
     """The async twin of ``Transport`` (``httpx.AsyncClient(transport=AsyncTransport(...))``).
 
-    Also: ``hedge_after=`` seconds sends a second attempt of an idempotent request to
-    another instance when the first has not answered by then (the first answer wins, the
-    other is cancelled; hedges spend the retry budget).
+    Also: ``hedge_after=`` seconds (or ``RetryPolicy.hedge_after``) sends a second attempt of
+    an idempotent request to an instance not tried yet when the first has not answered by
+    then (the first answer wins, the other is cancelled, as both are when the caller gives up
+    the request; hedges spend the retry budget).
     """
 
     def __init__(
@@ -606,7 +609,8 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         *,
         balancer: Balancing = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
-        retries: int | RetryPolicy | None = 3,
+        policy: RetryPolicy | None = None,
+        retries: int | RetryPolicy | None = 2,
         timeout: float | timedelta | None = None,
         attempt_timeout: float | timedelta | None = None,
         retry_methods: Any = None,
@@ -626,13 +630,15 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         own: bool = True,
         logger: Any = None,
     ) -> None:
-        options = _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget)
         make = make_transport or (
             lambda instance: httpx.AsyncHTTPTransport(
                 limits=limits, verify=verify, cert=cert, http2=http2, trust_env=False
             )
         )
-        policy = RetryPolicy.of(retries, timeout, attempt_timeout, **options)
+        policy = _policy(
+            policy, retries, timeout, attempt_timeout,
+            _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget, hedge_after),
+        )  # fmt: skip
         super().__init__(
             services,
             _pool_factory(_AsyncPool, make, policy.failure_statuses),
@@ -643,7 +649,6 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             logger=logger,
             policy=policy,
         )
-        self._hedge_after = None if hedge_after is None else seconds(hedge_after, "hedge_after")
         self._inner = inner if inner is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -652,100 +657,62 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         policy = self._policy
         policy.deposit()
-        end = policy.deadline(time.monotonic())
-        backoff = policy.backoff()
-        errors: list[BaseException] = []
-        tried: list[Any] = []  # endpoints that failed this request
-        while True:
-            endpoint = await self._pick(request, route, end, tried)
-            response: httpx.Response | None = None
-            failure: BaseException | None = None
-            try:
-                if end == math.inf:
-                    response = await self._attempt(request, route, endpoint, end)
-                else:
-                    async with asyncio.timeout(max(0.0, end - time.monotonic())):
-                        response = await self._attempt(request, route, endpoint, end)
-            except _FailedStatus as failed:
-                response = failed.attempt.response
-            except httpx.TransportError as error:
-                failure = error
-            except TimeoutError as error:
-                errors.append(error)
-                raise self.deadline_error(request, errors) from error
-            delay = self.after(request, errors, tried, endpoint, response, failure, end, backoff)
-            if delay is None:
-                assert response is not None
-                return response
-            if response is not None:
-                await response.aclose()
-            await asyncio.sleep(delay)
+        start = time.monotonic()
+        end = policy.deadline(start)
 
-    async def _pick(self, request: httpx.Request, route: _Route, end: float, tried: list[Any]) -> Any:
+        def run(attempt: Attempt) -> Awaitable[httpx.Response]:
+            return self._send(request, attempt.endpoint, attempt.deadline)
+
         try:
-            return route.pick(request, tried)
+            if policy.hedge_after is not None and policy.resendable(
+                request.method, isinstance(request.stream, httpx.ByteStream)
+            ):
+                call = self.call(request, route, start, end, hedge=True)
+                step = call.begin(start)
+            else:
+                endpoint = await self._pick(route, end)
+                try:
+                    if end == math.inf:
+                        return await self._send(request, endpoint, end)  # the first attempt: no engine, no task
+                    async with asyncio.timeout(max(0.0, end - time.monotonic())):
+                        return await self._send(request, endpoint, end)
+                except (Verdict, httpx.TransportError) as error:
+                    first: BaseException = error
+                except TimeoutError as error:
+                    first = AttemptTimeoutError("attempt 1 cancelled at the deadline")
+                    first.__cause__ = error
+                call = self.call(request, route, start, end)
+                step = call.after_first(endpoint, first, time.monotonic())
+            response: httpx.Response = await adrive(
+                call, step, run, ready=route.publisher.ready_wait, discard=self.discard
+            )
+            return response
+        except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
+            raise self.failed(request, route, end, error) from error.__cause__
+
+    async def _pick(self, route: _Route, end: float) -> Any:
+        try:
+            return route.choose()
         except NotReadyError:
             await route.publisher.ready_wait(None if end == math.inf else max(0.0, end - time.monotonic()))
-        except NoEndpointsError as error:
-            raise self.no_instances(request, route, error) from error
-        try:
-            return route.pick(request)
-        except NoEndpointsError as error:
-            raise self.no_instances(request, route, error) from error
+        return route.choose()
 
-    async def _attempt(self, request: httpx.Request, route: _Route, endpoint: Any, end: float) -> httpx.Response:
-        hedge_after = self._hedge_after
-        if hedge_after is None or not self._policy.resendable(
-            request.method, isinstance(request.stream, httpx.ByteStream)
-        ):
-            result = await endpoint(self.outgoing(request, _instance(endpoint), end))  # no task: none is needed
-            response: httpx.Response = result.response
-            return response
-        first = asyncio.ensure_future(endpoint(self.outgoing(request, _instance(endpoint), end)))
+    async def _send(self, request: httpx.Request, endpoint: Any, end: float) -> httpx.Response:
         try:
-            done, _ = await asyncio.wait({first}, timeout=hedge_after)
-            if done or not self._policy.withdraw():
-                return await _response(first)
-            try:
-                other = route.pick(request)
-            except NoEndpointsError:
-                return await _response(first)
-            if other is endpoint:
-                return await _response(first)
-            self._log.debug("http_hedge_sent", instance=str(other), after=hedge_after)
-            second = asyncio.ensure_future(other(self.outgoing(request, _instance(other), end)))
-            pending: set[asyncio.Future[Any]] = {first, second}
-            while True:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for attempt in done:
-                    if attempt.exception() is None or not pending:
-                        for loser in pending:
-                            loser.cancel()
-                            loser.add_done_callback(_close_quietly)
-                        return await _response(attempt)
-        finally:
-            if not first.done():
-                first.cancel()
+            result = await endpoint(self.outgoing(request, _instance(endpoint), end))
+        except _FailedStatus as failed:
+            result = failed.attempt
+        return self.judge(request, result)
+
+    def discard(self, response: httpx.Response) -> None:
+        task = asyncio.ensure_future(response.aclose())
+        _closing.add(task)  # held until done, so that it is not collected half way
+        task.add_done_callback(_closing.discard)
 
     async def aclose(self) -> None:
         for route in self._routes.values():
             await route.aclose()
         await self._inner.aclose()
-
-
-def _close_quietly(attempt: asyncio.Future[Any]) -> None:
-    """A hedge that lost: release its response, if it got one."""
-    if attempt.cancelled() or attempt.exception() is not None:
-        return
-    task = asyncio.ensure_future(attempt.result().response.aclose())
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
-
-
-async def _response(attempt: asyncio.Future[Any]) -> httpx.Response:
-    result: Any = await attempt
-    response: httpx.Response = result.response
-    return response
 
 
 def _instance(endpoint: Any) -> Instance:
@@ -762,14 +729,36 @@ class AnswerError(Exception):
         super().__init__(f"HTTP {status}")
 
 
-def _status(response: httpx.Response | None) -> BaseException:
-    return AnswerError(response.status_code if response is not None else 0)
+def _policy(
+    policy: RetryPolicy | None,
+    retries: int | RetryPolicy | None,
+    timeout: float | timedelta | None,
+    attempt_timeout: float | timedelta | None,
+    options: dict[str, Any],
+) -> RetryPolicy:
+    """``policy``, or the one the shorthand keyword arguments describe (not both)."""
+    if policy is None:
+        return RetryPolicy.of(retries, timeout, attempt_timeout, **options)
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"policy must be a loadbalancer.http.RetryPolicy, got {policy!r}")
+    defaults = _policy_options(None, None, True, None, None, True)
+    if retries != 2 or timeout is not None or attempt_timeout is not None or options != defaults:
+        raise ValueError("give the retry options either in policy= or as keyword arguments, not both")
+    return policy
 
 
 def _policy_options(
-    methods: Any, statuses: Any, honour_retry_after: bool, failures: Any, wait: Any, budget: Any
+    methods: Any,
+    statuses: Any,
+    honour_retry_after: bool,
+    failures: Any,
+    wait: Any,
+    budget: Any,
+    hedge_after: Any = None,
 ) -> dict[str, Any]:
     options: dict[str, Any] = {"retry_after": honour_retry_after, "wait": wait, "budget": budget}
+    if hedge_after is not None:
+        options["hedge_after"] = seconds(hedge_after, "hedge_after")
     if methods is not None:
         options["methods"] = methods
     if statuses is not None:
