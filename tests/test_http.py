@@ -15,7 +15,7 @@ import pytest
 
 from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
 from loadbalancer import http as lbhttp
-from tests.helpers import eventually
+from tests.helpers import aeventually, eventually
 from tests.http_fixtures import HttpBackend, answer, running, under_load
 
 pytestmark = pytest.mark.server
@@ -217,6 +217,29 @@ async def test_async_hedging_wins_with_the_fast_instance(backends: list[HttpBack
     )
     async with httpx.AsyncClient(transport=transport) as c:
         assert answer(await c.get("http://api/echo"))["port"] == backends[1].port
+
+
+async def test_concurrent_hedges_go_to_the_instance_not_tried_and_a_cancelled_call_cancels_both(
+    backends: list[HttpBackend],
+) -> None:
+    backends[0].mode("hang")
+    publisher = static.Publisher([backends[0].address, backends[1].address])
+    transport = lbhttp.AsyncTransport({"api": publisher}, hedge_after=0.05, timeout=10.0, budget=None)
+    async with httpx.AsyncClient(transport=transport) as c:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(c.get(f"http://api/echo/{n}") for n in range(50)))
+        assert {answer(a)["port"] for a in answers} == {backends[1].port}  # a hedge never went to the hung one
+        assert time.monotonic() - started < 5  # none waited for the hung instance (10 s deadline)
+        pools = transport._routes["api"].pools.endpoints()
+
+        def in_flight() -> int:
+            return sum(pool._inflight for pool in pools)
+
+        backends[1].mode("hang")
+        request = asyncio.ensure_future(c.get("http://api/echo/cancelled"))
+        await aeventually(lambda: in_flight() >= 2, 10, "the attempt and its hedge")
+        request.cancel()
+        await aeventually(lambda: in_flight() == 0, 10, "both attempts cancelled with the call")
 
 
 async def test_async_deadline(backends: list[HttpBackend]) -> None:
