@@ -456,3 +456,16 @@ async def test_http2_streams_the_client_resets_lose_no_slot(tmp_path: Path) -> N
             answers = await asyncio.gather(*(client.get(f"{proxy.url}/echo/{n}") for n in range(200)))
         assert {answer.status_code for answer in answers} == {200}
         assert {answer.http_version for answer in answers} == {"HTTP/2"}
+
+
+def test_retries_spend_a_budget_so_an_outage_does_not_triple_the_load(tmp_path: Path) -> None:
+    with running(2) as (a, b):
+        for backend in (a, b):
+            backend.mode("down")  # 503 to everything: every GET is worth retrying, until the budget says no
+        with ProxyProcess([*urls([a, b]), "--health-path", "none", "--eject-after", "0"], tmp_path, workers=1) as proxy:
+            session = requests.Session()
+            answers = [session.get(f"{proxy.url}/echo/{n}", timeout=10).status_code for n in range(300)]
+            assert set(answers) == {503}
+        seen = sum(backend.counts().get(f"GET /echo/{n}", 0) for backend in (a, b) for n in range(300))
+        # without a budget: 900 (3 attempts each); with one: 300 + 20% of them + 10 a second for 10 s
+        assert 300 < seen <= 300 + 60 + 100 + 10

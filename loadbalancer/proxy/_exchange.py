@@ -17,6 +17,8 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .._engine import Attempt as Try
+from .._engine import Call, adrive
 from .._httpspec import IDEMPOTENT, RETRY_STATUSES
 from .._log import get_logger
 from .._util import describe
@@ -51,6 +53,10 @@ class AnswerTimeoutError(TimeoutError):
 
 class DiscardedAnswerError(Exception):
     """The backend answered with a status worth retrying elsewhere; the answer was dropped."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class FailedAnswerError(Exception):
@@ -137,52 +143,80 @@ class Downstream:
 
     async def _forward(self, request: Request, cache_base: bytes | None, lookup: dict[bytes, bytes]) -> None:
         proxy = self.proxy
-        attempts_left = proxy.attempts
+        proxy.budget.deposit()
         idempotent = request.method in _IDEMPOTENT and not request.has_body and not request.upgrade
-        tried: list[str] = []
-        while True:
-            attempts_left -= 1
+        attempt = Attempt(self, request, retry_statuses=idempotent and proxy.attempts > 1, cache_base=cache_base)
+        attempt.lookup = lookup
+        try:
+            tracked = proxy.balancer.endpoint()
+            await tracked(attempt)  # the first attempt: the retry engine only after a failure
+            return
+        except NoEndpointsError as error:
+            self._failed(request, error, None)
+            return
+        except (ConnectFailedError, DiscardedAnswerError, UpstreamError) as error:
+            first: Exception = error
+        except (QueueTimeoutError, FailedAnswerError, AnswerTimeoutError) as error:
+            self._failed(request, error, attempt.backend)
+            return
+        backends: list[Backend | None] = [attempt.backend]
+
+        def retryable(error: BaseException) -> bool:
+            if isinstance(error, ConnectFailedError):  # never sent: any method, if the body is still held
+                return request.pending_bytes <= proxy.limits.buffer_size
+            if isinstance(error, DiscardedAnswerError):
+                return True  # dropped only when another attempt may follow
+            return isinstance(error, UpstreamError) and not isinstance(error, StalledError) and idempotent
+
+        call = Call(
+            proxy.policy,
+            proxy.balancer.endpoint,
+            start=time.monotonic(),
+            end=math.inf,
+            candidates=proxy.balancer.candidates,
+            retryable=lambda error: not request.answered and retryable(error),
+            conclude=lambda reason, errors, *_: errors[-1],
+            events="proxy",
+        )
+
+        async def run(next_try: Try) -> None:
+            proxy.metrics.retries.labels(_RETRY_REASONS.get(type(call.errors[-1]), "upstream")).inc()
+            again = Attempt(
+                self, request, retry_statuses=idempotent and next_try.number < proxy.attempts, cache_base=cache_base
+            )
+            again.lookup = lookup
             try:
-                tracked = proxy.balancer.endpoint()
-                for _ in range(8 if tried else 0):  # a retry goes to a backend not tried yet, if there is one
-                    if str(tracked) not in tried:
-                        break
-                    tracked = proxy.balancer.endpoint()
-            except NoEndpointsError:
-                proxy.metrics.unavailable.labels("no_backend").inc()
-                self.answer(request, 503, b"no backend available\n")
-                return
-            attempt = Attempt(self, request, retry_statuses=idempotent and attempts_left > 0, cache_base=cache_base)
-            attempt.lookup = lookup
-            tried.append(str(tracked))
-            try:
-                await tracked(attempt)
-                return
-            except ConnectFailedError:
-                if attempts_left > 0 and request.pending_bytes <= proxy.limits.buffer_size:
-                    proxy.metrics.retries.labels("connect").inc()
-                    continue
-                self.answer(request, 502, b"no backend could be reached\n", attempt.backend)
-                return
-            except QueueTimeoutError:
-                proxy.metrics.unavailable.labels("queue_timeout").inc()
-                self.answer(request, 503, b"all connections to the backend stayed busy\n", attempt.backend)
-                return
-            except DiscardedAnswerError:
-                proxy.metrics.retries.labels("status").inc()
-                continue
-            except FailedAnswerError:
-                return
-            except (AnswerTimeoutError, StalledError) as error:
-                proxy.metrics.timeouts.labels("backend" if isinstance(error, AnswerTimeoutError) else "stall").inc()
-                self._fail(request, 504, b"the backend did not answer in time\n", attempt.backend)
-                return
-            except UpstreamError:
-                if not request.answered and idempotent and attempts_left > 0:
-                    proxy.metrics.retries.labels("upstream").inc()
-                    continue
-                self._fail(request, 502, b"the backend failed\n", attempt.backend)
-                return
+                await next_try.endpoint(again)
+            finally:
+                backends.append(again.backend)
+
+        try:
+            await adrive(call, call.after_first(tracked, first, time.monotonic()), run)
+        except Exception as error:
+            self._failed(request, error, backends[-1])
+
+    def _failed(self, request: Request, error: BaseException, backend: Backend | None) -> None:
+        """The answer of the proxy's own for the error a request's attempts ended with."""
+        metrics = self.proxy.metrics
+        if isinstance(error, FailedAnswerError):
+            return  # the backend's answer was relayed as it was
+        if isinstance(error, NoEndpointsError):
+            metrics.unavailable.labels("no_backend").inc()
+            self.answer(request, 503, b"no backend available\n")
+        elif isinstance(error, ConnectFailedError):
+            self.answer(request, 502, b"no backend could be reached\n", backend)
+        elif isinstance(error, QueueTimeoutError):
+            metrics.unavailable.labels("queue_timeout").inc()
+            self.answer(request, 503, b"all connections to the backend stayed busy\n", backend)
+        elif isinstance(error, DiscardedAnswerError):  # no further attempt was allowed after all (budget)
+            self.answer(request, error.status, b"the backends answered %d\n" % error.status, backend)
+        elif isinstance(error, AnswerTimeoutError | StalledError):
+            metrics.timeouts.labels("backend" if isinstance(error, AnswerTimeoutError) else "stall").inc()
+            self._fail(request, 504, b"the backend did not answer in time\n", backend)
+        elif isinstance(error, UpstreamError):
+            self._fail(request, 502, b"the backend failed\n", backend)
+        else:
+            raise error
 
     def _fail(self, request: Request, status: int, body: bytes, backend: Backend | None) -> None:
         if request.answered:
@@ -376,7 +410,7 @@ class Attempt:
         request = self.request
         url = connection.backend.url
         if self.retry_statuses and status in RETRY_STATUSES:
-            self._fail(DiscardedAnswerError(f"{url} answered {status}"))
+            self._fail(DiscardedAnswerError(f"{url} answered {status}", status))
             return False
         headers = self._end_to_end(connection)
         client = self.client
@@ -444,3 +478,6 @@ class Attempt:
 def log_failure(error: BaseException) -> None:
     """A bug in serving one request: logged with its traceback (it costs that connection only)."""
     _log.error("proxy_request_failed", error=describe(error), exc_info=error)
+
+
+_RETRY_REASONS = {ConnectFailedError: "connect", DiscardedAnswerError: "status", UpstreamError: "upstream"}

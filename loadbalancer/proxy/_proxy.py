@@ -16,11 +16,17 @@ import socket
 import struct
 from typing import Any, Protocol
 
+import tenacity
+
+from .._engine import Policy
+from ..budget import RetryBudget
 from ._cache import Cache
 from ._limits import Limits
 from ._metrics import Metrics
 
 __all__ = ["Connection", "Proxy", "reset"]
+
+_RETRY_WAIT = tenacity.wait_random_exponential(multiplier=0.025, max=0.25)
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -73,6 +79,10 @@ class Proxy:
         self.attempts = attempts
         self.scheme = scheme.encode()
         self.limits = limits or Limits()
+        # Retries wait a little, with jitter (Envoy's 25 ms base), and spend a budget: at most
+        # 20% of the requests plus 10 a second, so that retries cannot multiply an outage's load.
+        self.budget = RetryBudget()
+        self.policy = Policy(attempts=attempts, wait=_RETRY_WAIT, budget=self.budget)
         self.first_wait = min(self.limits.timeout, self.limits.read_timeout)  # an attempt's first timer
         self.connections: set[Connection] = set()
         self.heads: dict[Connection, float] = {}  # still sending a head: since when (oldest first)
