@@ -434,41 +434,33 @@ class Call:
         return Step(done=True, error=error)
 
     def _stop(self, reason: str, why: str, attempt: Attempt | None, error: BaseException) -> Step:
-        stats, log = self.stats, self.log
-        instance = self.name(attempt.endpoint) if attempt is not None else None
+        counter, event = _STOPS.get(reason, ("give_ups", "gave_up"))
+        if self.stats is not None:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         elapsed = time.monotonic() - self.start
-        if reason == "budget":
+        if self.log is not None:
+            fields: dict[str, Any] = {
+                "attempts": len(self.errors),
+                "elapsed": round(elapsed, 6),
+                "error": describe(error),
+            }
+            log = self.log.info
             budget = self.policy.budget
-            if stats is not None:
-                stats.budget_refusals += 1
-            if log is not None and budget is not None:
-                warn = log.warning if budget._warning_due() else log.info
-                warn(
-                    f"{self.events}_budget_exhausted", attempts=len(self.errors), instance=instance,
-                    error=describe(error), refused=budget.refused,
-                )  # fmt: skip
-        elif reason == "deadline":
-            if stats is not None:
-                stats.deadlines += 1
-            if log is not None:
-                log.info(
-                    f"{self.events}_deadline_exceeded", attempts=len(self.errors), timeout=self.policy.timeout,
-                    elapsed=round(elapsed, 6), instance=instance,
-                )  # fmt: skip
-        else:
-            if stats is not None:
-                stats.give_ups += 1
-            if log is not None:
-                log.info(
-                    f"{self.events}_gave_up", attempts=len(self.errors), elapsed=round(elapsed, 6), instance=instance,
-                    error=describe(error),
-                )  # fmt: skip
+            if reason == "budget" and budget is not None:
+                fields["refused"] = budget.refused  # a fleet's condition: a warning once a window, not per call
+                log = self.log.warning if budget._warning_due() else self.log.info
+            elif reason == "deadline":
+                fields["timeout"] = self.policy.timeout
+            log(f"{self.events}_{event}", instance=self.name(attempt.endpoint) if attempt else None, **fields)
         if self.answer is not NOTHING:
             return Step(done=True, value=self.answer)
         failure = self.conclude(reason, self.errors, elapsed, why, self.policy.timeout)
-        if failure.__cause__ is None:
+        if failure is not error and failure.__cause__ is None:
             failure.__cause__ = error
         return Step(done=True, error=failure)
+
+
+_STOPS = {"budget": ("budget_refusals", "budget_exhausted"), "deadline": ("deadlines", "deadline_exceeded")}
 
 
 # -- the drivers ------------------------------------------------------------------------------
