@@ -98,7 +98,7 @@ class Publisher(_Publisher[E]):
             logger=logger,
             invalidate_after=invalidate_after,
             close_delay=close_delay,
-            own_backend=True,
+            own=True,
         )
         backend.log = self._log
 
@@ -170,7 +170,7 @@ class Registrar(_Registrar):
             isinstance(http_check, str) and http_check.startswith(("http://", "https://"))
         ):
             raise ValueError(f"invalid http_check {http_check!r}: give an http:// or https:// URL")
-        super().__init__(backend, service, parsed, ttl=ttl, logger=logger, own_backend=own)
+        super().__init__(backend, service, parsed, ttl=ttl, logger=logger, own=own)
         self._consul = backend
         self._service_id = service_id or backend.service_id(service, parsed)
         self._http_check = http_check

@@ -78,7 +78,7 @@ class Registrar(_Generic):
         client = Client(connection, username=username, password=password, verify=verify, cert=cert, timeout=seconds_)
         backend = Backend(client, logger=logger)
         self._setup(backend, key_prefix(connection.namespace, prefix), instance, ttl, value, instance_id, None, logger)
-        self._own_backend = True
+        self._own = True
 
     @classmethod
     def _attached(

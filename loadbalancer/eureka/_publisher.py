@@ -74,7 +74,7 @@ class Publisher(_Generic[E]):
             logger=logger,
             invalidate_after=invalidate_after,
             close_delay=close_delay,
-            own_backend=True,
+            own=True,
         )
         backend.log = self._log
         self._client = client

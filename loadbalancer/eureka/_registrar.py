@@ -56,7 +56,7 @@ class Registrar(_Generic):
     ) -> None:
         client = Client(urls, timeout=seconds(timeout, "timeout", allow_zero=False), verify=verify)
         self._setup(Backend(client, logger=logger), app, instance, ttl, instance_id, status, secure, vip, logger)
-        self._own_backend = True
+        self._own = True
 
     @classmethod
     def _attached(

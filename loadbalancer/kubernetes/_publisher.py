@@ -90,7 +90,7 @@ class Publisher(_Generic[E]):
             logger=logger,
             invalidate_after=invalidate_after,
             close_delay=close_delay,
-            own_backend=True,
+            own=True,
         )
         self._kubernetes = backend
         backend.log = self._log  # its events carry this publisher's context

@@ -80,7 +80,7 @@ class Publisher(_GenericPublisher[E]):
             logger=logger,
             invalidate_after=invalidate_after,
             close_delay=close_delay,
-            own_backend=True,
+            own=True,
         )
         backend.log = self._log  # its events carry this publisher's context
 
@@ -145,7 +145,7 @@ class Registrar(_GenericRegistrar):
         self._server = server
         self._rename = rename
         backend = Backend(interfaces=interfaces, ip_version=ip_version, zeroconf=zeroconf, logger=logger)
-        super().__init__(backend, self._type, parsed, ttl=record_ttl, logger=logger, own_backend=True)
+        super().__init__(backend, self._type, parsed, ttl=record_ttl, logger=logger, own=True)
         self._mdns = backend
         self._log = self._log.bind(instance_name=self._name)
         backend.log = self._log
