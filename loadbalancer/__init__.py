@@ -7,13 +7,16 @@ turns a balancer into a single endpoint that retries within a deadline::
 """
 
 from ._feedback import TrackedEndpoint
+from ._tls import TLSConfig
 from .balancer import Balancer, Random, RoundRobin
 from .budget import RetryBudget, retryable
 from .endpointer import Endpointer
 from .errors import (
     DiscoveryError,
     Error,
+    ExtraNotInstalledError,
     InvalidInstanceError,
+    InvalidTargetError,
     NoEndpointsError,
     NotReadyError,
     PublisherClosedError,
@@ -39,12 +42,14 @@ __all__ = [
     "EndpointSet",
     "Endpointer",
     "Error",
+    "ExtraNotInstalledError",
     "Factory",
     "HealthChecker",
     "Hedge",
     "HttpCheck",
     "Instance",
     "InvalidInstanceError",
+    "InvalidTargetError",
     "LeastLoaded",
     "NoEndpointsError",
     "NotReadyError",
@@ -61,6 +66,7 @@ __all__ = [
     "RoundRobin",
     "SmoothWeightedRoundRobin",
     "Subscription",
+    "TLSConfig",
     "TrackedEndpoint",
     "UnhealthyError",
     "Weighted",

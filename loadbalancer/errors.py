@@ -18,6 +18,29 @@ class InvalidInstanceError(Error, ValueError):
         super().__init__(f"invalid instance {value!r}: {reason}")
 
 
+class InvalidTargetError(Error, ValueError):
+    """A target string is malformed or names what cannot be built: the message names the part.
+
+    ``target`` is the string as given, ``reason`` what is wrong with it:
+    ``invalid target 'dsn:///x': unknown scheme 'dsn' (known: consul, dns, ...)``.
+    """
+
+    def __init__(self, target: object, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"invalid target {target!r}: {reason}")
+
+
+class ExtraNotInstalledError(Error, ImportError):
+    """A feature needs an optional dependency that is not installed; the message has the ``pip install`` line."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs an optional dependency ({missing}): pip install 'loadbalancer[{extra}]'", name=missing
+        )
+
+
 class NoEndpointsError(Error, LookupError):
     """A balancer was asked for an endpoint while its publisher has none.
 
@@ -33,7 +56,7 @@ class NotReadyError(NoEndpointsError):
     """A balancer was asked for an endpoint before its publisher's source first answered.
 
     Wait for the first answer with ``publisher.wait_ready(timeout)`` (or ``await
-    publisher.ready_wait(timeout)``); ``Retry`` and ``Hedge`` wait for it themselves, within
+    publisher.await_ready(timeout)``); ``Retry`` and ``Hedge`` wait for it themselves, within
     their deadline.
     """
 

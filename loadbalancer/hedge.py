@@ -132,7 +132,7 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
             return value
 
         async def ready(seconds: float) -> None:
-            await self._lb.publisher.ready_wait(self._ready_timeout if outer is None else seconds)
+            await self._lb.publisher.await_ready(self._ready_timeout if outer is None else seconds)
 
         result: Resp = await adrive(call, call.begin(start), attempt, ready=ready)
         return result

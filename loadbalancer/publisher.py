@@ -24,6 +24,7 @@ from typing import Any, Generic, Self
 
 from . import _metrics
 from ._bridge import wait_on_runtime
+from ._deprecated import warn
 from ._log import get_logger
 from ._runtime import RUNTIME
 from ._typing import E
@@ -107,7 +108,7 @@ class Publisher(Generic[E]):
     it (once the source has been read) and after every change; ``async for endpoints in
     publisher.updates()`` iterates them. ``ready`` says whether the source has answered
     yet (with instances, with none, or with an error); ``wait_ready(timeout)`` and ``await
-    publisher.ready_wait()`` wait for that first answer.
+    publisher.await_ready()`` wait for that first answer.
 
     >>> from loadbalancer import static
     >>> with static.Publisher(["10.0.0.1:80", "10.0.0.2:80"]) as p:
@@ -162,19 +163,24 @@ class Publisher(Generic[E]):
         """Wait up to ``timeout`` seconds (``None``: for ever) for the source's first answer; return ``ready``.
 
         Not callable on the library's runtime thread, which reads the sources (use ``await
-        ready_wait()`` there).
+        await_ready()`` there).
         """
         if self._ready.is_set():
             return True
         if RUNTIME.in_loop_thread():
             raise RuntimeError(
                 f"{self!r}.wait_ready() would block the library's runtime thread, which reads the source;"
-                " use `await publisher.ready_wait()` in a coroutine there"
+                " use `await publisher.await_ready()` in a coroutine there"
             )
         limit = None if timeout is None else seconds(timeout, "timeout")
         return self._ready.wait(limit)
 
     async def ready_wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - wait_ready's twin
+        """Deprecated name of ``await_ready()``."""
+        warn("publisher.ready_wait() is deprecated: write await publisher.await_ready()")
+        return await self.await_ready(timeout)
+
+    async def await_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - wait_ready's twin
         """Async form of ``wait_ready()``, callable from any event loop."""
         if self._ready.is_set():
             return True

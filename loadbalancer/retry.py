@@ -443,7 +443,7 @@ class Retry(Generic[Req, Resp]):
             self._lb.publisher.wait_ready(seconds_)
 
     async def _aready(self, seconds_: float) -> None:
-        await self._lb.publisher.ready_wait(seconds_)
+        await self._lb.publisher.await_ready(seconds_)
 
     def _call_within(self, request: Req, end: float) -> Resp:
         token = _set_deadline(end)  # an enclosing deadline: the call keeps the original one

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .._tls import ssl_context
+from .._tls import verify_context as ssl_context
 from .._util import describe
 from ..errors import DiscoveryError
 

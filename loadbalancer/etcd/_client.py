@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._tls import ssl_context
+from .._tls import verify_context as ssl_context
 from .._util import describe
 from ..errors import DiscoveryError
 

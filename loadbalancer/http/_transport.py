@@ -684,7 +684,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 call = self.call(request, route, start, end)
                 step = call.after_first(endpoint, first, time.monotonic())
             response: httpx.Response = await adrive(
-                call, step, run, ready=route.publisher.ready_wait, discard=self.discard
+                call, step, run, ready=route.publisher.await_ready, discard=self.discard
             )
             return response
         except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
@@ -694,7 +694,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         try:
             return route.choose()
         except NotReadyError:
-            await route.publisher.ready_wait(None if end == math.inf else max(0.0, end - time.monotonic()))
+            await route.publisher.await_ready(None if end == math.inf else max(0.0, end - time.monotonic()))
         return route.choose()
 
     async def _send(self, request: httpx.Request, endpoint: Any, end: float) -> httpx.Response:

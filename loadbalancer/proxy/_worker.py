@@ -107,7 +107,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         loop.create_task(_housekeeping(stack, metrics, stop)),
         loop.create_task(proxy.sweeping()),
     ]
-    if not await stack.top.ready_wait(_SOURCE_WAIT):  # listen with backends known, where the source answers
+    if not await stack.top.await_ready(_SOURCE_WAIT):  # listen with backends known, where the source answers
         _log.warning("source_not_ready", source=args.source, waited=_SOURCE_WAIT)
     gc.freeze()  # what was built to start is never garbage: keep the collector off it
     os.write(ready_fd, b"1")
