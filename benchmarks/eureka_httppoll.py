@@ -79,7 +79,7 @@ def eureka_propagation() -> None:
     with EurekaServer() as server:
         # subject
         watcher = Watcher()
-        publisher = eureka.Publisher("bench", urls=server.url, interval=INTERVAL)
+        publisher = eureka.Publisher("bench", endpoints=server.url, interval=INTERVAL)
         publisher.subscribe(lambda eps: watcher.saw_ports({i.port for i in eps}))
         publisher.wait_ready(10)
         subject = measure(lambda n: server.register("bench", f"s{n}", "127.0.0.1", 20000 + n), watcher.event)

@@ -1,7 +1,7 @@
 """Eureka discovery: instances register themselves with Eureka, a client follows them by application name.
 
 Run it with ``python examples/eureka.py`` against a Eureka server at
-``http://127.0.0.1:8761/eureka/`` (or name others with ``--urls``), or with ``--throwaway``
+``http://127.0.0.1:8761/eureka/`` (or name others with ``--endpoints``), or with ``--throwaway``
 to start this project's Eureka API test server on a free loopback port.
 
 Two small HTTP servers on 127.0.0.1 play application ``api``: each registers with an
@@ -54,9 +54,9 @@ def factory(instance: str) -> Callable[[object], str]:
 
 
 @contextlib.contextmanager
-def eureka_urls(args: argparse.Namespace) -> Iterator[str]:
+def eureka_servers(args: argparse.Namespace) -> Iterator[str]:
     if not args.throwaway:
-        yield args.urls
+        yield args.endpoints
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/eureka_daemon.py
     from tests.eureka_daemon import EurekaServer
@@ -74,19 +74,21 @@ def wait_for(publisher: eureka.Publisher[Any], count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--urls", default="http://127.0.0.1:8761/eureka/", help="Eureka service URLs")
+    parser.add_argument(
+        "--endpoints", default="http://127.0.0.1:8761/eureka/", help="Eureka service URLs, comma-separated"
+    )
     parser.add_argument("--throwaway", action="store_true", help="start a Eureka API test server on loopback")
     args = parser.parse_args()
-    with eureka_urls(args) as urls:
+    with eureka_servers(args) as endpoints:
         servers = [serve(f"api-{n}") for n in (1, 2)]
         registrars = [
-            eureka.Registrar("api", f"127.0.0.1:{s.server_address[1]}", urls=urls, instance_id=f"api-{n}")
+            eureka.Registrar("api", f"127.0.0.1:{s.server_address[1]}", endpoints=endpoints, instance_id=f"api-{n}")
             for n, s in enumerate(servers, 1)
         ]
         for registrar in registrars:
             registrar.register()
-        print(f"registered api-1 and api-2 with {urls}")
-        with eureka.Publisher("api", factory, urls=urls, interval=0.5) as publisher:
+        print(f"registered api-1 and api-2 with {endpoints}")
+        with eureka.Publisher("api", factory, endpoints=endpoints, interval=0.5) as publisher:
             publisher.wait_ready(10)
             balanced = Retry(3, 2.0, RoundRobin(publisher))
             wait_for(publisher, 2)

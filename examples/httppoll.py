@@ -53,8 +53,8 @@ def main() -> None:
         d = {"id": "d", "name": "api", "address": "127.0.0.1", "port": 9004, "status": "critical"}  # left out
         write(second, [c, d])
         servers = [seed(first), seed(second)]
-        urls = [f"http://127.0.0.1:{s.server_address[1]}/peers.json" for s in servers]
-        with httppoll.Publisher(urls, service="api", interval=0.2) as publisher:
+        seeds = [f"http://127.0.0.1:{s.server_address[1]}/peers.json" for s in servers]
+        with httppoll.Publisher(seeds, service="api", interval=0.2) as publisher:
             publisher.wait_ready(10)
             show(publisher, "merged")
             write(first, ["127.0.0.1:9001", {"id": "b", "address": "127.0.0.1", "port": 9005, "version": "1.5"}])

@@ -19,7 +19,8 @@ and checked with py-eureka-client in ``tests/test_eureka_api_server.py``:
 For tests only (not Eureka's): ``POST /_test/forget-deltas`` empties the recent-changes
 queue (so a client's delta misses a change and its hash check must catch it), and
 ``POST /_test/unrecorded/on`` (``/off``) keeps the changes made meanwhile out of it;
-``GET /_test/stats`` counts the requests by kind.
+``GET /_test/stats`` counts the requests by kind. With ``--cert``/``--key`` it speaks HTTPS
+(and with ``--client-ca`` asks for a client certificate).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import collections
 import copy
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -323,11 +325,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--retention", type=float, default=180.0, help="seconds a change stays in the delta")
     parser.add_argument("--eviction-interval", type=float, default=1.0)
+    parser.add_argument("--cert", help="serve HTTPS with this certificate (PEM) and --key")
+    parser.add_argument("--key", help="the key of --cert (PEM)")
+    parser.add_argument("--client-ca", help="with --cert: require a client certificate signed by this CA (PEM)")
     args = parser.parse_args()
     registry = Registry(args.retention)
     handler = type("BoundHandler", (Handler,), {"registry": registry})
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
+    scheme = "http"
+    if args.cert:
+        server.socket = _tls_context(args.cert, args.key, args.client_ca).wrap_socket(server.socket, server_side=True)
+        scheme = "https"
 
     def evict() -> None:
         while True:
@@ -337,8 +346,17 @@ def main() -> None:
                 registry.prune()
 
     threading.Thread(target=evict, daemon=True).start()
-    print(f"eureka API server on http://127.0.0.1:{args.port}/eureka/", flush=True)
+    print(f"eureka API server on {scheme}://127.0.0.1:{args.port}/eureka/", flush=True)
     server.serve_forever()
+
+
+def _tls_context(cert: str, key: str | None, client_ca: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 A plain ``http.server`` that serves the files of ``D`` as JSON, with an ``ETag`` (a hash
 of the content) and ``Last-Modified``; a request whose ``If-None-Match`` matches gets
 ``304 Not Modified``. A missing file is 404. ``GET /_stats`` counts the answers by status.
+With ``--cert``/``--key`` it speaks HTTPS (and with ``--client-ca`` asks for a client
+certificate).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import email.utils
 import hashlib
 import json
 import os
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -67,13 +70,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="a JSON seed with ETags, for tests")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--cert", help="serve HTTPS with this certificate (PEM) and --key")
+    parser.add_argument("--key", help="the key of --cert (PEM)")
+    parser.add_argument("--client-ca", help="with --cert: require a client certificate signed by this CA (PEM)")
     args = parser.parse_args()
     handler = type(
         "SeedHandler", (Handler,), {"root": args.dir, "stats": collections.Counter(), "lock": threading.Lock()}
     )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
-    print(f"seed on http://127.0.0.1:{args.port}/", flush=True)
+    scheme = "http"
+    if args.cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            context.load_verify_locations(args.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print(f"seed on {scheme}://127.0.0.1:{args.port}/", flush=True)
     server.serve_forever()
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import EndpointSet, Instance, InvalidInstanceError, NoEndpointsError, RoundRobin, etcd
-from loadbalancer.etcd._client import key_prefix, parse_endpoints
+from loadbalancer import EndpointSet, Instance, InvalidInstanceError, NoEndpointsError, RoundRobin, TLSConfig, etcd
+from loadbalancer.etcd._connection import key_prefix, parse_endpoints
 from tests.etcd_server import EtcdServer, TcpProxy, free_tcp_port, make_certs, require_etcd, unique_prefix
 from tests.helpers import Factory, aeventually, events, eventually
 
@@ -361,28 +361,114 @@ def test_user_and_password_with_tokens_that_expire(prefix: str, logs: pytest.Log
             assert len(p.endpoints()) == 0
 
 
-@pytest.mark.server
-def test_tls_with_a_client_certificate(prefix: str, tmp_path: Path) -> None:
-    require_etcd()
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
     try:
-        certs = make_certs(tmp_path)
+        return make_certs(tmp_path_factory.mktemp("certs"))
     except RuntimeError as error:
         pytest.skip(str(error))
-    tls = (certs["server_cert"], certs["server_key"], certs["ca"])
-    with EtcdServer(tls=tls, client_cert_auth=True) as server:
+
+
+@pytest.fixture(scope="module")
+def tls_server(certs: dict[str, str]) -> Iterator[EtcdServer]:
+    """One etcd member serving clients over TLS only, asking them for a certificate signed by the test CA."""
+    require_etcd()
+    with EtcdServer(tls=(certs["server_cert"], certs["server_key"], certs["ca"]), client_cert_auth=True) as server:
         assert server.url.startswith("https://127.0.0.1:")
-        server.put(f"{prefix}/a", "127.0.0.1:1601")
-        client_cert = (certs["client_cert"], certs["client_key"])
-        with etcd.Publisher(prefix, str, endpoints=server.url, verify=certs["ca"], cert=client_cert, **QUICK) as p:
-            eventually(lambda: list(p.endpoints()) == ["127.0.0.1:1601"], what="read over TLS")
-            server.put(f"{prefix}/b", "127.0.0.1:1602")
-            eventually(lambda: len(p.endpoints()) == 2, what="watched over TLS")
-        with etcd.Publisher(prefix, str, endpoints=server.url, verify=certs["ca"], **QUICK) as p:
-            eventually(lambda: p.last_error is not None, what="refused without a client certificate")
-            assert len(p.endpoints()) == 0
-        with etcd.Publisher(prefix, str, endpoints=server.url, cert=client_cert, **QUICK) as p:
-            eventually(lambda: p.last_error is not None, what="the test CA is not trusted by default")
-            assert "CERTIFICATE_VERIFY_FAILED" in str(p.last_error)
+        yield server
+
+
+def client_tls(certs: dict[str, str]) -> TLSConfig:
+    return TLSConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
+
+
+@pytest.mark.server
+def test_tls_with_a_client_certificate(tls_server: EtcdServer, certs: dict[str, str], prefix: str) -> None:
+    server = tls_server
+    server.put(f"{prefix}/a", "127.0.0.1:1601")
+    with etcd.Publisher(prefix, str, endpoints=server.url, tls=client_tls(certs), **QUICK) as p:
+        eventually(lambda: list(p.endpoints()) == ["127.0.0.1:1601"], what="read over TLS")
+        server.put(f"{prefix}/b", "127.0.0.1:1602")
+        eventually(lambda: len(p.endpoints()) == 2, what="watched over TLS")
+    with etcd.Publisher(prefix, str, endpoints=server.url, tls=TLSConfig(ca=certs["ca"]), **QUICK) as p:
+        eventually(lambda: p.last_error is not None, what="refused without a client certificate")
+        assert len(p.endpoints()) == 0
+    untrusted = TLSConfig(cert=certs["client_cert"], key=certs["client_key"])
+    with etcd.Publisher(prefix, str, endpoints=server.url, tls=untrusted, **QUICK) as p:
+        eventually(lambda: p.last_error is not None, what="the test CA is not trusted by default")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(p.last_error)
+    with etcd.Publisher(prefix, str, endpoints=server.url, **QUICK) as p:  # https:// without tls=: the system's CAs
+        eventually(lambda: p.last_error is not None, what="the test CA is not trusted by default")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(p.last_error)
+
+
+@pytest.mark.server
+def test_tls_makes_members_without_a_scheme_https(
+    tls_server: EtcdServer, certs: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    server = tls_server
+    server.put(f"{prefix}/a", "127.0.0.1:1611")
+    bare = f"127.0.0.1:{server.member.client_port}"
+    context = client_tls(certs).context()
+    for tls in (client_tls(certs), context):
+        with etcd.Publisher(prefix, str, endpoints=bare, tls=tls, **QUICK) as p:
+            assert p.member == server.url  # https://
+            eventually(lambda: list(p.endpoints()) == ["127.0.0.1:1611"], what="read over TLS")
+    registrar = etcd.Registrar(prefix, "127.0.0.1:1612", endpoints=bare, tls=context, ttl=5)
+    with etcd.Registry(f"{bare}/ns", tls=context) as registry:
+        with registrar:
+            assert server.get(f"{prefix}/127.0.0.1:1612") is not None
+        registry.join("api", "127.0.0.1:1613")
+        assert [str(i) for i in registry.list("api")] == ["127.0.0.1:1613"]
+        with registry.publisher("api", str, **QUICK) as p:
+            eventually(lambda: list(p.endpoints()) == ["127.0.0.1:1613"], what="the registry's publisher over TLS")
+
+
+async def test_the_client_in_async_code_and_under_a_backend(server: EtcdServer, prefix: str) -> None:
+    from loadbalancer.backend import Publisher as GenericPublisher
+
+    await asyncio.to_thread(server.put, f"{prefix}/a", "127.0.0.1:1631")
+    dead = f"127.0.0.1:{free_tcp_port()}"
+    async with etcd.Client([f"http://{dead}", server.url], timeout=1) as client:
+        status = await client.call("/v3/maintenance/status", {})  # the dead member first: moved on
+        assert "version" in status and client.member == server.url
+        with pytest.raises(etcd.EtcdError, match=r"range '/nothing' failed") as caught:
+            await client.call("/v3/kv/range", {"key": "not base64!"}, key="/nothing")
+        assert caught.value.member == server.url
+    client = etcd.Client(server.url, timeout=1)
+    assert repr(client) == f"etcd.Client({server.url!r})"
+    async with GenericPublisher(etcd.Backend(client), f"{prefix}/", str, own=True) as p:
+        await p.await_ready(10)
+        assert list(p.endpoints()) == ["127.0.0.1:1631"]
+
+
+@pytest.mark.server
+def test_the_old_verify_and_cert_keywords_still_work_and_warn(
+    tls_server: EtcdServer, certs: dict[str, str], prefix: str
+) -> None:
+    server = tls_server
+    server.put(f"{prefix}/a", "127.0.0.1:1621")
+    client_cert = (certs["client_cert"], certs["client_key"])
+    with pytest.warns(DeprecationWarning, match=r"verify= is deprecated: write tls="):
+        p = etcd.Publisher(prefix, str, endpoints=server.url, verify=certs["ca"], cert=client_cert, **QUICK)
+    with p:
+        eventually(lambda: list(p.endpoints()) == ["127.0.0.1:1621"], what="read over TLS")
+    with pytest.warns(DeprecationWarning, match=r"cert= is deprecated: write tls="):
+        registrar = etcd.Registrar(prefix, "127.0.0.1:1622", endpoints=server.url, cert=client_cert, ttl=5)
+    with pytest.raises(etcd.EtcdError, match="CERTIFICATE_VERIFY_FAILED"):
+        registrar.register()  # cert= alone: the system's CAs, which do not know the test CA
+    registrar.close()
+    with pytest.warns(DeprecationWarning, match=r"verify= is deprecated"):
+        registry = etcd.Registry(server.url, verify=certs["ca"], cert=client_cert)
+    with registry:
+        registry.join("api", "127.0.0.1:1623")
+        assert [str(i) for i in registry.list("api")] == ["127.0.0.1:1623"]
+    with pytest.warns(DeprecationWarning, match=r"verify= is deprecated"):
+        client = etcd.Client(server.url, verify=False)
+    assert client.members == (server.url,)
+    with pytest.raises(TypeError, match="tls= alone"), pytest.warns(DeprecationWarning, match="verify="):
+        etcd.Publisher(prefix, str, endpoints=server.url, verify=False, tls=True)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -428,6 +514,60 @@ def test_bad_connection_strings_raise_value_errors_quoting_them(endpoints: str, 
     with pytest.raises(ValueError, match=re.escape(reason)) as caught:
         etcd.Publisher("/services/api", str, endpoints=endpoints)
     assert repr(endpoints) in str(caught.value)
+
+
+def test_members_without_a_scheme_take_https_when_tls_is_given() -> None:
+    assert parse_endpoints("h1,h2:2380/ns", scheme="https").members == ("https://h1:2379", "https://h2:2380")
+    assert etcd.Client("h1,h2").members == ("http://h1:2379", "http://h2:2379")
+    assert etcd.Client("h1,h2", tls=True).members == ("https://h1:2379", "https://h2:2379")
+    assert etcd.Client("h1", tls=False).members == ("http://h1:2379",)
+    assert etcd.Client("http://h1,h2", tls=True).members == ("http://h1:2379", "http://h2:2379")  # as written
+    client = etcd.Client("h1:1/ns", tls=TLSConfig(verify=False), username="u", password="p", timeout=2)
+    assert (client.members, client.namespace, client.timeout) == (("https://h1:1",), "/ns", 2.0)
+    assert repr(client) == "etcd.Client('https://h1:1', namespace='/ns')"
+    assert etcd.Publisher("/services/api", str, endpoints="h1", tls=True).member == "https://h1:2379"
+    assert etcd.Registry("h1/prod", tls=True).prefix("api") == "/prod/services/api/"
+    assert etcd.Registry("h1", namespace="prod", prefix="/svc").prefix("api") == "/prod/svc/api/"
+    with pytest.raises(TypeError, match="tls= must be a loadbalancer.TLSConfig"):
+        etcd.Client("h1", tls="ca.pem")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot load the CA file 'missing.pem'"):
+        etcd.Registrar("/services/api", "127.0.0.1:80", endpoints="h1", tls=TLSConfig(ca="missing.pem"))
+    with pytest.raises(ValueError, match="username= and password="):
+        etcd.Client("h1", username="root")
+
+
+def test_the_registrys_old_connection_keyword_still_works_and_warns() -> None:
+    with pytest.warns(DeprecationWarning, match=r"Registry\(connection=\.\.\.\) is deprecated: write endpoints="):
+        registry = etcd.Registry(connection="http://h1:2379,h2/prod")
+    with registry:
+        assert registry.prefix("api") == "/prod/services/api/"
+        assert registry.backend.client.members == ("http://h1:2379", "http://h2:2379")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="both connection= and endpoints="):
+        etcd.Registry(connection="h1", endpoints="h2")
+
+
+MISSING_HTTPX = """
+import sys
+sys.modules["httpx"] = None  # as if it were not installed
+from loadbalancer.errors import ExtraNotInstalledError
+try:
+    import loadbalancer.{package}
+except ExtraNotInstalledError as error:
+    print(error.extra, error.name, isinstance(error, ImportError), error, sep="|")
+"""
+
+
+def test_a_missing_httpx_names_the_extra() -> None:
+    import subprocess
+
+    code = MISSING_HTTPX.format(package="etcd")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().split("|") == [
+        "etcd",
+        "httpx",
+        "True",
+        "loadbalancer.etcd needs an optional dependency (httpx): pip install 'loadbalancer[etcd]'",
+    ]
 
 
 def test_prefixes_and_namespaces() -> None:

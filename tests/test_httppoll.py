@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from loadbalancer import Instance, httppoll
-from tests.helpers import eventually
+from loadbalancer import DiscoveryError, Instance, TLSConfig, httppoll
+from tests.etcd_server import make_certs
+from tests.helpers import events, eventually
 from tests.seed_daemon import SeedServer
+from tests.test_etcd import MISSING_HTTPX
 
 
 @pytest.fixture
@@ -115,5 +121,113 @@ def test_a_malformed_answer_is_an_error_naming_the_seed_and_the_set_stays(seed_s
 def test_bad_seeds_are_refused_with_the_value_named() -> None:
     with pytest.raises(ValueError, match="invalid seed URL 'ftp://x/peers'"):
         httppoll.Publisher("ftp://x/peers")
-    with pytest.raises(ValueError, match="at least one URL"):
+    with pytest.raises(ValueError, match="at least one seed URL"):
         httppoll.Backend([])
+    with pytest.raises(ValueError, match="cannot load the CA file 'missing.pem'"):
+        httppoll.Registry("https://h/peers.json", tls=TLSConfig(ca="missing.pem"))
+
+
+def test_records_of_another_service_are_not_left_out_silently(
+    seed_servers: list[SeedServer], logs: pytest.LogCaptureFixture
+) -> None:
+    seed = seed_servers[0]
+    api = [{"id": f"a{n}", "name": "api", "address": "127.0.0.1", "port": 9000 + n} for n in range(3)]
+    seed.publish(api)
+    with httppoll.Publisher(seed.url(), interval=0.05) as publisher:  # service= left at "default"
+        assert publisher.wait_ready(10) and addresses(publisher) == []
+        seed.publish(api[:2])  # other answers, the same situation: said once only
+        eventually(lambda: publisher.requests["200"] >= 2, 10, "the second answer read")
+        seed.publish(api[1:])
+        eventually(lambda: publisher.requests["200"] >= 3, 10, "the third answer read")
+        (skipped,) = events(logs, "httppoll_records_skipped")
+        assert skipped.levelno == logging.WARNING
+        assert (skipped.seed, skipped.service, skipped.skipped, skipped.named, skipped.kept) == (
+            seed.url(), "default", 3, {"api": 3}, 0
+        )  # fmt: skip
+        assert "another service than 'default'" in skipped.reason
+        seed.publish([*api, {"id": "b1", "name": "billing", "address": "127.0.0.1", "port": 9100}])
+        eventually(lambda: len(events(logs, "httppoll_records_skipped")) == 2, 10, "a new situation said")
+        assert events(logs, "httppoll_records_skipped")[1].named == {"api": 3, "billing": 1}
+        seed.publish(["127.0.0.1:9200"])
+        eventually(lambda: addresses(publisher) == ["127.0.0.1:9200"], 10, "records without a name")
+        assert len(events(logs, "httppoll_records_skipped_none")) == 1
+    assert len(events(logs, "httppoll_records_skipped")) == 2
+
+
+def test_a_seed_listing_several_services_says_so_at_info_and_serves_each(
+    seed_servers: list[SeedServer], logs: pytest.LogCaptureFixture
+) -> None:
+    seed = seed_servers[0]
+    seed.publish({"services": {"api": ["127.0.0.1:9001", "127.0.0.1:9002"], "db": ["127.0.0.1:5432"]}})
+    with httppoll.Registry(seed.url()) as registry:
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001", "127.0.0.1:9002"]
+        assert [str(i) for i in registry.discover("db")] == ["127.0.0.1:5432"]  # one URL, each service its own
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001", "127.0.0.1:9002"]
+        assert registry.discover("other") == []
+    said = {(r.service, r.levelname, r.skipped) for r in events(logs, "httppoll_records_skipped")}
+    assert said == {("api", "INFO", 1), ("db", "INFO", 2), ("other", "WARNING", 3)}
+    assert httppoll.read_answer([{"name": "db", "host": "h", "port": 1}, "h:2"], "api") == (
+        {"h:2": Instance("h", 2)},
+        {"db": 1},
+    )
+
+
+def test_the_old_seeds_and_verify_keywords_still_work_and_warn(seed_servers: list[SeedServer]) -> None:
+    seed = seed_servers[0]
+    seed.publish(["127.0.0.1:9001"])
+    with pytest.warns(DeprecationWarning, match=r"Publisher\(seeds=\.\.\.\) is deprecated: write endpoints="):
+        publisher = httppoll.Publisher(seeds=seed.url(), interval=0.1)
+    with publisher:
+        assert publisher.wait_ready(10) and addresses(publisher) == ["127.0.0.1:9001"]
+        assert repr(publisher) == f"httppoll.Publisher({seed.url()!r})"
+    with pytest.warns(DeprecationWarning, match=r"Registry\(seeds=\.\.\.\) is deprecated: write endpoints="):
+        registry = httppoll.Registry(seeds=[seed.url()])
+    with registry:
+        assert [str(i) for i in registry.discover("default")] == ["127.0.0.1:9001"]
+    with pytest.warns(DeprecationWarning, match=r"Backend\(seeds=\.\.\.\) is deprecated: write endpoints="):
+        backend = httppoll.Backend(seeds=seed.url())
+    with pytest.warns(DeprecationWarning, match=r"\.seeds is deprecated: read \.endpoints"):
+        assert backend.seeds == backend.endpoints == (seed.url(),)
+    with pytest.warns(DeprecationWarning, match="verify= is deprecated: write tls="):
+        publisher = httppoll.Publisher(seed.url(), verify=False, interval=0.1)
+    with publisher:  # verify= concerns https:// seeds only; this one is http://
+        assert publisher.wait_ready(10) and addresses(publisher) == ["127.0.0.1:9001"]
+    with pytest.raises(TypeError, match="both seeds= and endpoints="):
+        httppoll.Publisher(seeds=seed.url(), endpoints=seed.url())
+
+
+@pytest.mark.server
+def test_tls_with_a_ca_and_a_client_certificate(tmp_path: Path) -> None:
+    try:
+        certs = make_certs(tmp_path)
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    tls = TLSConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
+    with SeedServer(certs=certs, client_cert_auth=True) as seed:
+        assert seed.url().startswith("https://127.0.0.1:")
+        seed.publish(["127.0.0.1:9001"])
+        bare = seed.url().removeprefix("https://")  # no scheme: https, since tls= is given
+        for given in (tls, tls.context()):
+            with httppoll.Publisher(bare, tls=given, interval=0.1) as publisher:
+                assert publisher.wait_ready(10) and addresses(publisher) == ["127.0.0.1:9001"]
+                assert publisher.backend.endpoints == (seed.url(),)  # type: ignore[attr-defined]
+        no_client_cert = httppoll.Registry(seed.url(), tls=TLSConfig(ca=certs["ca"]), timeout=2)
+        with no_client_cert as registry, pytest.raises(DiscoveryError, match=seed.url()):  # refused
+            registry.discover("default")
+        with httppoll.Registry(seed.url(), timeout=2) as registry, pytest.raises(DiscoveryError) as caught:
+            registry.discover("default")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)  # the system's CAs do not know the test CA
+    assert httppoll.Backend("h/peers.json").endpoints == ("http://h/peers.json",)
+    assert httppoll.Backend("h/peers.json,http://g/p", tls=True).endpoints == ("https://h/peers.json", "http://g/p")
+
+
+def test_a_missing_httpx_names_the_extra() -> None:
+    code = MISSING_HTTPX.format(package="httppoll")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().split("|") == [
+        "httppoll",
+        "httpx",
+        "True",
+        "loadbalancer.httppoll needs an optional dependency (httpx): pip install 'loadbalancer[httppoll]'",
+    ]
+    assert issubclass(httppoll.SeedError, DiscoveryError)

@@ -2,10 +2,11 @@
 
 ``Publisher(prefix, factory)`` reads every key under ``prefix/`` and follows changes with a
 watch; ``Registrar(prefix, instance)`` keeps one instance registered under a lease;
-``Registry(connection_string)`` offers both by service name (``join``, ``leave``,
-``lookup``, ``list``). All three stand on ``Backend``, etcd on the generic backend protocol of
-``loadbalancer.backend``. They need ``httpx`` (``pip install loadbalancer[etcd]``) and an etcd
-3.x cluster with its gRPC gateway (on by default, at the client URLs).
+``Registry(endpoints)`` offers both by service name (``join``, ``leave``, ``lookup``,
+``list``). All three stand on ``Backend``, etcd on the generic backend protocol of
+``loadbalancer.backend``, which talks to the cluster through a ``Client``. They need
+``httpx`` (``pip install 'loadbalancer[etcd]'``) and an etcd 3.x cluster with its gRPC
+gateway (on by default, at the client URLs).
 
     from loadbalancer import RoundRobin, etcd
 
@@ -16,8 +17,11 @@ watch; ``Registrar(prefix, instance)`` keeps one instance registered under a lea
         serve()
 
 Endpoints: a connection string ``"[http[s]://]host[:port][,host[:port]...][/namespace]"`` (a
-member without a scheme takes the one before it; the port defaults to 2379) or a sequence
-of member URLs. When a member fails, the next one is tried.
+member without a scheme takes the one before it, the first ``https`` when ``tls=`` is
+given and ``http`` otherwise; the port defaults to 2379) or a sequence of member URLs.
+When a member fails, the next one is tried. ``tls=loadbalancer.TLSConfig(ca=...,
+cert=..., key=...)`` (or an ``ssl.SSLContext``) sets the CAs and a client certificate;
+``username=``/``password=`` authenticate.
 
 Key layout: ``{namespace}{prefix}/{instance-id}``. The namespace (the connection string's
 path, or ``namespace=``) comes first; the prefix is used as given, with one ``/`` after it;
@@ -39,11 +43,18 @@ non-negative integers; ``tags`` is a list of strings and ``metadata`` an object 
 (``etcd_value_invalid`` with the key and the value); it never stops the watch.
 """
 
+try:
+    import httpx  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the installation
+    from ..errors import ExtraNotInstalledError
+
+    raise ExtraNotInstalledError("loadbalancer.etcd", "etcd", "httpx") from error
+
 from ._backend import Backend
-from ._client import EtcdError
+from ._client import Client, EtcdError
 from ._publisher import Publisher
 from ._registrar import Registrar
 from ._registry import Registry
 from ._values import encode_value, parse_value
 
-__all__ = ["Backend", "EtcdError", "Publisher", "Registrar", "Registry", "encode_value", "parse_value"]
+__all__ = ["Backend", "Client", "EtcdError", "Publisher", "Registrar", "Registry", "encode_value", "parse_value"]

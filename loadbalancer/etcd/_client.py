@@ -1,54 +1,36 @@
-"""The HTTP side of the etcd backend: endpoints, TLS, authentication, member rotation, watch streams.
+"""``etcd.Client``: the members of one etcd cluster over its v3 JSON gateway, with failover and auth.
 
 Everything goes through etcd's v3 JSON gateway (``/v3/...``): keys and values are base64,
 64-bit numbers are JSON strings, zero values are left out. One ``Client`` holds one httpx
-connection pool and the list of cluster members; it is only used on the library's runtime
-loop.
+connection pool (made on first use, on the event loop that uses it) and the list of
+cluster members.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
-import re
 import ssl
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
 
 import httpx
 
-from .._tls import verify_context as ssl_context
-from .._util import describe
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls, ssl_context
+from .._util import describe, seconds
 from ..errors import DiscoveryError
+from ._connection import DEFAULT_ENDPOINTS, parse_endpoints
 
-__all__ = [
-    "DEFAULT_ENDPOINTS",
-    "Client",
-    "Connection",
-    "EtcdError",
-    "b64",
-    "key_prefix",
-    "parse_endpoints",
-    "range_end",
-]
-
-T = TypeVar("T")
-
-DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
-_DEFAULT_PORT = 2379
+__all__ = ["Client", "EtcdError", "b64", "range_end"]
 
 # gRPC status codes etcd reports (in the body, and as ``grpc_code`` in a stream's error line).
 UNAVAILABLE = 14  # no leader, request timed out, leader changed, member stopping
 _TRANSIENT_CODES = frozenset({1, 4, UNAVAILABLE})  # cancelled, deadline exceeded, unavailable
 _UNAUTHENTICATED = 16
 _OUT_OF_RANGE = 11  # "required revision has been compacted" / "... is a future revision"
-
-_ITEM = re.compile(
-    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[^\]/]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?(?P<path>/.*)?"
-)
-_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
 class EtcdError(DiscoveryError):
@@ -85,102 +67,6 @@ class EtcdError(DiscoveryError):
     def compacted(self) -> bool:
         """Whether etcd said the revision asked for has been compacted away."""
         return self.code == _OUT_OF_RANGE and "compacted" in str(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """Where a cluster is: its members' base URLs and the namespace every key goes under."""
-
-    members: tuple[str, ...]
-    namespace: str  # "" or "/name" (no trailing slash)
-
-
-def parse_endpoints(endpoints: str | Sequence[str], namespace: str | None = None) -> Connection:
-    """Read ``"http://h1:2379,h2:2379/namespace"`` or a sequence of member URLs.
-
-    A member without a scheme takes the scheme of the one before it (``http`` for the
-    first); one without a port gets 2379. A path after a member is the namespace; all
-    members must agree on it, and so must ``namespace=`` when given. Raises ``ValueError``
-    quoting the value.
-    """
-    if isinstance(endpoints, str):
-        items = endpoints.split(",")
-    elif isinstance(endpoints, Sequence) and all(isinstance(item, str) for item in endpoints):
-        items = list(endpoints)
-    else:
-        raise TypeError(f"etcd endpoints must be a string or a sequence of strings, got {endpoints!r}")
-
-    def bad(reason: str) -> ValueError:
-        return ValueError(f"invalid etcd endpoints {endpoints!r}: {reason}")
-
-    if not items or not any(item.strip() for item in items):
-        raise bad("no member given")
-    members: list[str] = []
-    paths: set[str] = set()
-    scheme = "http"
-    for raw in items:
-        item = raw.strip()
-        if not item:
-            raise bad("an empty member between commas")
-        match = _ITEM.fullmatch(item)
-        if match is None or "?" in item or "#" in item or "@" in item:
-            raise bad(f"{item!r} is not [scheme://]host[:port][/namespace]")
-        if match["scheme"]:
-            scheme = match["scheme"].lower()
-            if scheme not in ("http", "https"):
-                raise bad(f"scheme {match['scheme']!r} is not http or https")
-        host = match["host"]
-        if not host:
-            raise bad(f"{item!r} has no host")
-        if host.startswith("["):
-            try:
-                host = f"[{ipaddress.IPv6Address(host[1:-1])}]"
-            except ValueError:
-                raise bad(f"{host!r} is not an IPv6 address") from None
-        elif not _HOST.fullmatch(host):
-            raise bad(f"{host!r} is not a host name or address")
-        port = match["port"]
-        if port is None:
-            number = _DEFAULT_PORT
-        elif port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
-            number = int(port)
-        else:
-            raise bad(f"port {port!r} is not a number in 1-65535")
-        members.append(f"{scheme}://{host}:{number}")
-        if match["path"] is not None:
-            paths.add(_namespace(match["path"]))
-    if len(paths) > 1:
-        raise bad(f"members name different namespaces: {sorted(paths)}")
-    found = paths.pop() if paths else ""
-    if namespace is not None:
-        wanted = _namespace(namespace)
-        if found and found != wanted:
-            raise bad(f"the namespace {found!r} differs from namespace={namespace!r}")
-        found = wanted
-    if len(set(members)) != len(members):
-        raise bad("a member is named twice")
-    return Connection(tuple(members), found)
-
-
-def _namespace(path: str) -> str:
-    inner = path.strip("/")
-    return f"/{inner}" if inner else ""
-
-
-def key_prefix(namespace: str, prefix: str) -> str:
-    """The key prefix watched: ``namespace + prefix + "/"`` (``"/ns" + "/services/api" + "/"``).
-
-    The prefix is used as given (a leading ``/`` is only added after a namespace), so that
-    ``"/services/api"`` never also matches ``"/services/api2/..."``.
-    """
-    if not isinstance(prefix, str):
-        raise TypeError(f"the etcd key prefix must be a string, got {prefix!r}")
-    body = prefix.strip().rstrip("/")
-    if not body and not prefix.strip().startswith("/"):
-        raise ValueError(f"invalid etcd key prefix {prefix!r}: it is empty")
-    if namespace and not body.startswith("/"):
-        body = "/" + body
-    return f"{namespace}{body}/"
 
 
 def b64(data: str | bytes) -> str:
@@ -223,32 +109,56 @@ def _error_of(message: dict[str, Any]) -> tuple[int | None, str] | None:
 
 
 class Client:
-    """A connection pool to the members of one etcd cluster, trying the next member when one fails.
+    """The members of one etcd cluster, spoken to over its v3 JSON gateway, moving on when one fails.
+
+    - ``endpoints``: a connection string ``"[http[s]://]host[:port][,host[:port]...][/namespace]"``
+      or a sequence of member URLs (the port defaults to 2379). A member without a scheme
+      takes the one before it; the first takes ``https`` when ``tls=`` is given, else ``http``.
+    - ``namespace``: what every key goes under (or the connection string's path);
+    - ``username``/``password``: etcd authentication; a token from ``/v3/auth/authenticate``
+      goes with each request and is fetched again when etcd says it has expired;
+    - ``tls``: a ``loadbalancer.TLSConfig`` (CA, client certificate), an ``ssl.SSLContext``,
+      ``True`` (the system's CAs) or ``None`` (plain; ``https://`` members get the system's CAs);
+    - ``timeout``: seconds per request.
 
     Requests start at the current member; a failure that another member may not have (a
     refused connection, a timeout, "no leader") moves on to the next, once around the
-    cluster. With ``username``, a token from ``/v3/auth/authenticate`` is sent with each
-    request and fetched again when etcd says it has expired (tokens are per member).
+    cluster, and raises ``EtcdError`` when none answered. The methods are coroutines, run
+    on one event loop: hand the client to an ``etcd.Backend`` (which publishers and
+    registrars run on the library's loop) before using it, or use it on a loop of your own.
+
+    >>> client = Client("10.0.0.1,10.0.0.2:2380/prod", username="root", password="s3cret", tls=True)
+    >>> client.members, client.namespace
+    (('https://10.0.0.1:2379', 'https://10.0.0.2:2380'), '/prod')
+    >>> backend = Backend(client, root="/prod/services/")  # doctest: +SKIP
+    >>> publisher = loadbalancer.backend.Publisher(backend, "api")  # doctest: +SKIP
+
+    Or directly, in async code::
+
+        async with etcd.Client("127.0.0.1:2379") as client:
+            status = await client.call("/v3/maintenance/status", {})
     """
 
+    @renamed(verify=legacy_tls, cert=legacy_tls)
     def __init__(
         self,
-        connection: Connection,
+        endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS,
         *,
+        namespace: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
-        timeout: float = 5.0,
+        tls: TLS = None,
+        timeout: float | timedelta = 5.0,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("give both username= and password=, or neither")
+        context = ssl_context(tls)  # checks the CA and certificate files now: errors at construction
+        connection = parse_endpoints(endpoints, namespace, scheme="http" if context is None else "https")
         self.members = connection.members
         self.namespace = connection.namespace
-        self.timeout = timeout
+        self.timeout = seconds(timeout, "timeout", allow_zero=False)
         self._auth = None if username is None or password is None else (username, password)
-        tls = any(member.startswith("https:") for member in self.members)
-        self._verify: bool | ssl.SSLContext = ssl_context(verify, cert) if tls else True
+        self._verify: bool | ssl.SSLContext = True if context is None else context
         self._pool: httpx.AsyncClient | None = None
         self._closed = False
         self._index = 0
@@ -279,20 +189,46 @@ class Client:
             self._index = (self._index + 1) % len(self.members)
 
     def forget_token(self, member: str) -> None:
+        """Drop ``member``'s token: the next request there authenticates again."""
         self._tokens.pop(member, None)
 
     async def aclose(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
         self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.aclose()
 
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        namespace = f", namespace={self.namespace!r}" if self.namespace else ""
+        return f"etcd.Client({','.join(self.members)!r}{namespace})"
+
     # -- unary requests --------------------------------------------------------------------
 
     async def call(
-        self, path: str, body: dict[str, Any], *, what: str, key: str | None = None, within: float | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        what: str | None = None,
+        key: str | None = None,
+        within: float | None = None,
     ) -> dict[str, Any]:
-        """POST ``body`` to ``path``, trying each member once from the current one; the reply's JSON."""
+        """POST ``body`` to ``path`` (``"/v3/kv/range"``), trying each member once from the current one.
+
+        Returns the reply's JSON object; raises ``EtcdError`` (its message says ``what`` was
+        done to ``key``: ``what`` defaults to the path's last part). ``within``: a time
+        limit in seconds for each member's answer, instead of the client's ``timeout``.
+        """
+        what = what or path.rsplit("/", 1)[-1]
         errors: list[EtcdError] = []
         for _ in range(len(self.members)):
             member = self.member
@@ -321,11 +257,12 @@ class Client:
         path: str,
         body: dict[str, Any],
         *,
-        what: str,
+        what: str | None = None,
         key: str | None = None,
         within: float | None = None,
     ) -> dict[str, Any]:
         """POST ``body`` to ``path`` on ``member`` only (fetching a fresh token once if the old one expired)."""
+        what = what or path.rsplit("/", 1)[-1]
         for attempt in range(2):
             headers = await self._headers(member, what, key)
             try:
@@ -385,8 +322,8 @@ class Client:
             self._tokens[member] = token
         return {"Authorization": token}
 
-    async def probe(self, member: str, within: float) -> None:
-        """Raise ``EtcdError`` unless ``member`` answers its status within ``within`` seconds and has a leader."""
+    async def probe(self, member: str, within: float | None = None) -> None:
+        """Raise ``EtcdError`` unless ``member`` answers its status (within ``within`` seconds) and has a leader."""
         status = await self.call_member(member, "/v3/maintenance/status", {}, what="status", within=within)
         problems = [str(problem) for problem in status.get("errors", ())]
         if any("no leader" in problem for problem in problems):

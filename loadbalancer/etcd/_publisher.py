@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._typing import E
 from .._util import seconds
 from ..backend import Publisher as _Generic
 from ..publisher import Factory
 from ._backend import Backend
-from ._client import DEFAULT_ENDPOINTS, Client, key_prefix, parse_endpoints
+from ._client import Client
+from ._connection import DEFAULT_ENDPOINTS, key_prefix
 
 __all__ = ["Publisher"]
 
@@ -41,8 +43,9 @@ class Publisher(_Generic[E]):
       set) and attempts go on, backing off up to ``max_backoff`` seconds; the set is fresh
       again as soon as a watch is re-established.
     - ``username``/``password``: etcd authentication (the token is renewed when it expires);
-      ``verify`` (a bool, a CA file or an ``ssl.SSLContext``) and ``cert`` (a client
-      certificate file, or ``(cert_file, key_file)``) apply to ``https://`` members.
+      ``tls``: a ``loadbalancer.TLSConfig`` (CA file, client certificate), an
+      ``ssl.SSLContext`` or ``True``; members named without a scheme are then spoken to
+      over https (see ``etcd.Client``).
     - ``refresh()`` (or ``await arefresh()``) reads the prefix now and returns the set.
 
     - ``tags``: only instances carrying all of them; without a ``factory`` the instances
@@ -58,6 +61,7 @@ class Publisher(_Generic[E]):
     >>> publisher.close()  # doctest: +SKIP
     """
 
+    @renamed(verify=legacy_tls, cert=legacy_tls)
     def __init__(
         self,
         prefix: str,
@@ -67,8 +71,7 @@ class Publisher(_Generic[E]):
         namespace: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         keepalive: float | timedelta = 5.0,
         max_backoff: float | timedelta = 5.0,
@@ -77,11 +80,9 @@ class Publisher(_Generic[E]):
         close_delay: float | timedelta = 1.0,
         tags: Iterable[str] | str | None = None,
     ) -> None:
-        connection = parse_endpoints(endpoints, namespace)
-        full = key_prefix(connection.namespace, prefix)
-        timeout_ = seconds(timeout, "timeout", allow_zero=False)
         keepalive_ = seconds(keepalive, "keepalive", allow_zero=False)
-        client = Client(connection, username=username, password=password, verify=verify, cert=cert, timeout=timeout_)
+        client = Client(endpoints, namespace=namespace, username=username, password=password, tls=tls, timeout=timeout)
+        full = key_prefix(client.namespace, prefix)
         backend = Backend(client, keepalive=keepalive_, logger=logger)
         self._client = client
         super().__init__(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._util import seconds
 from ..backend import Lease
 from ..backend import Registrar as _Generic
 from ..instance import Instance, parse_instance
 from ._backend import Backend
-from ._client import DEFAULT_ENDPOINTS, Client, key_prefix, parse_endpoints
+from ._client import Client
+from ._connection import DEFAULT_ENDPOINTS, key_prefix
 from ._values import encode_value
 
 __all__ = ["Registrar"]
@@ -48,6 +50,8 @@ class Registrar(_Generic):
 
     Every method has an async twin (``aregister()``, ``aderegister()``, ``aclose()``), and
     the registrar is a context manager (``with`` and ``async with``) that registers on entry.
+    ``endpoints``, ``namespace``, ``username``/``password``, ``tls`` and ``timeout`` are
+    those of ``etcd.Client``.
 
     >>> registrar = Registrar("/services/api", "10.0.0.7:8080", endpoints="127.0.0.1:2379", ttl=10)
     >>> registrar.key
@@ -56,6 +60,7 @@ class Registrar(_Generic):
     ...     serve_forever()
     """
 
+    @renamed(verify=legacy_tls, cert=legacy_tls)
     def __init__(
         self,
         prefix: str,
@@ -68,16 +73,13 @@ class Registrar(_Generic):
         instance_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         logger: Any = None,
     ) -> None:
-        connection = parse_endpoints(endpoints, namespace)
-        seconds_ = seconds(timeout, "timeout", allow_zero=False)
-        client = Client(connection, username=username, password=password, verify=verify, cert=cert, timeout=seconds_)
+        client = Client(endpoints, namespace=namespace, username=username, password=password, tls=tls, timeout=timeout)
         backend = Backend(client, logger=logger)
-        self._setup(backend, key_prefix(connection.namespace, prefix), instance, ttl, value, instance_id, None, logger)
+        self._setup(backend, key_prefix(client.namespace, prefix), instance, ttl, value, instance_id, None, logger)
         self._own = True
 
     @classmethod

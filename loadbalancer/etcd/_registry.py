@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._typing import E
-from .._util import seconds
 from ..backend import Registry as _Generic
 from ..instance import Instance
 from ..publisher import Factory
 from ._backend import Backend
-from ._client import Client, key_prefix, parse_endpoints
+from ._client import Client
+from ._connection import DEFAULT_ENDPOINTS, key_prefix
 from ._publisher import Publisher
 from ._registrar import Registrar, lease_seconds
 
@@ -23,8 +24,9 @@ __all__ = ["Registry"]
 class Registry(_Generic):
     """A service registry on etcd, addressed by one connection string, in the manner of etcd-registry.
 
-    ``connection`` is ``"[http[s]://]host[:port][,host[:port]...][/namespace]"`` (or a
-    sequence of member URLs). Service ``name``'s instances live under
+    ``endpoints`` is ``"[http[s]://]host[:port][,host[:port]...][/namespace]"`` (or a
+    sequence of member URLs); it, ``namespace``, ``username``/``password``, ``tls`` and
+    ``timeout`` are those of ``etcd.Client``. Service ``name``'s instances live under
     ``{namespace}{prefix}/{name}/``, one key per instance, named by its ``host:port``,
     holding the JSON document that ``etcd.Publisher`` reads.
 
@@ -48,32 +50,30 @@ class Registry(_Generic):
     >>> registry.close()
     """
 
+    @renamed(connection="endpoints", verify=legacy_tls, cert=legacy_tls)
     def __init__(
         self,
-        connection: str | Sequence[str] = "127.0.0.1:2379",
+        endpoints: str | Sequence[str] = DEFAULT_ENDPOINTS,
         *,
+        namespace: str | None = None,
         prefix: str = "/services",
         ttl: float | timedelta = 10.0,
         username: str | None = None,
         password: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         logger: Any = None,
     ) -> None:
-        parsed = parse_endpoints(connection)
-        root = key_prefix(parsed.namespace, prefix)  # "/ns/services/"
-        timeout_ = seconds(timeout, "timeout", allow_zero=False)
+        client = Client(endpoints, namespace=namespace, username=username, password=password, tls=tls, timeout=timeout)
+        root = key_prefix(client.namespace, prefix)  # "/ns/services/"
         self._options: dict[str, Any] = {
-            "endpoints": parsed.members,
+            "endpoints": client.members,
             "username": username,
             "password": password,
-            "verify": verify,
-            "cert": cert,
-            "timeout": timeout_,
+            "tls": tls,
+            "timeout": client.timeout,
             "logger": logger,
         }
-        client = Client(parsed, username=username, password=password, verify=verify, cert=cert, timeout=timeout_)
         self._etcd = Backend(client, root=root, logger=logger)
         self._root = root
         super().__init__(self._etcd, ttl=lease_seconds(ttl), logger=logger)

@@ -1,21 +1,24 @@
-"""The HTTP side of the Eureka backend: the servers' URLs, failover from one to the next, errors.
+"""``eureka.Client``: Eureka's REST API over the servers' URLs, failing over from one to the next.
 
 One ``Client`` holds one httpx connection pool and the list of Eureka servers (each a
 service URL such as ``http://10.0.0.1:8761/eureka/``). It sticks to the server that last
 answered, as Eureka's own client does, and moves on to the next one when a server cannot
-be reached or answers with a server error. It is only used on the library's runtime loop.
+be reached or answers with a server error.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .._util import describe
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls, ssl_context
+from .._util import describe, seconds
 from ..errors import DiscoveryError
 
 __all__ = ["DEFAULT_URLS", "Client", "EurekaError", "parse_urls"]
@@ -39,21 +42,24 @@ class EurekaError(DiscoveryError):
         super().__init__(message)
 
 
-def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+def parse_urls(urls: str | Sequence[str], *, scheme: str = "http") -> tuple[str, ...]:
     """Eureka service URLs, checked and ending in ``/``: ``"http://h1:8761/eureka/,http://h2:8761/eureka/"``.
 
-    A URL without a path gets Eureka's usual ``/eureka/``. Raises ``ValueError`` naming a
+    A URL without a path gets Eureka's usual ``/eureka/``; one without a scheme gets
+    ``scheme`` (``"https"`` where TLS settings are given). Raises ``ValueError`` naming a
     bad URL.
 
     >>> parse_urls("http://10.0.0.1:8761, https://10.0.0.2/eureka/v2")
     ('http://10.0.0.1:8761/eureka/', 'https://10.0.0.2/eureka/v2/')
+    >>> parse_urls("10.0.0.1:8761", scheme="https")
+    ('https://10.0.0.1:8761/eureka/',)
     """
     items = [u.strip() for u in urls.split(",")] if isinstance(urls, str) else list(urls)
     if not items or not all(isinstance(u, str) for u in items):
-        raise ValueError(f"urls must be Eureka service URLs ('http://host:8761/eureka/'), got {urls!r}")
+        raise ValueError(f"endpoints must be Eureka service URLs ('http://host:8761/eureka/'), got {urls!r}")
     found: list[str] = []
     for url in items:
-        parts = urlsplit(url)
+        parts = urlsplit(url if "://" in url else f"{scheme}://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid Eureka URL {url!r}: give 'http://host:port/eureka/' (http or https)")
         try:
@@ -68,19 +74,38 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
 
 
 class Client:
-    """Eureka's REST API (JSON) over several servers, with failover; ``timeout`` in seconds per request."""
+    """Eureka's REST API (JSON) over several servers, with failover.
 
+    - ``endpoints``: one or more Eureka service URLs (``"http://h1:8761/eureka/,http://h2:8761/eureka/"``
+      or a list; see ``parse_urls``); a URL without a scheme is spoken to over https when
+      ``tls=`` is given, else over http;
+    - ``tls``: a ``loadbalancer.TLSConfig`` (CA, client certificate), an ``ssl.SSLContext``,
+      ``True`` (the system's CAs) or ``None`` (``https://`` URLs get the system's CAs);
+    - ``timeout``: seconds per request; ``headers``: sent with every request.
+
+    ``request()`` asks the server that answered last, then the others in turn. The client
+    is async (one httpx connection pool, made on first use, on the loop that uses it): an
+    ``eureka.Backend`` runs it on the library's loop.
+
+    >>> client = Client("10.0.0.1:8761,10.0.0.2:8761", tls=True)
+    >>> client.servers
+    ('https://10.0.0.1:8761/eureka/', 'https://10.0.0.2:8761/eureka/')
+    >>> backend = Backend(client, interval=5)  # doctest: +SKIP
+    """
+
+    @renamed(urls="endpoints", verify=legacy_tls)
     def __init__(
         self,
-        urls: str | Sequence[str] = DEFAULT_URLS,
+        endpoints: str | Sequence[str] = DEFAULT_URLS,
         *,
-        timeout: float = 5.0,
-        verify: bool | str | ssl.SSLContext = True,
+        tls: TLS = None,
+        timeout: float | timedelta = 5.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.servers = parse_urls(urls)
-        self.timeout = timeout
-        self._verify = verify
+        context = ssl_context(tls)  # checks the CA and certificate files now: errors at construction
+        self.servers = parse_urls(endpoints, scheme="http" if context is None else "https")
+        self.timeout = seconds(timeout, "timeout", allow_zero=False)
+        self._verify: bool | ssl.SSLContext = True if context is None else context
         self._headers = {"Accept": "application/json", **(headers or {})}
         self._current = 0
         self._pool: httpx.AsyncClient | None = None
@@ -96,9 +121,13 @@ class Client:
         return self._pool
 
     async def aclose(self) -> None:
+        """Close the connections (a later request opens new ones)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.aclose()
+
+    def __repr__(self) -> str:
+        return f"eureka.Client({','.join(self.servers)!r})"
 
     async def request(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._typing import E
 from .._util import seconds
 from ..backend import Publisher as _Generic
@@ -29,34 +30,36 @@ class Publisher(_Generic[E]):
     the ``hostName`` instead of ``ipAddr``. Metadata is the instance's Eureka metadata, of
     which ``weight``, ``priority`` and ``tags`` (comma-separated) become the instance's.
 
-    ``urls``: one or more Eureka service URLs (``"http://h1:8761/eureka/,http://h2:8761/eureka/"``
+    ``endpoints``: one or more Eureka service URLs (``"http://h1:8761/eureka/,http://h2:8761/eureka/"``
     or a list); when one fails the next is used. A fetch that fails on every server keeps
-    the last good set (stale) and backs off up to ``max_backoff`` seconds.
+    the last good set (stale) and backs off up to ``max_backoff`` seconds. ``tls`` and
+    ``timeout`` are those of ``eureka.Client``.
 
-    >>> publisher = Publisher("api", urls="http://127.0.0.1:8761/eureka/", interval=5)  # doctest: +SKIP
+    >>> publisher = Publisher("api", endpoints="http://127.0.0.1:8761/eureka/", interval=5)  # doctest: +SKIP
     >>> publisher.refresh()  # doctest: +SKIP
     EndpointSet([Instance(host='10.0.0.7', port=8080)])
     """
 
+    @renamed(urls="endpoints", verify=legacy_tls)
     def __init__(
         self,
         app: str,
         factory: Factory[E] | None = None,
         *,
-        urls: str | Sequence[str] = DEFAULT_URLS,
+        endpoints: str | Sequence[str] = DEFAULT_URLS,
         interval: float | timedelta = 30.0,
         statuses: Iterable[str] = ("UP",),
         secure: bool | None = None,
         address: str = "ip",
         timeout: float | timedelta = 5.0,
-        verify: bool | str | ssl.SSLContext = True,
+        tls: TLS = None,
         tags: Iterable[str] | str | None = None,
         max_backoff: float | timedelta = 5.0,
         logger: Any = None,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
     ) -> None:
-        client = Client(urls, timeout=seconds(timeout, "timeout", allow_zero=False), verify=verify)
+        client = Client(endpoints, tls=tls, timeout=timeout)
         backend = Backend(
             client,
             interval=seconds(interval, "interval", allow_zero=False),
@@ -85,4 +88,4 @@ class Publisher(_Generic[E]):
         return self._client.server
 
     def __repr__(self) -> str:
-        return f"eureka.Publisher({self.service!r}, urls={','.join(self._client.servers)!r})"
+        return f"eureka.Publisher({self.service!r}, endpoints={','.join(self._client.servers)!r})"

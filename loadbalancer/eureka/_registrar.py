@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from .._bridge import await_on_runtime, wait_on_runtime
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._util import seconds
 from ..backend import Lease
 from ..backend import Registrar as _Generic
@@ -30,31 +31,33 @@ class Registrar(_Generic):
     ``deregister()`` / ``close()`` cancel the registration, as does interpreter exit.
     ``secure=True`` registers the port as the secure port. Weight, priority and tags go
     into the metadata as ``weight``, ``priority`` and ``tags`` (comma-separated), which
-    ``eureka.Publisher`` reads back.
+    ``eureka.Publisher`` reads back. ``endpoints``, ``tls`` and ``timeout`` are those of
+    ``eureka.Client``.
 
-    >>> registrar = Registrar("api", "10.0.0.7:8080", urls="http://127.0.0.1:8761/eureka/")
+    >>> registrar = Registrar("api", "10.0.0.7:8080", endpoints="http://127.0.0.1:8761/eureka/")
     >>> registrar.instance_id, registrar.heartbeat_interval
     ('10.0.0.7:api:8080', 30.0)
     >>> with registrar:  # doctest: +SKIP
     ...     serve_forever()
     """
 
+    @renamed(urls="endpoints", verify=legacy_tls)
     def __init__(
         self,
         app: str,
         instance: Instance | str,
         *,
-        urls: str | Sequence[str] = DEFAULT_URLS,
+        endpoints: str | Sequence[str] = DEFAULT_URLS,
         ttl: float | timedelta = 90.0,
         instance_id: str | None = None,
         status: str = "UP",
         secure: bool = False,
         vip: str | None = None,
         timeout: float | timedelta = 5.0,
-        verify: bool | str | ssl.SSLContext = True,
+        tls: TLS = None,
         logger: Any = None,
     ) -> None:
-        client = Client(urls, timeout=seconds(timeout, "timeout", allow_zero=False), verify=verify)
+        client = Client(endpoints, tls=tls, timeout=timeout)
         self._setup(Backend(client, logger=logger), app, instance, ttl, instance_id, status, secure, vip, logger)
         self._own = True
 

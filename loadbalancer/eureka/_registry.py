@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._util import seconds
 from ..backend import Registry as _Generic
 from ..instance import Instance
@@ -25,6 +26,8 @@ class Registry(_Generic):
     UP instances; ``watch(name)`` is the generic publisher sharing this registry's local
     copy of Eureka (one fetch every ``interval`` serves every watch); ``list_services()``
     the applications with published instances; ``health()`` whether a server answers.
+    ``endpoints``, ``tls`` and ``timeout`` are those of ``eureka.Client``; the other options
+    (``statuses``, ``secure``, ``address``) those of ``eureka.Backend``.
 
     >>> registry = Registry("http://127.0.0.1:8761/eureka/")
     >>> registry.discover("api")  # doctest: +SKIP
@@ -32,18 +35,19 @@ class Registry(_Generic):
     >>> registry.close()
     """
 
+    @renamed(urls="endpoints", verify=legacy_tls)
     def __init__(
         self,
-        urls: str | Sequence[str] = DEFAULT_URLS,
+        endpoints: str | Sequence[str] = DEFAULT_URLS,
         *,
         ttl: float | timedelta = 90.0,
         interval: float | timedelta = 30.0,
         timeout: float | timedelta = 5.0,
-        verify: bool | str | ssl.SSLContext = True,
+        tls: TLS = None,
         logger: Any = None,
         **options: Any,
     ) -> None:
-        client = Client(urls, timeout=seconds(timeout, "timeout", allow_zero=False), verify=verify)
+        client = Client(endpoints, tls=tls, timeout=timeout)
         self._eureka = Backend(
             client, interval=seconds(interval, "interval", allow_zero=False), logger=logger, **options
         )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS, legacy_tls
 from .._typing import E
-from .._util import seconds
 from ..backend import Publisher as _Generic
 from ..backend import Registry as _Registry
 from ..publisher import Factory
@@ -18,7 +18,7 @@ __all__ = ["Publisher", "Registry"]
 
 
 class Publisher(_Generic[E]):
-    """Polls ``seeds`` (one URL or several) every ``interval`` seconds and publishes the instances they list.
+    """Polls the seed URLs ``endpoints`` every ``interval`` seconds and publishes the instances they list.
 
     Each seed answers a JSON list of instances (``"host:port"`` strings or objects: ``id``,
     ``name``, ``version``, ``address``/``host``, ``port``, ``weight``, ``priority``,
@@ -27,37 +27,34 @@ class Publisher(_Generic[E]):
     compared. The seeds' lists are merged by instance id (the first seed wins a
     disagreement); a failing seed keeps its last answer; when every seed fails the set is
     kept (stale) and polling backs off up to ``max_backoff``. ``service``: the name put
-    into seeds that say ``{service}`` and the ``name`` instances must have, if they have one.
+    into seeds that say ``{service}`` and the ``name`` instances must have, if they have one
+    (records naming another service are left out, and logged: ``httppoll_records_skipped``).
+    ``endpoints``: one seed URL, several comma-separated, or a sequence; ``tls``, ``timeout``
+    and ``headers`` are those of ``httppoll.Backend``.
 
-    >>> publisher = Publisher("http://127.0.0.1:8500/peers.json", interval=2)  # doctest: +SKIP
+    >>> publisher = Publisher("http://127.0.0.1:8500/peers.json", service="api", interval=2)  # doctest: +SKIP
     >>> publisher.refresh()  # doctest: +SKIP
     EndpointSet([Instance(host='10.0.0.7', port=8080)])
     """
 
+    @renamed(seeds="endpoints", verify=legacy_tls)
     def __init__(
         self,
-        seeds: str | Sequence[str],
+        endpoints: str | Sequence[str],
         factory: Factory[E] | None = None,
         *,
         service: str = "default",
         interval: float | timedelta = 5.0,
         timeout: float | timedelta = 5.0,
         headers: Mapping[str, str] | None = None,
-        verify: bool | str | ssl.SSLContext = True,
+        tls: TLS = None,
         tags: Iterable[str] | str | None = None,
         max_backoff: float | timedelta = 5.0,
         logger: Any = None,
         invalidate_after: float | timedelta | None = None,
         close_delay: float | timedelta = 1.0,
     ) -> None:
-        backend = Backend(
-            seeds,
-            interval=seconds(interval, "interval", allow_zero=False),
-            timeout=seconds(timeout, "timeout", allow_zero=False),
-            headers=headers,
-            verify=verify,
-            logger=logger,
-        )
+        backend = Backend(endpoints, interval=interval, timeout=timeout, headers=headers, tls=tls, logger=logger)
         super().__init__(
             backend,
             service,
@@ -78,11 +75,14 @@ class Publisher(_Generic[E]):
         return dict(self._seeds.requests)
 
     def __repr__(self) -> str:
-        return f"httppoll.Publisher({','.join(self._seeds.seeds)!r})"
+        return f"httppoll.Publisher({','.join(self._seeds.endpoints)!r})"
 
 
 class Registry(_Registry):
     """The registry facade over seed URLs: ``discover``, ``lookup`` and ``watch``; registering raises.
+
+    ``endpoints`` and ``options`` (``interval``, ``timeout``, ``headers``, ``tls``) are
+    those of ``httppoll.Backend``.
 
     >>> registry = Registry("http://127.0.0.1:8500/services/{service}.json")
     >>> registry.backend.urls("api")
@@ -90,5 +90,6 @@ class Registry(_Registry):
     >>> registry.close()
     """
 
-    def __init__(self, seeds: str | Sequence[str], *, logger: Any = None, **options: Any) -> None:
-        super().__init__(Backend(seeds, logger=logger, **options), logger=logger)
+    @renamed(seeds="endpoints", verify=legacy_tls)
+    def __init__(self, endpoints: str | Sequence[str], *, logger: Any = None, **options: Any) -> None:
+        super().__init__(Backend(endpoints, logger=logger, **options), logger=logger)
