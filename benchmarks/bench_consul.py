@@ -85,7 +85,7 @@ def propagation(server: ConsulServer, changes: int) -> None:
 
     library: list[float] = []
     bare: list[float] = []
-    with consul.Publisher(service, address=server.url, wait=600.0, close_delay=0) as publisher:
+    with consul.Publisher(service, endpoints=server.url, wait=600.0, close_delay=0) as publisher:
         publisher.subscribe(on_change)
         with seen:
             seen.wait_for(lambda: state["count"] == 1, timeout=30)
@@ -140,7 +140,7 @@ def large(server: ConsulServer, instances: int, rate: float, seconds: float) -> 
     tracemalloc.start()
     start = time.perf_counter()
     loaded = threading.Event()
-    publisher = consul.Publisher(service, address=server.url, wait=600.0, close_delay=0)
+    publisher = consul.Publisher(service, endpoints=server.url, wait=600.0, close_delay=0)
     publisher.subscribe(lambda endpoints: len(endpoints) == instances and loaded.set())
     loaded.wait(60)
     load_time = time.perf_counter() - start

@@ -1,8 +1,8 @@
 """Consul discovery: instances register with the agent under a TTL check, a client follows them with blocking queries.
 
 Run it with ``python examples/consul.py`` against a Consul agent on ``http://127.0.0.1:8500``
-(or name another with ``--address``), or with ``--throwaway`` to start the Consul API test
-server of this repository on a free loopback port.
+(or ``$CONSUL_HTTP_ADDR``, or name another with ``--endpoints``), or with ``--throwaway`` to
+start the Consul API test server of this repository on a free loopback port.
 
 Three small HTTP servers on 127.0.0.1 play the instances of a service ``api``; each one
 registers itself with a ``consul.Registrar`` (a 2 s TTL check, passed in the background).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -66,7 +67,7 @@ def show(endpoints: EndpointSet[Endpoint]) -> None:
 @contextlib.contextmanager
 def agent(args: argparse.Namespace) -> Iterator[str]:
     if not args.throwaway:
-        yield args.address
+        yield args.endpoints
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/consul_fixtures.py
     from tests.consul_fixtures import ConsulServer
@@ -81,7 +82,11 @@ def settle() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--address", default="http://127.0.0.1:8500", help="the Consul agent's HTTP address")
+    parser.add_argument(
+        "--endpoints",
+        default=os.environ.get("CONSUL_HTTP_ADDR") or "http://127.0.0.1:8500",
+        help="the Consul agent's HTTP address (default: $CONSUL_HTTP_ADDR or http://127.0.0.1:8500)",
+    )
     parser.add_argument("--throwaway", action="store_true", help="start the Consul API test server on loopback")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="  log: %(message)s", stream=sys.stdout)
@@ -89,7 +94,7 @@ def main() -> None:
     with agent(args) as address:
         servers = [serve(f"api-{n}") for n in (1, 2, 3)]
         registrars = [
-            consul.Registrar("api", Instance("127.0.0.1", s.server_address[1], weight=n), address=address, ttl=2)
+            consul.Registrar("api", Instance("127.0.0.1", s.server_address[1], weight=n), endpoints=address, ttl=2)
             for n, s in enumerate(servers, 1)
         ]
         print(f"Consul at {address}; instances register as service 'api'")
@@ -99,7 +104,7 @@ def main() -> None:
             raise SystemExit(f"{error}\n(is a Consul agent running there? --throwaway starts a test server)") from None
         registrars[1].register()
 
-        publisher = consul.Publisher("api", factory, address=address)
+        publisher = consul.Publisher("api", factory, endpoints=address)
         call = Retry(3, 2.0, RoundRobin(publisher))
         with publisher, publisher.subscribe(show):
             publisher.refresh()

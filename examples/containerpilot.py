@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with agent(args) as address, tempfile.TemporaryDirectory() as directory:
-        db = [consul.Registrar("db", f"127.0.0.1:{port}", address=address, ttl=5) for port in (5432, 5433)]
+        db = [consul.Registrar("db", f"127.0.0.1:{port}", endpoints=address, ttl=5) for port in (5432, 5433)]
         for registrar in db:
             registrar.register()
         path = Path(directory) / "containerpilot.json5"

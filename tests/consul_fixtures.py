@@ -18,6 +18,18 @@ from tests.daemon import Server, free_tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Consul's own variables, which consul.Client reads where an argument is not given
+CONSUL_VARIABLES = (
+    "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY",
+    "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
+)  # fmt: skip
+
+
+def unset_consul_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset Consul's variables for one test, so that the machine's own do not reach it."""
+    for name in CONSUL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
 
 class ConsulServer(Server):
     """``tests/consul_api_server.py`` on a free loopback port; ``url`` is its HTTP address."""

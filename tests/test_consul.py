@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loadbalancer import Instance, RoundRobin, consul
+from loadbalancer import Instance, RoundRobin, TLSConfig, consul
 from loadbalancer.backend import Registry as GenericRegistry
-from loadbalancer.consul._client import go_duration, parse_address
-from tests.consul_fixtures import ConsulServer
+from loadbalancer.consul._client import go_duration
+from loadbalancer.consul._connection import parse_address
+from tests.consul_fixtures import ConsulServer, unset_consul_variables
+from tests.etcd_server import make_certs
 from tests.helpers import Factory, events, eventually
 
 QUICK: dict[str, Any] = {"wait": 5.0, "max_backoff": 0.3, "close_delay": 0, "timeout": 2.0}
 
 
+@pytest.fixture(autouse=True)
+def no_consul_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    unset_consul_variables(monkeypatch)  # each test sets the variables it needs
+
+
 def publisher(server: ConsulServer, service: str = "api", factory: Any = None, **options: Any) -> consul.Publisher[Any]:
-    return consul.Publisher(service, factory, address=server.url, token=server.token, **{**QUICK, **options})
+    return consul.Publisher(service, factory, endpoints=server.url, token=server.token, **{**QUICK, **options})
 
 
 def addresses(p: consul.Publisher[Any]) -> list[str]:
@@ -58,13 +69,13 @@ def test_an_entry_becomes_an_instance_with_node_address_fallback_weights_tags_an
 
 def test_bad_arguments_are_refused_with_the_value() -> None:
     with pytest.raises(ValueError, match="''"):
-        consul.Publisher("", address="127.0.0.1:1")
+        consul.Publisher("", endpoints="127.0.0.1:1")
     with pytest.raises(ValueError, match="'not-a-url'"):
-        consul.Registrar("api", "127.0.0.1:80", address="127.0.0.1:1", http_check="not-a-url")
+        consul.Registrar("api", "127.0.0.1:80", endpoints="127.0.0.1:1", http_check="not-a-url")
     with pytest.raises(ValueError, match="wait"):
-        consul.Publisher("api", address="127.0.0.1:1", wait=601)
+        consul.Publisher("api", endpoints="127.0.0.1:1", wait=601)
     with pytest.raises(ValueError, match="datacenter 'a/b'"):
-        consul.Publisher("api", address="127.0.0.1:1", datacenter="a/b")
+        consul.Publisher("api", endpoints="127.0.0.1:1", datacenter="a/b")
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -173,7 +184,7 @@ def test_acl_token_is_sent_and_a_wrong_one_is_an_error_that_keeps_the_set(consul
     consul_acl_server.register("api", "api-1", 9001)
     with publisher(consul_acl_server) as p:
         eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read with the token")
-    with consul.Publisher("api", address=consul_acl_server.url, token="wrong", **QUICK) as bad:
+    with consul.Publisher("api", endpoints=consul_acl_server.url, token="wrong", **QUICK) as bad:
         eventually(lambda: bad.endpoints().stale, what="the refusal recorded")
         error = bad.endpoints().error
         assert isinstance(error, consul.ConsulError) and error.denied and "ACL not found" in str(error)
@@ -197,7 +208,7 @@ def test_the_registrar_keeps_its_ttl_alive_past_several_ttls_and_removes_the_ser
     consul_server: ConsulServer,
 ) -> None:
     registrar = consul.Registrar(
-        "api", Instance("127.0.0.1", 9001, tags=("v1",), metadata={"zone": "eu"}), address=consul_server.url, ttl=1
+        "api", Instance("127.0.0.1", 9001, tags=("v1",), metadata={"zone": "eu"}), endpoints=consul_server.url, ttl=1
     )
     with registrar:
         entries = consul_server.health("api", "?passing=1")
@@ -215,14 +226,14 @@ def test_the_registrar_keeps_its_ttl_alive_past_several_ttls_and_removes_the_ser
 
 @pytest.mark.server
 def test_the_registrar_registers_again_when_the_agent_forgets_it(consul_server: ConsulServer) -> None:
-    with consul.Registrar("api", "127.0.0.1:9001", address=consul_server.url, ttl=1) as registrar:
+    with consul.Registrar("api", "127.0.0.1:9001", endpoints=consul_server.url, ttl=1) as registrar:
         consul_server.deregister(registrar.service_id)  # as after an agent restart
         eventually(lambda: len(consul_server.health("api", "?passing=1")) == 1, timeout=10, what="re-registered")
 
 
 @pytest.mark.server
 def test_deregister_critical_service_after_is_sent_and_honoured(consul_server: ConsulServer) -> None:
-    registrar = consul.Registrar("api", "127.0.0.1:9001", address=consul_server.url, ttl=1, deregister_after=1)
+    registrar = consul.Registrar("api", "127.0.0.1:9001", endpoints=consul_server.url, ttl=1, deregister_after=1)
     registrar.register()
     check = consul_server.request("GET", "/v1/agent/checks")["service:api-127.0.0.1-9001"]
     assert check["Type"] == "ttl"
@@ -251,7 +262,7 @@ def test_an_http_check_registration(consul_server: ConsulServer) -> None:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/health"
     try:
-        with consul.Registrar("api", "127.0.0.1:9001", address=consul_server.url, http_check=url, check_interval=0.1):
+        with consul.Registrar("api", "127.0.0.1:9001", endpoints=consul_server.url, http_check=url, check_interval=0.1):
             check = consul_server.request("GET", "/v1/agent/checks")["service:api-127.0.0.1-9001"]
             assert check["Type"] == "http"
             eventually(lambda: len(consul_server.health("api", "?passing=1")) == 1, what="the agent's HTTP check")
@@ -263,11 +274,11 @@ def test_an_http_check_registration(consul_server: ConsulServer) -> None:
 
 @pytest.mark.server
 def test_registration_refused_without_the_token_raises(consul_acl_server: ConsulServer) -> None:
-    registrar = consul.Registrar("api", "127.0.0.1:9001", address=consul_acl_server.url, token="wrong")
+    registrar = consul.Registrar("api", "127.0.0.1:9001", endpoints=consul_acl_server.url, token="wrong")
     with pytest.raises(consul.ConsulError, match="403 ACL not found"):
         registrar.register()
     registrar.close()
-    with consul.Registrar("api", "127.0.0.1:9001", address=consul_acl_server.url, token="root-token"):
+    with consul.Registrar("api", "127.0.0.1:9001", endpoints=consul_acl_server.url, token="root-token"):
         assert len(consul_acl_server.health("api")) == 1
 
 
@@ -369,20 +380,227 @@ async def test_answers_that_change_nothing_are_rate_limited_and_changes_are_not(
         assert len(slept) >= 8 and all(delay > 0.05 for delay in slept)
 
 
-@pytest.mark.server
-def test_tls_with_a_ca_and_a_client_certificate(tmp_path: Any) -> None:
-    import shutil
+# -- TLS ---------------------------------------------------------------------------------------
 
-    from tests.etcd_server import make_certs
 
+@pytest.fixture
+def certs(tmp_path: Path) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    certs = make_certs(tmp_path)
+    return make_certs(tmp_path)
+
+
+@pytest.fixture
+def tls_server(certs: dict[str, str]) -> Iterator[ConsulServer]:
+    """The Consul API test server over HTTPS, asking for a client certificate signed by the test CA."""
     with ConsulServer(tls=certs) as server:
         server.register("api", "api-1", 9001)
-        client_cert = (certs["client_cert"], certs["client_key"])
-        with publisher(server, verify=certs["ca"], cert=client_cert) as p:
-            eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read over TLS")
-        with publisher(server) as untrusted:  # the system's CAs do not know the test CA
-            eventually(lambda: untrusted.endpoints().stale, what="the certificate refused")
-            assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.endpoints().error)
+        yield server
+
+
+def client_tls(certs: dict[str, str], **options: Any) -> TLSConfig:
+    return TLSConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"], **options)
+
+
+@pytest.mark.server
+def test_tls_with_a_ca_and_a_client_certificate(tls_server: ConsulServer, certs: dict[str, str]) -> None:
+    with publisher(tls_server, tls=client_tls(certs)) as p:
+        eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read over TLS")
+    with publisher(tls_server) as untrusted:  # the system's CAs do not know the test CA
+        eventually(lambda: untrusted.endpoints().stale, what="the certificate refused")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.endpoints().error)
+
+
+@pytest.mark.server
+def test_tls_given_speaks_https_to_an_address_without_a_scheme(tls_server: ConsulServer, certs: dict[str, str]) -> None:
+    address = f"127.0.0.1:{tls_server.port}"
+    with consul.Publisher("api", endpoints=address, tls=client_tls(certs), **QUICK) as p:
+        assert p.backend.client.address == f"https://{address}"  # type: ignore[attr-defined]
+        eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read over TLS")
+    context = client_tls(certs).context()
+    with consul.Registry([address], tls=context, timeout=2) as registry:  # an SSLContext, a one-element list
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001"]
+
+
+@pytest.mark.server
+def test_the_old_verify_and_cert_keywords_still_work_and_warn(tls_server: ConsulServer, certs: dict[str, str]) -> None:
+    client_cert = (certs["client_cert"], certs["client_key"])
+    with pytest.warns(DeprecationWarning, match=r"verify= is deprecated: write tls="):
+        p = consul.Publisher("api", endpoints=tls_server.url, verify=certs["ca"], cert=client_cert, **QUICK)  # type: ignore[call-arg]
+    with p:
+        eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read over TLS")
+    with pytest.warns(DeprecationWarning, match=r"verify= is deprecated"):
+        registrar = consul.Registrar("db", "127.0.0.1:5432", endpoints=tls_server.url, verify=False, cert=client_cert)  # type: ignore[call-arg]
+    with registrar:  # verify=False: the test CA is not checked
+        assert len(tls_server.health("db")) == 1
+    with pytest.warns(DeprecationWarning, match=r"cert= is deprecated"):
+        consul.Client(tls_server.url, cert=client_cert)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="tls= alone"), pytest.warns(DeprecationWarning, match="verify="):
+        consul.Publisher("api", endpoints=tls_server.url, tls=True, verify=False)  # type: ignore[call-arg]
+
+
+def test_the_old_verify_keyword_never_turns_a_plain_address_into_https() -> None:
+    with pytest.warns(DeprecationWarning, match="verify="):
+        client = consul.Client("127.0.0.1:8500", verify=False)  # type: ignore[call-arg]
+    assert client.address == "http://127.0.0.1:8500"  # as before: verify= only ever applied to https://
+
+
+# -- the vocabulary: endpoints=, tls=, and the old address= ------------------------------------
+
+
+def test_endpoints_is_one_agent_as_a_string_or_a_one_element_sequence() -> None:
+    assert consul.Client("127.0.0.1:8600").address == "http://127.0.0.1:8600"
+    assert consul.Client(endpoints=["https://consul.example"]).address == "https://consul.example:443"
+    assert consul.Client(endpoints=(" 127.0.0.1:8600 ",)).address == "http://127.0.0.1:8600"
+    for many in ("127.0.0.1:8500,127.0.0.2:8500", ["127.0.0.1:8500", "127.0.0.2:8500"]):
+        with pytest.raises(ValueError, match="names 2 addresses, but a Consul client talks to one agent"):
+            consul.Publisher("api", endpoints=many)
+    with pytest.raises(ValueError, match=r"invalid Consul address \[\]"):
+        consul.Client([])
+    with pytest.raises(TypeError, match="got 8500"):
+        consul.Client(8500)  # type: ignore[arg-type]
+
+
+def test_tls_true_speaks_https_and_tls_false_reads_no_tls_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert consul.Client("127.0.0.1:8501", tls=True).address == "https://127.0.0.1:8501"
+    assert consul.Client("http://127.0.0.1:8501", tls=True).address == "https://127.0.0.1:8501"  # as Consul
+    assert consul.Client("127.0.0.1:8500", tls=False).address == "http://127.0.0.1:8500"
+    assert consul.Client("https://127.0.0.1:8501", tls=False).address == "https://127.0.0.1:8501"
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    assert consul.Client("127.0.0.1:8500", tls=False).address == "http://127.0.0.1:8500"
+    with pytest.raises(TypeError, match="tls= must be"):
+        consul.Client("127.0.0.1:8500", tls="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [consul.Client, consul.Registry])
+def test_the_old_address_keyword_still_works_and_warns(cls: Any) -> None:
+    with pytest.warns(DeprecationWarning, match=r"\(address=\.\.\.\) is deprecated: write endpoints="):
+        made = cls(address="127.0.0.1:8600")
+    client = made if isinstance(made, consul.Client) else made._consul.client
+    assert client.address == "http://127.0.0.1:8600"
+    with pytest.raises(TypeError, match="both address= and endpoints="):
+        cls(address="127.0.0.1:1", endpoints="127.0.0.1:2")
+
+
+def test_the_old_address_keyword_of_the_publisher_and_registrar_warns() -> None:
+    with pytest.warns(DeprecationWarning, match=r"Publisher\(address=\.\.\.\)"):
+        p = consul.Publisher("api", address="127.0.0.1:8600", close_delay=0)  # type: ignore[call-arg]
+    assert p.backend.client.address == "http://127.0.0.1:8600"  # type: ignore[attr-defined]
+    p.close()
+    with pytest.warns(DeprecationWarning, match=r"Registrar\(address=\.\.\.\)"):
+        registrar = consul.Registrar("api", "127.0.0.1:80", address="127.0.0.1:8600")  # type: ignore[call-arg]
+    assert registrar._consul.client.address == "http://127.0.0.1:8600"
+    registrar.close()
+
+
+# -- Consul's environment variables ------------------------------------------------------------
+
+
+def test_the_environment_is_read_where_no_argument_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    client = consul.Client()
+    assert (client.address, client.token) == ("http://127.0.0.1:8500", None)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "https://consul.example:8501")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
+    client = consul.Client()
+    assert (client.address, client.token) == ("https://consul.example:8501", "from-env")
+    client = consul.Client("127.0.0.1:8600", token="given")  # an argument beats its variable
+    assert (client.address, client.token) == ("http://127.0.0.1:8600", "given")
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(token_file))
+    assert consul.Client().token == "from-file"  # the file beats CONSUL_HTTP_TOKEN, as in Consul
+    assert consul.Client(token="given").token == "given"
+    token_file.write_text("")
+    assert consul.Client().token == "from-env"  # an empty file says nothing
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="CONSUL_HTTP_TOKEN_FILE=.*missing"):
+        consul.Client()
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "a:1,b:2")
+    with pytest.raises(ValueError, match="CONSUL_HTTP_ADDR='a:1,b:2' names 2 addresses"):
+        consul.Client(token="t")
+
+
+def test_consul_http_ssl_turns_https_on_even_over_an_http_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:8501")
+    assert consul.Client().address == "http://127.0.0.1:8501"
+    for true in ("true", "1", "T", "TRUE"):
+        monkeypatch.setenv("CONSUL_HTTP_SSL", true)
+        assert consul.Client().address == "https://127.0.0.1:8501"
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "http://127.0.0.1:8501")
+    assert consul.Client().address == "https://127.0.0.1:8501"  # "never revert to http if TLS was requested"
+    assert consul.Client("http://127.0.0.1:8500", tls=None).address == "https://127.0.0.1:8500"
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "false")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "https://127.0.0.1:8501")
+    assert consul.Client().address == "https://127.0.0.1:8501"  # the address's own https stays
+    for name in ("CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY"):
+        monkeypatch.setenv(name, "yes")  # not one of Go's ParseBool spellings
+        with pytest.raises(ValueError, match=f"invalid {name}='yes'"):
+            consul.Client()
+        monkeypatch.delenv(name)
+
+
+def test_a_client_key_without_its_certificate_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSUL_CLIENT_KEY", "/etc/consul/key.pem")
+    with pytest.raises(ValueError, match="CONSUL_CLIENT_KEY='/etc/consul/key.pem' is set without CONSUL_CLIENT_CERT"):
+        consul.Client("https://127.0.0.1:8501")
+
+
+@pytest.mark.server
+def test_the_agent_and_the_token_from_the_environment(
+    consul_acl_server: ConsulServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    consul_acl_server.register("api", "api-1", 9001)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", consul_acl_server.url)
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "root-token")
+    with consul.Publisher("api", **QUICK) as p:
+        eventually(lambda: addresses(p) == ["127.0.0.1:9001"], what="read with the agent and token of the environment")
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong\n")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(token_file))
+    with consul.Registry(timeout=2) as registry, pytest.raises(consul.ConsulError, match="403 ACL not found"):
+        registry.discover("api")  # the token file beats CONSUL_HTTP_TOKEN
+    with consul.Registry(token="root-token", timeout=2) as registry:  # and the argument beats both
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001"]
+
+
+@pytest.mark.server
+def test_tls_from_the_environment(
+    tls_server: ConsulServer, certs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", f"127.0.0.1:{tls_server.port}")
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    monkeypatch.setenv("CONSUL_CACERT", certs["ca"])
+    monkeypatch.setenv("CONSUL_CLIENT_CERT", certs["client_cert"])
+    monkeypatch.setenv("CONSUL_CLIENT_KEY", certs["client_key"])
+    with consul.Registry(timeout=2) as registry:
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001"]
+    monkeypatch.delenv("CONSUL_CACERT")  # the test CA unknown: only CONSUL_HTTP_SSL_VERIFY=false lets it through
+    with consul.Registry(timeout=2) as registry, pytest.raises(consul.ConsulError, match="CERTIFICATE_VERIFY_FAILED"):
+        registry.discover("api")
+    monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
+    with consul.Registry(timeout=2) as registry:
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001"]
+    monkeypatch.delenv("CONSUL_CLIENT_CERT")  # the server asks for a client certificate
+    monkeypatch.delenv("CONSUL_CLIENT_KEY")
+    with consul.Registry(timeout=2) as registry, pytest.raises(consul.ConsulError):
+        registry.discover("api")
+    monkeypatch.setenv("CONSUL_CACERT", "/nonexistent/ca.pem")  # tls= beats every TLS variable
+    with consul.Registry(tls=client_tls(certs), timeout=2) as registry:
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:9001"]
+    with pytest.raises(ValueError, match="cannot load the CA file '/nonexistent/ca.pem'"):
+        consul.Registry(timeout=2)
+
+
+# -- the consul extra --------------------------------------------------------------------------
+
+
+def test_without_httpx_the_import_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "from loadbalancer.errors import ExtraNotInstalledError\n"
+        "try:\n    import loadbalancer.consul\n"
+        "except ExtraNotInstalledError as error:\n    print(error.extra, error.name, error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.startswith("consul httpx ") and "pip install 'loadbalancer[consul]'" in out

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from loadbalancer import piloted
+import loadbalancer
+from loadbalancer import TLSConfig, piloted
 from loadbalancer.errors import Error, NoEndpointsError
 from loadbalancer.piloted import Endpoint, Piloted, render
-from tests.consul_fixtures import ConsulServer
+from tests.consul_fixtures import ConsulServer, unset_consul_variables
+from tests.etcd_server import make_certs
 from tests.helpers import eventually
+
+
+@pytest.fixture(autouse=True)
+def no_consul_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    unset_consul_variables(monkeypatch)  # consul.Client reads them where the configuration is silent
+
 
 # -- the template --------------------------------------------------------------------------
 
@@ -118,6 +130,16 @@ def test_v3_consul_as_an_object_with_scheme_token_and_tls(tmp_path: Path) -> Non
     text = '{consul: {address: "c:8501", scheme: "https", token: "t", tls: {verify: false}}, watches: []}'
     config = piloted.parse_config(text, {})
     assert (config.consul, config.token, config.verify) == ("https://c:8501", "t", False)
+    assert config.tls == TLSConfig(verify=False)
+
+
+def test_the_tls_settings_apply_where_the_agent_speaks_https() -> None:
+    tls = '{cafile: "/ca.pem", clientcert: "/c.pem", clientkey: "/k.pem"}'
+    config = piloted.parse_config(f'{{consul: {{address: "c:8501", scheme: "https", tls: {tls}}}, watches: []}}', {})
+    assert config.tls == TLSConfig(ca="/ca.pem", cert="/c.pem", key="/k.pem")
+    config = piloted.parse_config(f'{{consul: {{address: "c:8500", tls: {tls}}}, watches: []}}', {})
+    assert config.consul == "http://c:8500" and config.tls is None  # as ContainerPilot: the scheme decides
+    assert piloted.parse_config('{consul: "https://c:8501", watches: []}', {}).tls is None  # nothing to say
 
 
 def test_configuration_errors_each_their_own(tmp_path: Path) -> None:
@@ -264,3 +286,40 @@ def test_a_datacenter_consul_does_not_reach_is_an_error_not_a_crash(
     consul_server.register("db", "db-1", 5001)
     with Piloted(path, env={}) as pilot, pytest.raises(piloted.NoHealthyInstanceError, match="No path to datacenter"):
         pilot.service("db")
+
+
+@pytest.mark.server
+def test_an_https_agent_with_the_configurations_ca_and_client_certificate(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = make_certs(tmp_path)
+    with ConsulServer(tls=certs) as server:
+        server.register("db", "db-1", 5001)
+        tls = f'{{cafile: "{certs["ca"]}", clientcert: "{certs["client_cert"]}", clientkey: "{certs["client_key"]}"}}'
+        consul = f'{{address: "127.0.0.1:{server.port}", scheme: "https", tls: {tls}}}'
+        path = write(tmp_path, f'{{consul: {consul}, watches: [{{name: "db", interval: 60}}]}}')
+        with Piloted(path, env={}) as pilot:
+            assert pilot.service("db") == Endpoint("127.0.0.1", 5001)
+
+
+# -- packaging -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["json5", "httpx"])
+def test_a_missing_dependency_names_the_piloted_extra(missing: str) -> None:
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "from loadbalancer.errors import ExtraNotInstalledError\n"
+        "try:\n    import loadbalancer.piloted\n"
+        "except ExtraNotInstalledError as error:\n    print(error.extra, error.name, error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.startswith(f"piloted {missing} ") and "pip install 'loadbalancer[piloted]'" in out
+
+
+def test_piloted_uses_consul_through_its_public_names_only() -> None:
+    package = Path(loadbalancer.__file__).parent / "piloted"
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module is not None and "consul" in node.module:
+                assert not any(part.startswith("_") for part in node.module.split(".")), (module.name, node.module)

@@ -1,26 +1,25 @@
-"""The HTTP side of the Consul backend: the agent's address, TLS, the ACL token, requests and errors.
+"""The HTTP side of the Consul backend: requests to one agent, with the token and the datacenter, and their errors.
 
 One ``Client`` holds one httpx connection pool to one Consul agent (or server) and is used
-only on the library's runtime loop.
+only on the library's runtime loop; which agent and how to speak to it is ``_connection``'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import ssl
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
-from .._tls import verify_context as ssl_context
+from .._deprecated import renamed
+from .._tls import TLS
 from .._util import describe
 from ..errors import DiscoveryError
+from ._connection import connection, old_tls
 
-__all__ = ["DEFAULT_ADDRESS", "Client", "ConsulError", "go_duration", "parse_address"]
-
-DEFAULT_ADDRESS = "http://127.0.0.1:8500"
+__all__ = ["Client", "ConsulError", "go_duration"]
 
 
 class ConsulError(DiscoveryError):
@@ -43,63 +42,45 @@ class ConsulError(DiscoveryError):
         return self.status == 403
 
 
-def parse_address(address: str | None) -> str:
-    """``"host:port"`` or ``"http[s]://host:port"`` as a base URL; ``None``: ``CONSUL_HTTP_ADDR`` or the default."""
-    if address is None:
-        address = os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
-    if not isinstance(address, str) or not address.strip():
-        raise ValueError(f"invalid Consul address {address!r}: give host:port or http[s]://host:port")
-    text = address.strip()
-    if "://" not in text:
-        text = f"http://{text}"
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"invalid Consul address {address!r}: give host:port or http[s]://host:port")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"invalid Consul address {address!r}: the port is not a number") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 8500)}"
-
-
 def go_duration(value: float) -> str:
     """Seconds as a Go duration string, as Consul takes them (``"2.5s"``)."""
     return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-def _ssl_context(verify: bool | str | ssl.SSLContext, cert: str | tuple[str, str] | None) -> ssl.SSLContext | bool:
-    if isinstance(verify, bool) and cert is None:
-        return verify  # httpx's own default context (or none) does
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    return ssl_context(verify, cert)
-
-
 class Client:
-    """One Consul agent's HTTP API: ``get``/``put`` with the token, the datacenter and a timeout."""
+    """One Consul agent's HTTP API: ``get``/``put`` with the token, the datacenter and a timeout.
 
+    ``endpoints``: the agent, ``"host:port"`` or ``"http[s]://host:port"`` (one address: a
+    client talks to its local agent); ``token``: the ACL token; ``tls``: a
+    ``loadbalancer.TLSConfig``, an ``ssl.SSLContext`` or ``True`` (https to an address
+    without a scheme too), ``False`` for none. What is not given is read from Consul's
+    environment variables as Consul's CLI reads them (``CONSUL_HTTP_ADDR``,
+    ``CONSUL_HTTP_TOKEN_FILE``, ``CONSUL_HTTP_TOKEN``, ``CONSUL_HTTP_SSL``, ``CONSUL_CACERT``,
+    ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``, ``CONSUL_HTTP_SSL_VERIFY``); ``tls=False``
+    reads no TLS variable.
+
+    >>> Client("127.0.0.1:8501", tls=True, token="secret").address
+    'https://127.0.0.1:8501'
+    """
+
+    @renamed(address="endpoints", verify=old_tls, cert=old_tls)
     def __init__(
         self,
-        address: str | None = None,
+        endpoints: str | Sequence[str] | None = None,
         *,
         token: str | None = None,
         datacenter: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float = 5.0,
     ) -> None:
-        self.address = parse_address(address)
-        if token is None:
-            token = os.environ.get("CONSUL_HTTP_TOKEN") or None
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ValueError(f"invalid Consul ACL token {token!r}: give a non-empty string or None")
         if datacenter is not None and (not isinstance(datacenter, str) or not datacenter or "/" in datacenter):
             raise ValueError(f"invalid datacenter {datacenter!r}: give a name such as 'dc1'")
-        self.token = token
+        agent = connection(endpoints, token, tls)
+        self.address = agent.url
+        self.token = agent.token
         self.datacenter = datacenter
         self.timeout = timeout
-        self._verify = _ssl_context(verify, cert) if self.address.startswith("https://") else True
+        self._verify = agent.verify
         self._pool: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -158,7 +139,7 @@ class Client:
                 json=json_body,
                 timeout=self.timeout if timeout is None else timeout,
             )
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, OSError) as error:  # OSError: a TLS alert read after the handshake escapes httpx
             raise self._error(method, path, describe(error), None) from error
         if reply.status_code != 200:
             text = reply.text.strip()[:300] or reply.reason_phrase

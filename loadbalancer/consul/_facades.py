@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .._deprecated import renamed
+from .._tls import TLS
 from .._typing import E
 from .._util import seconds
 from ..backend import Lease
@@ -17,6 +18,7 @@ from ..instance import Instance, parse_instance
 from ..publisher import Factory
 from ._backend import Backend
 from ._client import Client, go_duration
+from ._connection import old_tls
 
 __all__ = ["Publisher", "Registrar", "Registry"]
 
@@ -47,27 +49,29 @@ class Publisher(_Publisher[E]):
     ``Service.Tags`` and ``Service.Meta``. A failed query keeps the last good set (stale)
     and backs off; an index gone backwards lists the service afresh.
 
-    ``address``: ``"http[s]://host:port"`` (default ``CONSUL_HTTP_ADDR``, else
-    ``http://127.0.0.1:8500``); ``token``: the ACL token (default ``CONSUL_HTTP_TOKEN``);
-    ``verify``/``cert``: TLS; ``wait``: the longest a blocking query waits.
+    ``endpoints``: the agent, ``"host:port"`` or ``"http[s]://host:port"``; ``token``: the
+    ACL token; ``tls``: a ``loadbalancer.TLSConfig`` (or ``ssl.SSLContext``, or ``True``);
+    each read from Consul's environment variables when not given, as ``consul.Client``
+    does (``CONSUL_HTTP_ADDR``, else ``http://127.0.0.1:8500``). ``wait``: the longest a
+    blocking query waits.
 
-    >>> publisher = Publisher("api", address="http://127.0.0.1:8500", tags=["v2"])  # doctest: +SKIP
+    >>> publisher = Publisher("api", endpoints="http://127.0.0.1:8500", tags=["v2"])  # doctest: +SKIP
     >>> publisher.endpoints()  # doctest: +SKIP
     EndpointSet([10.0.0.1:8080, 10.0.0.2:8080])
     """
 
+    @renamed(address="endpoints", verify=old_tls, cert=old_tls)
     def __init__(
         self,
         service: str,
         factory: Factory[E] | None = None,
         *,
-        address: str | None = None,
+        endpoints: str | Sequence[str] | None = None,
         tags: Iterable[str] | str | None = None,
         passing_only: bool = True,
         datacenter: str | None = None,
         token: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         wait: float | timedelta = 60.0,
         max_backoff: float | timedelta = 5.0,
@@ -76,11 +80,10 @@ class Publisher(_Publisher[E]):
         close_delay: float | timedelta = 1.0,
     ) -> None:
         client = Client(
-            address,
+            endpoints,
             token=token,
             datacenter=datacenter,
-            verify=verify,
-            cert=cert,
+            tls=tls,
             timeout=seconds(timeout, "timeout", allow_zero=False),
         )
         backend = Backend(
@@ -108,7 +111,7 @@ class Publisher(_Publisher[E]):
         return int(self.cursor or 0)
 
     def __repr__(self) -> str:
-        return f"consul.Publisher({self.service!r}, address={self.backend.client.address!r})"  # type: ignore[attr-defined]
+        return f"consul.Publisher({self.service!r}, endpoints={self.backend.client.address!r})"  # type: ignore[attr-defined]
 
 
 class Registrar(_Registrar):
@@ -122,21 +125,23 @@ class Registrar(_Registrar):
     ``service_id`` defaults to ``"{service}-{host}-{port}"``; the instance's tags, metadata
     and weight go with it. ``close()`` (and interpreter exit) deregisters; if the agent
     forgets the service (restarted), it is registered again. Sync and async twins and
-    context managers as every registrar.
+    context managers as every registrar. ``endpoints``, ``token`` and ``tls`` as for
+    ``consul.Publisher``.
 
-    >>> registrar = Registrar("api", "10.0.0.7:8080", address="127.0.0.1:8500", ttl=10)
+    >>> registrar = Registrar("api", "10.0.0.7:8080", endpoints="127.0.0.1:8500", ttl=10)
     >>> registrar.service_id
     'api-10.0.0.7-8080'
     >>> with registrar:  # doctest: +SKIP
     ...     serve_forever()
     """
 
+    @renamed(address="endpoints", verify=old_tls, cert=old_tls)
     def __init__(
         self,
         service: str,
         instance: Instance | str,
         *,
-        address: str | None = None,
+        endpoints: str | Sequence[str] | None = None,
         ttl: float | timedelta = 10.0,
         service_id: str | None = None,
         http_check: str | None = None,
@@ -144,8 +149,7 @@ class Registrar(_Registrar):
         deregister_after: float | timedelta | None = None,
         token: str | None = None,
         datacenter: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         logger: Any = None,
         backend: Backend | None = None,
@@ -153,11 +157,10 @@ class Registrar(_Registrar):
         own = backend is None
         if backend is None:
             client = Client(
-                address,
+                endpoints,
                 token=token,
                 datacenter=datacenter,
-                verify=verify,
-                cert=cert,
+                tls=tls,
                 timeout=seconds(timeout, "timeout", allow_zero=False),
             )
             backend = Backend(client, logger=logger)
@@ -205,7 +208,8 @@ class Registry(_Registry):
     ``register(name, instance, ttl=)`` keeps an instance registered with a TTL check (a
     ``consul.Registrar``); ``discover(name, tags=)`` reads the passing instances;
     ``watch(name, factory)`` follows them with blocking queries; ``list_services()`` is
-    ``/v1/catalog/services``; ``health()`` asks for the Raft leader.
+    ``/v1/catalog/services``; ``health()`` asks for the Raft leader. ``endpoints``, ``token``
+    and ``tls`` as for ``consul.Publisher``.
 
     >>> registry = Registry("http://127.0.0.1:8500")
     >>> registry.register("api", "10.0.0.7:8080", ttl=10)  # doctest: +SKIP
@@ -213,27 +217,26 @@ class Registry(_Registry):
     >>> registry.close()
     """
 
+    @renamed(address="endpoints", verify=old_tls, cert=old_tls)
     def __init__(
         self,
-        address: str | None = None,
+        endpoints: str | Sequence[str] | None = None,
         *,
         ttl: float | timedelta = 10.0,
         passing_only: bool = True,
         deregister_after: float | timedelta | None = None,
         token: str | None = None,
         datacenter: str | None = None,
-        verify: bool | str | ssl.SSLContext = True,
-        cert: str | tuple[str, str] | None = None,
+        tls: TLS = None,
         timeout: float | timedelta = 5.0,
         wait: float | timedelta = 60.0,
         logger: Any = None,
     ) -> None:
         client = Client(
-            address,
+            endpoints,
             token=token,
             datacenter=datacenter,
-            verify=verify,
-            cert=cert,
+            tls=tls,
             timeout=seconds(timeout, "timeout", allow_zero=False),
         )
         self._consul = Backend(

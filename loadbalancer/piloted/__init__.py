@@ -19,16 +19,23 @@ Errors, each its own class (all ``PilotedError``): ``NoConfigError`` (path and
 ``ConfigSyntaxError`` (with the line), ``ConfigError``, ``ServiceNotConfiguredError``,
 ``NoHealthyInstanceError``, ``NotConfiguredError`` (``service()`` before ``config()``).
 
-Needs the ``consul`` extra: ``pip install 'loadbalancer[consul]'``.
+Consul is reached through ``consul.Client``: what the configuration does not say (the
+token, TLS settings) is read from Consul's environment variables (``CONSUL_HTTP_TOKEN``,
+``CONSUL_HTTP_SSL``, ``CONSUL_CACERT``, ...), as ``consul.Client`` reads them.
+
+Needs the ``piloted`` extra: ``pip install 'loadbalancer[piloted]'``.
 """
+
+from ..errors import ExtraNotInstalledError
 
 try:
     import httpx  # noqa: F401
+except ImportError as error:
+    raise ExtraNotInstalledError("loadbalancer.piloted", "piloted", "httpx") from error
+try:
     import json5  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "loadbalancer.piloted needs httpx and json5, which are not installed: pip install 'loadbalancer[consul]'"
-    ) from error
+except ImportError as error:
+    raise ExtraNotInstalledError("loadbalancer.piloted", "piloted", "json5") from error
 
 from ._config import (
     ENV,

@@ -11,6 +11,8 @@ from typing import Any
 
 import json5
 
+from .._httpurl import base_url
+from .._tls import TLSConfig
 from ..errors import NoEndpointsError
 from ._errors import PilotedError
 from ._template import TemplateError, render
@@ -101,8 +103,21 @@ class Config:
     consul: str  # the agent's URL
     watches: tuple[Watch, ...]
     token: str | None = None
-    verify: bool | str = True
-    cert: str | tuple[str, str] | None = None
+    verify: bool | str = True  # consul.tls.verify, or its cafile
+    cert: str | tuple[str, str] | None = None  # consul.tls.clientcert (and clientkey)
+
+    @property
+    def tls(self) -> TLSConfig | None:
+        """The ``tls=`` for ``consul.Client``: the file's TLS settings where the agent speaks https, else ``None``.
+
+        >>> Config("cp.json5", 3, "https://c:8501", (), verify="ca.pem").tls
+        TLSConfig(ca='ca.pem', cert=None, key=None, verify=True)
+        """
+        if not self.consul.startswith("https://") or (self.verify is True and self.cert is None):
+            return None  # as ContainerPilot: the scheme decides; none given: Consul's variables may
+        cert, key = (self.cert, None) if self.cert is None or isinstance(self.cert, str) else self.cert
+        ca = self.verify if isinstance(self.verify, str) else None
+        return TLSConfig(ca=ca, cert=cert, key=key, verify=self.verify is not False)
 
     def watch(self, name: str) -> Watch | None:
         for watch in self.watches:
@@ -239,9 +254,7 @@ def _address(path: str, address: str, scheme: Any) -> str:
         raise _bad(path, "consul.scheme", scheme, 'use "http" or "https"')
     if "://" not in address:
         address = f"{scheme or 'http'}://{address}"
-    from ..consul._client import parse_address
-
     try:
-        return parse_address(address)
+        return base_url(address, default_port=8500, what="Consul address")  # Consul's HTTP port
     except ValueError as error:
         raise _bad(path, "consul", address, str(error)) from None

@@ -15,8 +15,7 @@ from .._bridge import wait_on_runtime
 from .._log import get_logger
 from .._runtime import RUNTIME
 from .._util import describe
-from ..consul._backend import Backend
-from ..consul._client import Client
+from ..consul import Backend, Client
 from ._config import (
     Config,
     NoHealthyInstanceError,
@@ -88,8 +87,7 @@ class Piloted:
                     self.config.consul,
                     token=self.config.token,
                     datacenter=watch.datacenter,
-                    verify=self.config.verify,
-                    cert=self.config.cert,
+                    tls=self.config.tls,
                     timeout=timeout,
                 )
                 self._clients[watch.datacenter] = client
