@@ -80,7 +80,7 @@ def main() -> None:
         def on_update(endpoints: EndpointSet[Any]) -> None:
             ours.saw(frozenset(instance.port for instance in endpoints.instances))
 
-        publisher = zookeeper.Publisher(PATH, str, hosts=server.hosts, close_delay=0)
+        publisher = zookeeper.Publisher(PATH, str, endpoints=server.hosts, close_delay=0)
         publisher.refresh()
         publisher.subscribe(on_update)
 

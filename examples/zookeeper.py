@@ -2,7 +2,7 @@
 
 Run it with ``python examples/zookeeper.py``: it starts a throwaway ZooKeeper on 127.0.0.1
 (it needs java and the Debian ``zookeeper`` package's jar: ``apt-get install zookeeper``).
-Or point it at a ZooKeeper of your own with ``--hosts 127.0.0.1:2181``; it then uses the
+Or point it at a ZooKeeper of your own with ``--endpoints 127.0.0.1:2181``; it then uses the
 path ``/loadbalancer-example/api`` there and removes what it created.
 """
 
@@ -38,25 +38,25 @@ def show(endpoints: EndpointSet[Endpoint]) -> None:
     print(f"  -> {len(endpoints)} endpoints: {described or 'none'}{stale}")
 
 
-def demo(hosts: str, restart: Callable[[], None] | None) -> None:
+def demo(endpoints: str, restart: Callable[[], None] | None) -> None:
     # Each service instance registers itself; here three "instances" share this process.
     # Short session timeouts and reconnection waits keep the demo quick (defaults: 10 s, 5 s).
     quick = {"session_timeout": 2.0, "max_backoff": 0.5}
-    app1 = zookeeper.Registrar(PATH, "127.0.0.1:8081", hosts=hosts, **quick)
-    app2 = zookeeper.Registrar(PATH, Instance("127.0.0.1", 8082, weight=5), hosts=hosts, **quick)
+    app1 = zookeeper.Registrar(PATH, "127.0.0.1:8081", endpoints=endpoints, **quick)
+    app2 = zookeeper.Registrar(PATH, Instance("127.0.0.1", 8082, weight=5), endpoints=endpoints, **quick)
     app1.register()
     app2.register()
     print(f"registered {app1.node}\n       and {app2.node}")
 
-    publisher = zookeeper.Publisher(PATH, factory, hosts=hosts, **quick)
+    publisher = zookeeper.Publisher(PATH, factory, endpoints=endpoints, **quick)
     balancer = RoundRobin(publisher)
-    print(f"\nwatching {PATH} on {hosts}")
+    print(f"\nwatching {PATH} on {endpoints}")
     subscription = publisher.subscribe(show)
     publisher.refresh()
     print("  calls:", [balancer.endpoint()("GET /") for _ in range(2)])
 
     print("\nscale out: a third instance registers")
-    with zookeeper.Registrar(PATH, "127.0.0.1:8083", hosts=hosts):
+    with zookeeper.Registrar(PATH, "127.0.0.1:8083", endpoints=endpoints):
         time.sleep(0.3)
         print("and leaves again (its node is deleted at once)")
     time.sleep(0.3)
@@ -76,13 +76,14 @@ def demo(hosts: str, restart: Callable[[], None] | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--hosts", help="a ZooKeeper connection string (default: start a throwaway server)")
+    parser.add_argument("--endpoints", help="a ZooKeeper connection string (default: start a throwaway server)")
     args = parser.parse_args()
     # The library logs through the stdlib logger "loadbalancer": show its warnings in line.
     logging.basicConfig(level=logging.WARNING, format="  log: %(message)s", stream=sys.stdout)
-    logging.getLogger("kazoo").setLevel(logging.ERROR)  # kazoo reports every reconnection attempt
-    if args.hosts:
-        demo(args.hosts, None)
+    # kazoo (under the library's logger) reports every reconnection attempt
+    logging.getLogger("loadbalancer.zookeeper.kazoo").setLevel(logging.ERROR)
+    if args.endpoints:
+        demo(args.endpoints, None)
         return
 
     from tests.zk_server import ZooKeeperServer, require_zookeeper_or_exit

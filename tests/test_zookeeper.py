@@ -1,4 +1,4 @@
-"""zookeeper.Publisher and zookeeper.Registrar against a real ZooKeeper on 127.0.0.1.
+"""zookeeper.Publisher, Registrar, Registry and Backend against a real ZooKeeper on 127.0.0.1.
 
 Nodes are changed the way other processes would change them, through a kazoo client of the
 test's own (``zk_client``). Sessions are short (about a second) where a test waits for one
@@ -8,6 +8,8 @@ to end; waits have generous limits and no test measures wall-clock time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -29,16 +31,22 @@ from kazoo.security import make_digest_acl
 from loadbalancer import (
     DiscoveryError,
     EndpointSet,
+    Error,
     Instance,
     InvalidInstanceError,
     NoEndpointsError,
     RoundRobin,
+    TLSConfig,
+    backend,
     zookeeper,
 )
 from loadbalancer._runtime import RUNTIME
-from loadbalancer.zookeeper._link import InvalidNodeError, check_hosts, encode_instance, parse_node
+from loadbalancer.errors import ExtraNotInstalledError
+from loadbalancer.zookeeper._nodes import InvalidNodeError, encode_instance, parse_node
+from loadbalancer.zookeeper._paths import check_endpoints
+from tests.daemon import free_tcp_port
 from tests.helpers import Factory, aeventually, events, eventually
-from tests.zk_server import ZooKeeperServer, free_tcp_port
+from tests.zk_server import ZooKeeperServer
 
 pytest_plugins = ["tests.zk_fixtures"]
 
@@ -53,13 +61,13 @@ def publisher(server: ZooKeeperServer, path: str, factory: Any = None, **options
     options.setdefault("close_delay", 0)
     options.setdefault("session_timeout", 2.0)
     options.setdefault("max_backoff", 0.2)
-    return zookeeper.Publisher(path, factory or Factory(), hosts=server.hosts, **options)
+    return zookeeper.Publisher(path, factory or Factory(), endpoints=server.hosts, **options)
 
 
 def registrar(server: ZooKeeperServer, path: str, instance: Instance | str, **options: Any) -> zookeeper.Registrar:
     options.setdefault("session_timeout", 2.0)
     options.setdefault("max_backoff", 0.2)
-    return zookeeper.Registrar(path, instance, hosts=server.hosts, **options)
+    return zookeeper.Registrar(path, instance, endpoints=server.hosts, **options)
 
 
 def children(client: KazooClient, path: str) -> list[str]:
@@ -165,7 +173,7 @@ def test_a_bad_path_is_a_value_error_quoting_it(path: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("hosts", "reason"),
+    ("endpoints", "reason"),
     [
         ("", "a server is missing"),
         ("127.0.0.1:2181,", "a server is missing"),
@@ -174,25 +182,25 @@ def test_a_bad_path_is_a_value_error_quoting_it(path: str, reason: str) -> None:
         ("127.0.0.1:2181/apps//x", "chroot"),
     ],
 )
-def test_bad_hosts_are_value_errors(hosts: str, reason: str) -> None:
+def test_bad_endpoints_are_value_errors(endpoints: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason) as caught:
-        zookeeper.Publisher("/s", Factory(), hosts=hosts)
-    assert repr(hosts) in str(caught.value)
+        zookeeper.Publisher("/s", Factory(), endpoints=endpoints)
+    assert repr(endpoints) in str(caught.value)
 
 
 def test_good_connection_strings() -> None:
-    for hosts in ("127.0.0.1:2181", "127.0.0.1", "127.0.0.1:1,127.0.0.1:2/apps/x", "[::1]:2181", "zk1,zk2:2182/c"):
-        assert check_hosts(hosts) == hosts
+    for endpoints in ("127.0.0.1:2181", "127.0.0.1", "127.0.0.1:1,127.0.0.1:2/apps/x", "[::1]:2181", "zk1,zk2:2182/c"):
+        assert check_endpoints(endpoints) == endpoints
 
 
 def test_argument_errors() -> None:
     client = KazooClient(hosts="127.0.0.1:1")
     with pytest.raises(TypeError, match="not both"):
-        zookeeper.Publisher("/s", Factory(), hosts="127.0.0.1:2", client=client)
+        zookeeper.Publisher("/s", Factory(), endpoints="127.0.0.1:2", client=client)
     with pytest.raises(TypeError, match="not both"):
-        zookeeper.Registrar("/s", "127.0.0.1:80", hosts="127.0.0.1:2", client=client)
+        zookeeper.Registrar("/s", "127.0.0.1:80", endpoints="127.0.0.1:2", client=client)
     with pytest.raises(TypeError, match="KazooClient"):
-        zookeeper.Publisher("/s", Factory(), client="127.0.0.1:2181")  # type: ignore[arg-type]
+        zookeeper.Publisher("/s", Factory(), client="127.0.0.1:2181")
     with pytest.raises(ValueError, match="session_timeout must be positive"):
         zookeeper.Publisher("/s", Factory(), session_timeout=0)
     with pytest.raises(InvalidInstanceError, match="port is not a number"):
@@ -282,9 +290,9 @@ def test_a_missing_path_is_an_empty_set_that_fills_when_created(
 def test_chroot_in_the_connection_string(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
     zk_client.create(f"/chroot{zk_path}/a", b"127.0.0.1:80", makepath=True)
     hosts = f"{zookeeper_server.hosts}/chroot"
-    with zookeeper.Publisher(zk_path, Factory(), hosts=hosts, close_delay=0) as p:
+    with zookeeper.Publisher(zk_path, Factory(), endpoints=hosts, close_delay=0) as p:
         assert addresses(p.refresh()) == ["127.0.0.1:80"]
-        with zookeeper.Registrar(zk_path, "127.0.0.2:80", hosts=hosts) as r:
+        with zookeeper.Registrar(zk_path, "127.0.0.2:80", endpoints=hosts) as r:
             assert r.node is not None and r.node.startswith(f"{zk_path}/")
             assert zk_client.exists(f"/chroot{r.node}")  # within the chroot
             eventually(lambda: addresses(p.endpoints()) == ["127.0.0.1:80", "127.0.0.2:80"], what="registered")
@@ -293,7 +301,7 @@ def test_chroot_in_the_connection_string(zookeeper_server: ZooKeeperServer, zk_c
 def test_several_hosts_one_of_them_down(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
     zk_client.create(f"{zk_path}/a", b"127.0.0.1:80", makepath=True)
     hosts = f"127.0.0.1:{free_tcp_port()},{zookeeper_server.hosts}"
-    with zookeeper.Publisher(zk_path, Factory(), hosts=hosts, max_backoff=0.2) as p:
+    with zookeeper.Publisher(zk_path, Factory(), endpoints=hosts, max_backoff=0.2) as p:
         assert addresses(p.refresh()) == ["127.0.0.1:80"]
         assert hosts in repr(p)
 
@@ -355,7 +363,7 @@ def test_close_stops_the_own_client_and_its_threads(zookeeper_server: ZooKeeperS
 
 def test_refresh_without_a_server_returns_a_stale_set_naming_the_hosts() -> None:
     hosts = f"127.0.0.1:{free_tcp_port()}"
-    with zookeeper.Publisher("/s", Factory(), hosts=hosts, timeout=0.3, max_backoff=0.1) as p:
+    with zookeeper.Publisher("/s", Factory(), endpoints=hosts, timeout=0.3, max_backoff=0.1) as p:
         endpoints = p.refresh()
         assert len(endpoints) == 0 and endpoints.stale
         assert isinstance(p.last_error, DiscoveryError)
@@ -612,7 +620,7 @@ def test_custom_data_and_prefix(zookeeper_server: ZooKeeperServer, zk_client: An
 
 
 def test_register_without_a_server_is_a_discovery_error() -> None:
-    r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
+    r = zookeeper.Registrar("/svc", "127.0.0.1:80", endpoints=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
     with pytest.raises(DiscoveryError, match="no connection to ZooKeeper") as caught:
         r.register()
     assert "127.0.0.1:80" in str(caught.value) and "/svc" in str(caught.value)
@@ -652,7 +660,7 @@ def test_a_failed_with_stops_the_registrars_own_client_and_register_starts_it_ag
 
 async def test_a_failed_async_with_stops_the_registrars_own_client() -> None:
     before = set(threading.enumerate())
-    r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
+    r = zookeeper.Registrar("/svc", "127.0.0.1:80", endpoints=f"127.0.0.1:{free_tcp_port()}", timeout=0.3)
     with pytest.raises(DiscoveryError, match="no connection to ZooKeeper"):
         async with r:
             pytest.fail("the body of an async with that could not register ran")
@@ -686,7 +694,7 @@ def test_kazoo_prints_nothing_unasked_and_logs_into_the_librarys_logger() -> Non
     hosts = f"127.0.0.1:{free_tcp_port()}"  # nothing listens: kazoo warns on every attempt
     attempt = f"""
         from loadbalancer import DiscoveryError, zookeeper
-        r = zookeeper.Registrar("/svc", "127.0.0.1:80", hosts={hosts!r}, timeout=1.0, max_backoff=0.1)
+        r = zookeeper.Registrar("/svc", "127.0.0.1:80", endpoints={hosts!r}, timeout=1.0, max_backoff=0.1)
         try:
             r.register()
         except DiscoveryError as error:
@@ -785,7 +793,9 @@ def _run_registrar_process(
         f"""
         import sys, time
         from loadbalancer import zookeeper
-        r = zookeeper.Registrar({path!r}, "127.0.0.1:9000", hosts={server.hosts!r}, session_timeout={session_timeout})
+        r = zookeeper.Registrar(
+            {path!r}, "127.0.0.1:9000", endpoints={server.hosts!r}, session_timeout={session_timeout}
+        )
         r.register()
         print(r.node, flush=True)
         {then}
@@ -901,3 +911,153 @@ def test_registry_register_discover_watch_and_session_loss(zookeeper_server: Zoo
             registry.deregister("api", "127.0.0.1:9002")
             eventually(lambda: [str(i) for i in watched.endpoints().instances] == ["127.0.0.1:9001"])
     assert zk_client.get_children(f"{root}/api") == []  # closing deregistered the rest
+
+
+# -- the backend protocol: cursor, generic publisher and registrar ------------------------------
+
+
+def test_a_watch_starts_from_its_listing_and_reports_only_what_changed_since(
+    zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str
+) -> None:
+    for name, data in (("a", b"127.0.0.1:1"), ("b", b"127.0.0.1:2"), ("same", b"127.0.0.1:3"), ("bad", b"nope")):
+        zk_client.create(f"{zk_path}/{name}", data, makepath=True)
+    zk = zookeeper.Backend(zookeeper_server.hosts, root=None)
+    try:
+        listing = RUNTIME.submit(zk.list(zk_path)).result()
+        assert sorted(map(str, listing.instances)) == ["a", "b", "same"]  # "bad" is logged, not listed
+        zk_client.set(f"{zk_path}/a", b"127.0.0.1:11")  # changed after the listing
+        zk_client.delete(f"{zk_path}/b")
+        zk_client.create(f"{zk_path}/c", b"127.0.0.1:4")
+
+        async def first_batch() -> backend.Batch:
+            async with contextlib.aclosing(zk.watch(zk_path, listing.cursor)) as stream:  # type: ignore[type-var]
+                return await anext(stream)
+
+        batch = RUNTIME.submit(first_batch()).result()
+        # what changed since the listing, and nothing else ("same" and "bad" are only watched)
+        assert {c.key: c.instance for c in batch.changes} == {
+            "a": Instance("127.0.0.1", 11),
+            "b": None,
+            "c": Instance("127.0.0.1", 4),
+        }
+    finally:
+        zk.close()
+
+
+def test_the_generic_registrar_and_publisher_over_a_zookeeper_backend(
+    zookeeper_server: ZooKeeperServer, zk_client: Any
+) -> None:
+    root = f"/generic-{uuid.uuid4().hex[:8]}"
+    zk = zookeeper.Backend(zookeeper_server.hosts, root=root, session_timeout=2.0)
+    try:
+        with backend.Publisher(zk, "api", close_delay=0) as p, backend.Registrar(zk, "api", "127.0.0.1:80", ttl=2):
+            eventually(lambda: addresses(p.endpoints()) == ["127.0.0.1:80"], what="registered, seen by its watch")
+            (name,) = zk_client.get_children(f"{root}/api")
+            assert name.startswith("instance-")
+        eventually(lambda: zk_client.get_children(f"{root}/api") == [], what="deregistered on close")
+    finally:
+        zk.close()
+
+
+def test_re_registration_after_a_session_expiry_waits_for_no_timer(private_zookeeper: ZooKeeperServer) -> None:
+    server = private_zookeeper
+    # a 30 s session: the node is checked every 15 s; a new session must bring it back sooner
+    with registrar(server, "/svc", "127.0.0.1:80", session_timeout=30.0) as r:
+        first = r.node
+        assert r.ttl == 30.0
+        server.expire(r.client)
+        eventually(lambda: r.node not in (None, first), timeout=10, what="a new node on the new session")
+        watcher = server.client()
+        try:
+            assert watcher.get_children("/svc") == [r.node.rpartition("/")[2]]  # type: ignore[union-attr]
+        finally:
+            watcher.stop()
+            watcher.close()
+    assert r.leases_lost == 1 and r.registrations == 1
+
+
+# -- one vocabulary: endpoints=, tls=, errors, the extra ------------------------------------------
+
+
+def test_the_old_hosts_keyword_still_works_and_warns(
+    zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str
+) -> None:
+    hosts = zookeeper_server.hosts
+    warned = r"\(hosts=\.\.\.\) is deprecated: write endpoints="
+    with pytest.warns(DeprecationWarning, match="Registrar" + warned):
+        r = zookeeper.Registrar(zk_path, "127.0.0.1:80", hosts=hosts)  # type: ignore[call-arg]
+    with pytest.warns(DeprecationWarning, match="Publisher" + warned):
+        p = zookeeper.Publisher(zk_path, hosts=hosts, close_delay=0)  # type: ignore[call-arg]
+    with r, p:
+        assert addresses(p.refresh()) == ["127.0.0.1:80"]
+    root = f"/old-{uuid.uuid4().hex[:8]}"
+    with pytest.warns(DeprecationWarning, match="Registry" + warned):
+        registry = zookeeper.Registry(hosts=hosts, root=root)  # type: ignore[call-arg]
+    with registry:
+        registry.register("api", "127.0.0.1:81")
+        assert [str(i) for i in registry.discover("api")] == ["127.0.0.1:81"]
+    with pytest.warns(DeprecationWarning, match="Backend" + warned):
+        zk = zookeeper.Backend(hosts=hosts, root=root)  # type: ignore[call-arg]
+    with backend.Registry(zk) as generic:
+        assert generic.list_services() == ["api"]
+    with pytest.raises(TypeError, match="both hosts= and endpoints="):
+        zookeeper.Publisher(zk_path, hosts=hosts, endpoints=hosts)  # type: ignore[call-arg]
+
+
+def test_endpoints_as_a_sequence_of_servers(zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str) -> None:
+    zk_client.create(f"{zk_path}/a", b"127.0.0.1:80", makepath=True)
+    servers = [f"127.0.0.1:{free_tcp_port()}", zookeeper_server.hosts]
+    with zookeeper.Publisher(zk_path, endpoints=servers, max_backoff=0.2, close_delay=0) as p:
+        assert addresses(p.refresh()) == ["127.0.0.1:80"]
+        assert ",".join(servers) in repr(p)
+    with pytest.raises(TypeError, match="endpoints must be strings"):
+        zookeeper.Publisher(zk_path, endpoints=["127.0.0.1:2181", 2181])  # type: ignore[list-item]
+
+
+@pytest.mark.server
+def test_tls_with_a_client_certificate(tls_zookeeper: ZooKeeperServer) -> None:
+    certs = tls_zookeeper.certs
+    tls = TLSConfig(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
+    path = f"/tls-{uuid.uuid4().hex[:8]}/api"
+    with zookeeper.Registrar(path, "127.0.0.1:80", endpoints=tls_zookeeper.tls_hosts, tls=tls) as r:
+        assert r.client.use_ssl and r.client.check_hostname  # kazoo checks the certificate and its name
+        with zookeeper.Publisher(path, endpoints=tls_zookeeper.tls_hosts, tls=tls, close_delay=0) as p:
+            assert addresses(p.refresh()) == ["127.0.0.1:80"] and not p.endpoints().stale
+    # a client that does not trust the server's CA (tls=True: the system's) gets nothing: stale, not empty
+    with zookeeper.Publisher(path, endpoints=tls_zookeeper.tls_hosts, tls=True, timeout=0.5, max_backoff=0.1) as p:
+        endpoints = p.refresh()
+        assert endpoints.stale and "no connection to ZooKeeper" in str(p.last_error)
+    # nor does one without a client certificate (the server requires one)
+    anonymous = TLSConfig(ca=certs["ca"])
+    with zookeeper.Publisher(path, endpoints=tls_zookeeper.tls_hosts, tls=anonymous, timeout=0.5) as p:
+        assert p.refresh().stale
+
+
+def test_tls_settings_that_kazoo_cannot_take_are_type_errors(tmp_path: Path) -> None:
+    import ssl
+
+    with pytest.raises(TypeError, match=r"cannot use an ssl.SSLContext: give tls=loadbalancer.TLSConfig"):
+        zookeeper.Publisher("/s", tls=ssl.create_default_context())
+    with pytest.raises(TypeError, match="not both"):
+        zookeeper.Registrar("/s", "127.0.0.1:80", client=KazooClient(hosts="127.0.0.1:1"), tls=True)
+    with pytest.raises(TypeError, match="TLSConfig"):
+        zookeeper.Backend(tls="ca.pem")  # type: ignore[arg-type]
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="missing.pem"):  # said now, not retried by kazoo for ever
+        zookeeper.Registry(tls=TLSConfig(ca=missing))
+
+
+def test_errors_belong_to_the_librarys_hierarchy() -> None:
+    assert issubclass(zookeeper.InvalidNodeError, DiscoveryError) and issubclass(zookeeper.InvalidNodeError, Error)
+    assert issubclass(zookeeper.InvalidNodeError, ValueError)
+    with pytest.raises(zookeeper.InvalidNodeError):
+        parse_node(b"nope")
+
+
+def test_without_kazoo_the_import_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.startswith("loadbalancer.zookeeper")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "kazoo.client", None)  # as if kazoo were not installed
+    with pytest.raises(ExtraNotInstalledError, match=r"pip install 'loadbalancer\[zookeeper\]'") as caught:
+        importlib.import_module("loadbalancer.zookeeper")
+    assert isinstance(caught.value, ImportError) and caught.value.name == "kazoo"

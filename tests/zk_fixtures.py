@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.zk_server import ZooKeeperServer, require_zookeeper
+from tests.zk_server import ZooKeeperServer, require_zookeeper, require_zookeeper_tls
 
 _paths = itertools.count()
 
@@ -18,6 +18,14 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
     """One ZooKeeper for the session (tests use paths of their own: see ``zk_path``)."""
     require_zookeeper()
     with ZooKeeperServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tls_zookeeper() -> Iterator[ZooKeeperServer]:
+    """A ZooKeeper that also takes TLS connections (client certificates required) on ``tls_hosts``."""
+    require_zookeeper_tls()
+    with ZooKeeperServer(tls=True) as server:
         yield server
 
 

@@ -8,7 +8,9 @@ that short session timeouts are allowed and tests stay fast. Only 127.0.0.1 is c
         client = zk.client()          # a started KazooClient; stop it when done
         client.create("/services/api/a", b"127.0.0.1:8080", makepath=True)
 
-``stop()`` then ``start()`` brings it back on the same port with the same data directory,
+``ZooKeeperServer(tls=True)`` also listens with TLS on ``tls_port`` (a throwaway CA made with
+``openssl``, client certificates required: ``certs`` names the files; Netty, as ZooKeeper
+needs for TLS). ``stop()`` then ``start()`` brings it back on the same port with the same data directory,
 so sessions that have not expired and persistent nodes survive. A missing ``java`` or
 ``zookeeper.jar`` is reported by ``require_zookeeper()``: ``pytest.skip`` outside CI,
 ``pytest.fail`` when the environment variable ``CI`` is ``"true"``.
@@ -31,6 +33,8 @@ from .daemon import Server, free_tcp_port, missing
 JAVA = shutil.which("java")
 _JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
 JARS = tuple(jar for jar in _JARS if os.path.exists(jar))
+# ZooKeeper's TLS runs on Netty; the jar's manifest names most of it, not these two
+TLS_JARS = ("/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar")
 MISSING = (
     None
     if JAVA is not None and _JARS[0] in JARS
@@ -42,6 +46,14 @@ def require_zookeeper() -> None:
     """Skip the test when ZooKeeper cannot run here (fail instead when ``CI=true``)."""
     if MISSING is not None:
         missing(MISSING)
+
+
+def require_zookeeper_tls() -> None:
+    """Skip (or fail under ``CI=true``) a TLS test where ZooKeeper, its Netty jars or ``openssl`` are missing."""
+    require_zookeeper()
+    absent = [jar for jar in TLS_JARS if not os.path.exists(jar)] + ([] if shutil.which("openssl") else ["openssl"])
+    if absent:
+        missing(f"ZooKeeper over TLS needs {', '.join(absent)} (apt-get install libnetty-java openssl)")
 
 
 def require_zookeeper_or_exit() -> None:
@@ -67,14 +79,13 @@ class ZooKeeperServer(Server):
     60 s (the server's bounds, which a client's requested timeout is clamped to).
     """
 
-    def __init__(self, *, port: int | None = None, tick: float = 0.1) -> None:
+    def __init__(self, *, port: int | None = None, tick: float = 0.1, tls: bool = False) -> None:
         self.port = port or free_tcp_port()
         self.tick = tick
         super().__init__(Path(tempfile.mkdtemp(prefix="lb-zk-")), "zookeeper.log")
         (self.dir / "data").mkdir()
         tick_ms = max(1, round(tick * 1000))
-        (self.dir / "zoo.cfg").write_text(
-            f"""tickTime={tick_ms}
+        config = f"""tickTime={tick_ms}
 dataDir={self.dir / "data"}
 clientPort={self.port}
 clientPortAddress=127.0.0.1
@@ -83,7 +94,35 @@ admin.enableServer=false
 minSessionTimeout={2 * tick_ms}
 maxSessionTimeout=60000
 """
-        )
+        self.tls_port: int | None = None
+        self.certs: dict[str, str] = {}
+        if tls:
+            config += self._tls_config()
+        (self.dir / "zoo.cfg").write_text(config)
+
+    def _tls_config(self) -> str:
+        from .etcd_server import make_certs
+
+        self.certs = make_certs(self.dir)
+        keystore = self.dir / "server-keystore.pem"  # ZooKeeper's PEM key store: the key, then the certificate
+        keystore.write_text(Path(self.certs["server_key"]).read_text() + Path(self.certs["server_cert"]).read_text())
+        self.tls_port = free_tcp_port()
+        return f"""serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+secureClientPort={self.tls_port}
+secureClientPortAddress=127.0.0.1
+ssl.keyStore.location={keystore}
+ssl.keyStore.type=PEM
+ssl.trustStore.location={self.certs["ca"]}
+ssl.trustStore.type=PEM
+ssl.clientAuth=need
+"""
+
+    @property
+    def tls_hosts(self) -> str:
+        """The connection string of the TLS port (``"127.0.0.1:PORT"``)."""
+        if self.tls_port is None:
+            raise RuntimeError("this ZooKeeperServer was made without tls=True")
+        return f"127.0.0.1:{self.tls_port}"
 
     @property
     def hosts(self) -> str:
@@ -101,7 +140,7 @@ maxSessionTimeout=60000
                 "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
                 "-cp",
-                ":".join(JARS or _JARS),
+                ":".join((JARS or _JARS) + (TLS_JARS if self.tls_port else ())),
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                 str(self.dir / "zoo.cfg"),
             ]

@@ -64,12 +64,23 @@ class Registrar:
         self.leases_lost = 0
         _metrics.register("registrar", self)
         self._keeper: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None  # set by ``_check_soon()``; made on the runtime loop
         self._busy: asyncio.Lock | None = None  # made on the runtime loop
         self._closed = False
 
     @property
     def instance(self) -> Instance:
         return self._instance
+
+    @property
+    def service(self) -> str:
+        """The service the instance is registered under."""
+        return self._service
+
+    @property
+    def backend(self) -> Backend:
+        """The registry it is registered in."""
+        return self._backend
 
     @property
     def registered(self) -> bool:
@@ -119,6 +130,23 @@ class Registrar:
     def _event(self, what: str) -> str:
         return f"{self._backend.name}_{what}"
 
+    def _check_soon(self) -> None:
+        """Renew now rather than at the next half TTL (on the runtime loop).
+
+        For a backend that learns of a lost lease by an event (ZooKeeper's new session):
+        registering again then waits for no timer.
+        """
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _pause(self, delay: float) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+
     # -- on the runtime --------------------------------------------------------------------
 
     def _lock(self) -> asyncio.Lock:
@@ -142,7 +170,7 @@ class Registrar:
     async def _keep(self) -> None:
         delay = self.ttl / 2
         while True:
-            await asyncio.sleep(delay)
+            await self._pause(delay)
             lease = self._lease
             try:
                 if lease is None:  # lost, and registering again failed last time
