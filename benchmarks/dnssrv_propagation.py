@@ -1,11 +1,11 @@
-"""Propagation: from a DNS update to a subscriber being called, with ``ttl=0.2``.
+"""Propagation: from a DNS update to a subscriber being called, with ``interval=0.2``.
 
 Starts its own BIND on loopback, makes 50 changes to an SRV record with RFC 2136 updates,
 each at a random point of the publisher's polling cycle, and times each one from just
 before the update is sent to the moment the subscriber sees the new set. The bound is
-``ttl`` + 100 ms: a poll every ``ttl`` (jitter only shortens the wait), then a lookup.
+``interval`` + 100 ms: a poll every ``interval`` (jitter only shortens the wait), then a lookup.
 
-    .venv/bin/python benchmarks/dnssrv_propagation.py [--changes 50] [--ttl 0.2]
+    .venv/bin/python benchmarks/dnssrv_propagation.py [--changes 50] [--interval 0.2]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from tests.servers import BindServer, require_named_or_exit
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--changes", type=int, default=50)
-    parser.add_argument("--ttl", type=float, default=0.2)
+    parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args()
     require_named_or_exit()
-    bound = args.ttl + 0.1
+    bound = args.interval + 0.1
 
     with BindServer() as bind:
         bind.set_srv("_api._tcp", [(10, 1, 1000, "app")])
@@ -45,11 +45,11 @@ def main() -> None:
                     seen.setdefault(instance.port, now)
                 arrived.notify_all()
 
-        publisher = dnssrv.Publisher(bind.name("_api._tcp"), args.ttl, str, resolver=bind.resolver())
+        publisher = dnssrv.Publisher(bind.name("_api._tcp"), args.interval, str, resolver=bind.resolver())
         publisher.subscribe(on_update)
         latencies: list[float] = []
         for change in range(args.changes):
-            time.sleep(random.uniform(0, args.ttl))  # a random point of the polling cycle
+            time.sleep(random.uniform(0, args.interval))  # a random point of the polling cycle
             port = 1001 + change
             sent = time.monotonic()
             bind.set_srv("_api._tcp", [(10, 1, port, "app")])
@@ -64,7 +64,8 @@ def main() -> None:
     p90 = latencies[int(0.9 * (len(latencies) - 1))]
     within = sum(1 for latency in latencies if latency <= bound)
     print(
-        f"dnssrv propagation: {len(latencies)} changes, ttl={args.ttl:g} s, bound ttl + 100 ms = {bound * 1e3:.0f} ms"
+        f"dnssrv propagation: {len(latencies)} changes, interval={args.interval:g} s,"
+        f" bound interval + 100 ms = {bound * 1e3:.0f} ms"
     )
     print(f"  median {median * 1e3:6.1f} ms   ({median / bound:.2f} of the bound)")
     print(f"  p90    {p90 * 1e3:6.1f} ms")

@@ -47,8 +47,10 @@ def main() -> None:
         bind.set_srv("_api._tcp", [(10, 5, 8080, "app-1"), (10, 5, 8080, "app-2")])
 
         # The resolver names the throwaway server; by default the system's resolver is used.
-        resolver = bind.resolver(timeout=0.2, lifetime=0.4)
-        publisher = dnssrv.Publisher(name, 0.1, factory, resolver=resolver, max_backoff=0.5)
+        # go-kit's form, Publisher(name, interval, factory): a lookup every 0.1 s, each allowed
+        # 0.4 s in all (timeout=), the resolver asking again after 0.2 s without an answer.
+        resolver = bind.resolver(timeout=0.2)
+        publisher = dnssrv.Publisher(name, 0.1, factory, resolver=resolver, timeout=0.4, max_backoff=0.5)
         balancer = RoundRobin(publisher)
         print(f"polling {name} every 0.1 s via 127.0.0.1@{bind.port}")
         subscription = publisher.subscribe(show)
@@ -75,7 +77,7 @@ def main() -> None:
         time.sleep(0.5)
 
         print("\nit is back; a publisher that polls hourly sees it at once on SIGHUP (as ContainerPilot sends)")
-        hourly = dnssrv.Publisher(name, 3600, factory, resolver=resolver)
+        hourly = dnssrv.Publisher(name, interval=3600, factory=factory, resolver=resolver)
         print("  hourly publisher, before:", [str(i) for i in hourly.refresh().instances])
         bind.set_srv("_api._tcp", [(10, 5, 9090, "app-4")])
         with dnssrv.refresh_on_signal(hourly, publisher):

@@ -29,9 +29,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadbalancer import DiscoveryError, EndpointSet, RoundRobin, dnssrv, static
+from loadbalancer import DiscoveryError, EndpointSet, RoundRobin, backend, dnssrv, static
 from loadbalancer._runtime import RUNTIME
-from loadbalancer.dnssrv._publisher import _async_resolver
+from loadbalancer.dnssrv._resolver import async_resolver
 from loadbalancer.dnssrv._wire import Key, Malformed, UdpQuery, key_records, read_name, scan
 from tests.helpers import Factory, aeventually, events, eventually
 from tests.servers import BindServer, BlackHole, FakeDNS, rcode_reply, srv_reply
@@ -62,14 +62,14 @@ def publisher(
     factory: Any = None,
     *,
     kind: str = "sync",
-    ttl: float = 0.05,
+    interval: float = 0.05,
     timeout: float = 1.0,
     **options: Any,
 ) -> dnssrv.Publisher[Any]:
     full = server.name(name) if isinstance(server, BindServer) else name
     options.setdefault("close_delay", 0)
     return dnssrv.Publisher(
-        full, ttl, factory or Factory(), resolver=resolver(server.port, kind, timeout=timeout), **options
+        full, interval, factory or Factory(), resolver=resolver(server.port, kind, timeout=timeout), **options
     )
 
 
@@ -129,7 +129,7 @@ def test_an_unchanged_answer_is_not_published_again(bind: BindServer, srv_name: 
     # BIND shuffles the records of a set on each answer; a TTL-only change is no change either.
     records = [(10, 1, 80 + i, host(srv_name, str(i))) for i in range(4)]
     bind.set_srv(srv_name, records, ttl=5)
-    with publisher(bind, srv_name, ttl=0.02) as p:
+    with publisher(bind, srv_name, interval=0.02) as p:
         eventually(lambda: len(p.endpoints()) == 4)
         seen: list[EndpointSet[Any]] = []
         p.subscribe(seen.append)
@@ -201,16 +201,16 @@ def test_ipv6_nameserver(bind: BindServer, srv_name: str) -> None:
 def test_steady_state_polls_are_probes_and_changes_go_through_the_resolver(bind: BindServer, srv_name: str) -> None:
     records = [(10, 1, 80 + i, host(srv_name, str(i))) for i in range(3)]
     bind.set_srv(srv_name, records)
-    with publisher(bind, srv_name, ttl=0.02) as p:
+    with publisher(bind, srv_name, interval=0.02) as p:
         eventually(lambda: len(p.endpoints()) == 3)
-        lookups: list[float] = []
-        resolve = p._lookup
+        lookups: list[str] = []
+        resolve = p.backend.list
 
-        async def counted(lifetime: float) -> Any:
-            lookups.append(lifetime)
-            return await resolve(lifetime)
+        async def counted(service: str) -> Any:
+            lookups.append(service)
+            return await resolve(service)
 
-        p._lookup = counted  # type: ignore[method-assign]
+        p.backend.list = counted  # type: ignore[method-assign]
         time.sleep(0.3)  # a dozen polls of an unchanged (but shuffled) answer
         assert lookups == []
         bind.set_srv(srv_name, records[:2])
@@ -376,8 +376,9 @@ def test_a_bad_name_is_a_value_error(name: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ttl": 0}, "ttl must be positive, got 0.0"),
-        ({"ttl": -1.5}, "ttl must be positive, got -1.5"),
+        ({"interval": 0}, "interval must be positive, got 0.0"),
+        ({"interval": -1.5}, "interval must be positive, got -1.5"),
+        ({"timeout": 0}, "timeout must be positive, got 0.0"),
         ({"jitter": 1.0}, r"jitter must be a fraction in \[0, 1\), got 1.0"),
         ({"jitter": -0.1}, "jitter must be a fraction"),
         ({"min_interval": 10, "max_interval": 5}, r"min_interval \(10\) must not exceed max_interval \(5\)"),
@@ -386,9 +387,9 @@ def test_a_bad_name_is_a_value_error(name: str, message: str) -> None:
     ],
 )
 def test_bad_options_are_value_errors(options: dict[str, Any], message: str) -> None:
-    ttl = options.pop("ttl", 5.0)
+    interval = options.pop("interval", 5.0)
     with pytest.raises(ValueError, match=message):
-        dnssrv.Publisher("_api._tcp.example.", ttl, str, resolver=resolver(1), **options)
+        dnssrv.Publisher("_api._tcp.example.", interval, str, resolver=resolver(1), **options)
 
 
 def test_wrong_types_are_type_errors() -> None:
@@ -408,7 +409,7 @@ def test_durations_accept_timedelta_and_names_may_be_relative(bind: BindServer, 
     with dnssrv.Publisher(relative, timedelta(milliseconds=50), str, resolver=resolver(bind.port)) as p:
         assert p.name == relative + "."
         eventually(lambda: len(p.endpoints()) == 1)
-        assert repr(p) == f"dnssrv.Publisher({relative + '.'!r}, ttl=0.05)"
+        assert repr(p) == f"dnssrv.Publisher({relative + '.'!r}, interval=0.05)"
 
 
 def test_resolver_settings() -> None:
@@ -418,7 +419,7 @@ def test_resolver_settings() -> None:
     sync.nameserver_ports = {"::1": 5301}
     sync.timeout, sync.lifetime = 0.3, 0.7
     sync.use_edns(0, 0, 1232)
-    twin = _async_resolver(sync)
+    twin = async_resolver(sync)
     assert isinstance(twin, dns.asyncresolver.Resolver)
     assert (twin.nameservers, twin.port, twin.nameserver_ports) == (["127.0.0.1", "::1"], 5300, {"::1": 5301})
     assert (twin.timeout, twin.lifetime, twin.edns, twin.payload) == (0.3, 0.7, 0, 1232)
@@ -427,9 +428,9 @@ def test_resolver_settings() -> None:
     assert twin.nameservers == ["127.0.0.1", "::1"] and twin.nameserver_ports == {"::1": 5301}
 
     given = dns.asyncresolver.Resolver(configure=False)
-    assert _async_resolver(given) is given
+    assert async_resolver(given) is given
     # The default reads the system's configuration (no query is sent here).
-    assert _async_resolver(None).nameservers == dns.resolver.Resolver().nameservers
+    assert async_resolver(None).nameservers == dns.resolver.Resolver().nameservers
 
 
 # -- refresh, signals, scheduling -----------------------------------------------------------
@@ -437,7 +438,7 @@ def test_resolver_settings() -> None:
 
 def test_refresh_looks_up_at_once(bind: BindServer, srv_name: str) -> None:
     bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
-    with publisher(bind, srv_name, ttl=3600) as p:
+    with publisher(bind, srv_name, interval=3600) as p:
         assert [i.port for i in p.refresh().instances] == [80]
         bind.set_srv(srv_name, [(10, 1, 81, host(srv_name, "a"))])
         assert [i.port for i in p.refresh().instances] == [81]
@@ -446,7 +447,7 @@ def test_refresh_looks_up_at_once(bind: BindServer, srv_name: str) -> None:
 
 async def test_arefresh_from_another_event_loop(bind: BindServer, srv_name: str) -> None:
     bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
-    async with publisher(bind, srv_name, ttl=3600) as p:
+    async with publisher(bind, srv_name, interval=3600) as p:
         assert [i.port for i in (await p.arefresh()).instances] == [80]
         bind.set_srv(srv_name, [(10, 1, 82, host(srv_name, "a"))])
         endpoints = await asyncio.gather(*(p.arefresh() for _ in range(5)))
@@ -476,7 +477,7 @@ def test_refresh_on_the_runtime_thread_says_what_to_do(bind: BindServer, srv_nam
 def test_concurrent_refreshes_call_the_factory_once_per_instance(bind: BindServer, srv_name: str) -> None:
     factory = Factory()
     bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
-    with publisher(bind, srv_name, factory, ttl=0.01) as p:
+    with publisher(bind, srv_name, factory, interval=0.01) as p:
         barrier = threading.Barrier(8)
 
         def refresh() -> None:
@@ -503,7 +504,7 @@ def test_refresh_on_sighup(bind: BindServer, srv_name: str) -> None:
 
     saved = signal.signal(signal.SIGHUP, previous)
     try:
-        with publisher(bind, srv_name, ttl=3600) as p, static.Publisher(["127.0.0.1:1"], str) as other:
+        with publisher(bind, srv_name, interval=3600) as p, static.Publisher(["127.0.0.1:1"], str) as other:
             eventually(lambda: len(p.endpoints()) == 1)
             handler = dnssrv.refresh_on_signal(p, other)
             assert "SIGHUP" in repr(handler)
@@ -552,14 +553,15 @@ def test_waits_backoff_jitter_and_follow_ttl() -> None:
             max_backoff=10,
         )
         p.close()
-    assert [p._wait(ttl) for ttl in (None, 0, 50, 1000)] == [2.0, 1.0, 50.0, 100.0]
+    schedule = p._schedule  # the generic publisher's, for every polled backend
+    assert [schedule.wait(ttl) for ttl in (None, 0, 50, 1000)] == [2.0, 1.0, 50.0, 100.0]
     waits = []
     for failures in (1, 2, 3, 4, 5000):
-        p._backoff.failures = failures
-        waits.append(p._wait(50))
+        schedule.backoff.failures = failures
+        waits.append(schedule.wait(50))
     assert waits == [2.0, 4.0, 8.0, 10.0, 10.0]  # after one interval, then doubling, up to max_backoff
-    p._backoff.failures, p._jitter = 0, 0.5
-    delays = [p._delay(None) for _ in range(200)]
+    schedule.backoff.failures, schedule.jitter = 0, 0.5
+    delays = [schedule.delay(None) for _ in range(200)]
     assert all(1.0 <= d <= 2.0 for d in delays) and len(set(delays)) > 100  # jitter only shortens
 
 
@@ -741,14 +743,95 @@ def test_refresh_right_after_construction_joins_the_first_lookup(logs: pytest.Lo
 def test_the_registry_facade_discovers_and_watches_but_does_not_register(bind: BindServer, srv_name: str) -> None:
     service = srv_name.split(".")[0].lstrip("_")  # "_t7._tcp" -> "t7": the facade builds "_t7._tcp.<zone>"
     bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a")), (10, 50, 8081, host(srv_name, "b"))])
-    registry = dnssrv.Registry(bind.zone.to_text(), ttl=0.2, resolver=resolver(bind.port))
+    registry = dnssrv.Registry(bind.zone.to_text(), interval=0.05, resolver=resolver(bind.port))
     assert [(i.port, i.weight) for i in registry.discover(service)] == [(8081, 50), (8080, 5)]  # heaviest first
     assert registry.lookup("nothing-here") is None  # NXDOMAIN: no instances
     with registry.watch(service, close_delay=0) as publisher:
-        assert isinstance(publisher, dnssrv.Publisher)
+        # the generic publisher over the registry's backend: polling, re-checked with probes
+        assert isinstance(publisher, backend.Publisher) and publisher.interval == 0.05
         assert publisher.wait_ready(5)
+        lookups: list[str] = []
+        resolve = registry.backend.list
+
+        async def counted(service: str) -> Any:
+            lookups.append(service)
+            return await resolve(service)
+
+        registry.backend.list = counted  # type: ignore[method-assign]
+        time.sleep(0.3)  # several polls of an unchanged answer
+        assert lookups == []
         bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a"))])
         eventually(lambda: [i.port for i in publisher.endpoints()] == [8080])
+        assert lookups
     with pytest.raises(NotImplementedError, match="the dns backend cannot register"):
         registry.register(service, "127.0.0.1:80")
     registry.close()
+
+
+# -- the vocabulary: interval=, timeout=, and the old ttl= ----------------------------------
+
+
+def test_the_go_kit_form_and_the_default_interval(bind: BindServer, srv_name: str) -> None:
+    bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
+    name, given = bind.name(srv_name), resolver(bind.port)
+    with dnssrv.Publisher(name, 0.05, str, resolver=given) as positional:  # go-kit's (name, ttl, factory)
+        assert positional.interval == 0.05
+        eventually(lambda: list(positional.endpoints()) == [f"{host(srv_name, 'a')}.example.test:80"])
+    with dnssrv.Publisher(name, factory=str, resolver=given) as default:
+        assert default.interval == 5.0
+        assert list(default.refresh()) == [f"{host(srv_name, 'a')}.example.test:80"]
+
+
+def test_the_old_ttl_keyword_still_works_and_warns(bind: BindServer, srv_name: str) -> None:
+    bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
+    with pytest.warns(DeprecationWarning, match=r"Publisher\(ttl=...\) is deprecated: write interval="):
+        p = dnssrv.Publisher(bind.name(srv_name), ttl=0.05, factory=str, resolver=resolver(bind.port))  # type: ignore[call-arg]
+    with p:
+        assert p.interval == 0.05
+        eventually(lambda: len(p.endpoints()) == 1)
+        bind.set_srv(srv_name, [(10, 1, 81, host(srv_name, "a"))])
+        eventually(lambda: [i.port for i in p.endpoints().instances] == [81], what="polled every 0.05 s")
+    with pytest.warns(DeprecationWarning, match=r"Backend\(ttl=...\) is deprecated: write interval="):
+        assert dnssrv.Backend("example.test.", ttl=2.0, resolver=resolver(bind.port)).poll_interval == 2.0  # type: ignore[call-arg]
+    with pytest.warns(DeprecationWarning, match=r"Registry\(ttl=...\) is deprecated: write interval="):
+        registry = dnssrv.Registry("example.test.", ttl=3.0, resolver=resolver(bind.port))  # type: ignore[call-arg]
+    assert registry.backend.poll_interval == 3.0
+    registry.close()
+    with pytest.raises(TypeError, match="got both ttl= and interval="):
+        dnssrv.Backend(ttl=1.0, interval=2.0)  # type: ignore[call-arg]
+
+
+def test_timeout_bounds_a_lookup_whatever_the_resolvers_lifetime(logs: pytest.LogCaptureFixture) -> None:
+    with BlackHole() as hole:
+        patient = hole.resolver(timeout=0.1, lifetime=30.0)  # on its own, a lookup would try for 30 s
+        started = time.monotonic()
+        with dnssrv.Publisher("_api._tcp.example.", 60.0, str, resolver=patient, timeout=0.3) as p:
+            eventually(lambda: p.endpoints().stale, timeout=10, what="stale")
+            assert time.monotonic() - started < 5.0
+            error = p.last_error
+            assert isinstance(error, dnssrv.DnsError) and isinstance(error, DiscoveryError)
+            assert error.name == "_api._tcp.example." and error.servers == f"127.0.0.1@{hole.port}"
+            assert hole.queries >= 2  # tried again within the 0.3 s: per try, the resolver's timeout
+
+
+def test_follow_ttl_polls_at_the_records_ttl_probes_included(bind: BindServer, srv_name: str) -> None:
+    bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))], ttl=1)
+    with publisher(bind, srv_name, interval=3600, follow_ttl=True, min_interval=0.2) as p:
+        eventually(lambda: len(p.endpoints()) == 1)
+        for port in (81, 82):  # the first change after a lookup, the second after probes
+            time.sleep(1.5)
+            bind.set_srv(srv_name, [(10, 1, port, host(srv_name, "a"))], ttl=1)
+            eventually(lambda: [i.port for i in p.endpoints().instances] == [port], timeout=3)  # noqa: B023
+
+
+def test_refresh_soon_on_the_registrys_publisher(bind: BindServer, srv_name: str) -> None:
+    bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
+    with (
+        dnssrv.Registry(bind.zone.to_text(), interval=3600, resolver=resolver(bind.port)) as registry,
+        registry.watch(srv_name.split(".")[0].lstrip("_"), close_delay=0) as p,
+    ):
+        assert isinstance(p, backend.Publisher)
+        assert [i.port for i in p.endpoints().instances] == [80]
+        bind.set_srv(srv_name, [(10, 1, 81, host(srv_name, "a"))])
+        p.refresh_soon()  # returns at once; the lookup follows
+        eventually(lambda: [i.port for i in p.endpoints().instances] == [81])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,15 @@ _Names = list[str]
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """A service's instances at one point: ``instances`` by key, and the ``cursor`` to watch from."""
+    """A service's instances at one point: ``instances`` by key, and the ``cursor`` to watch from.
+
+    ``ttl``: how many seconds the source says this answer holds (a DNS record's TTL, an HTTP
+    ``max-age``), if it says; a polling publisher told to ``follow_ttl`` reads again after it.
+    """
 
     instances: Mapping[Hashable, Instance]
     cursor: Any = None
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +87,9 @@ class Backend(abc.ABC):
     """A service registry. Every method runs on the library's runtime loop.
 
     ``list`` is required; a backend that cannot watch leaves ``watch`` as it is (it is then
-    polled every ``poll_interval`` seconds); one that cannot register leaves the
-    registration methods raising ``NotImplementedError``.
+    polled every ``poll_interval`` seconds, and may offer ``revalidate``, a cheaper check
+    than listing again); one that cannot register leaves the registration methods raising
+    ``NotImplementedError``.
     """
 
     name = "backend"
@@ -99,6 +105,23 @@ class Backend(abc.ABC):
         Yield an empty batch once the watch is established: it tells the publisher that the
         registry answers again (a stale set is fresh again). Raise ``CursorExpiredError``
         when the watch cannot resume from ``cursor``: the publisher lists again.
+        """
+        return None
+
+    def revalidate(
+        self, service: str, cursor: Any, done: Callable[[Listing | None], object]
+    ) -> Callable[[], object] | None:
+        """Start a poll cheaper than ``list`` (a conditional GET, a DNS re-query); ``None``: the backend has none.
+
+        A polled backend's publisher asks this first when a poll is due. Call ``done`` once,
+        later, on the runtime loop: with a ``Listing`` when the answer is known without a
+        full read (the one read at ``cursor`` if nothing changed: its ``instances`` the same
+        object, so nothing is published again, its ``cursor`` and ``ttl`` maybe new; or a
+        new one), or with ``None`` when not sure: the publisher lists. Return a function
+        that cancels the check (``done`` is then not called). Callbacks rather than a
+        coroutine: a backend polled often and by the thousand should not pay for a task or
+        a future per poll; others may run a coroutine with ``asyncio.ensure_future`` and
+        call ``done`` from its done callback.
         """
         return None
 

@@ -1,9 +1,11 @@
 """DNS SRV discovery: go-kit's ``dnssrv`` package, on dnspython.
 
-``Publisher(name, ttl, factory)`` looks ``name``'s SRV records up every ``ttl`` seconds and
-publishes ``target:port`` for each; ``refresh_on_signal(*publishers)`` refreshes them when
-the process gets SIGHUP. ``Backend`` / ``Registry`` put DNS SRV on the generic backend
-protocol as a discover-only registry (``discover``, ``lookup``, ``watch``).
+``Publisher(name, interval, factory)`` looks ``name``'s SRV records up every ``interval``
+seconds (5 by default) and publishes ``target:port`` for each; ``refresh_on_signal(*publishers)``
+refreshes them when the process gets SIGHUP. ``Backend`` is DNS SRV on the generic backend
+protocol (polled; most polls are one UDP query that finds the answer unchanged), and
+``Publisher`` the generic publisher over it; ``Registry`` is the discover-only registry
+facade (``discover``, ``lookup``, ``watch``). A failed lookup is a ``DnsError``.
 
     from loadbalancer import RoundRobin, dnssrv
 
@@ -11,8 +13,10 @@ protocol as a discover-only registry (``discover``, ``lookup``, ``watch``).
     balancer = RoundRobin(publisher)
 """
 
-from ._backend import Backend, Registry
+from ._backend import Backend
 from ._publisher import Publisher
+from ._registry import Registry
+from ._resolver import DnsError
 from ._signal import SignalRefresh, refresh_on_signal
 
-__all__ = ["Backend", "Publisher", "Registry", "SignalRefresh", "refresh_on_signal"]
+__all__ = ["Backend", "DnsError", "Publisher", "Registry", "SignalRefresh", "refresh_on_signal"]
