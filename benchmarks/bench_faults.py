@@ -34,13 +34,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from loadbalancer import (
     HealthChecker,
     Hedge,
-    HttpCheck,
     OutlierDetector,
     Publisher,
     Retry,
     RoundRobin,
     static,
 )
+from loadbalancer.health import HttpCheck
 from tests.backends import BackendProcess, async_factory
 
 Layers = Callable[[Publisher[Any]], Callable[[str], Any]]

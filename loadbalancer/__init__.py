@@ -6,12 +6,12 @@ turns a balancer into a single endpoint that retries within a deadline::
     call = Retry(3, 5.0, RoundRobin(dnssrv.Publisher("_api._tcp.example.", 5.0, factory)))
 """
 
-from ._feedback import TrackedEndpoint
 from ._tls import TLSConfig
 from .balancer import Balancer, Random, RoundRobin
 from .budget import RetryBudget, retryable
 from .endpointer import Endpointer
 from .errors import (
+    AttemptTimeoutError,
     DiscoveryError,
     Error,
     ExtraNotInstalledError,
@@ -26,16 +26,18 @@ from .errors import (
     UnhealthyError,
 )
 from .hashing import ConsistentHash
-from .health import HealthChecker, HttpCheck
+from .health import HealthChecker
 from .hedge import Hedge
 from .instance import Instance
 from .least_loaded import LeastLoaded, PeakEwma
 from .outlier import OutlierDetector
 from .publisher import EndpointSet, Factory, Publisher, Subscription
 from .retry import Retry, deadline, remaining
+from .tracked import TrackedEndpoint
 from .weighted import SmoothWeightedRoundRobin, Weighted
 
 __all__ = [
+    "AttemptTimeoutError",
     "Balancer",
     "ConsistentHash",
     "DiscoveryError",
@@ -46,7 +48,6 @@ __all__ = [
     "Factory",
     "HealthChecker",
     "Hedge",
-    "HttpCheck",
     "Instance",
     "InvalidInstanceError",
     "InvalidTargetError",
@@ -74,3 +75,14 @@ __all__ = [
     "remaining",
     "retryable",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # names that moved to where they belong: still found here for a while, with a warning
+    if name == "HttpCheck":
+        from . import health
+        from ._deprecated import warn
+
+        warn("loadbalancer.HttpCheck is deprecated: import it from loadbalancer.health")
+        return health.HttpCheck
+    raise AttributeError(f"module 'loadbalancer' has no attribute {name!r}")

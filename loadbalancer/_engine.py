@@ -30,10 +30,10 @@ import tenacity
 from ._util import describe
 from ._workers import Workers
 from .budget import RetryBudget, retryable
-from .errors import NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
+from .errors import AttemptTimeoutError, NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
 
 __all__ = [
-    "DEFAULT_WAIT", "Attempt", "AttemptTimeoutError", "Call", "Policy", "Step", "Verdict", "adrive", "drive", "run_on",
+    "DEFAULT_WAIT", "Attempt", "Call", "Policy", "Step", "Verdict", "adrive", "drive", "run_on",
 ]  # fmt: skip
 
 DEFAULT_WAIT: Callable[[tenacity.RetryCallState], float] = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
@@ -42,12 +42,37 @@ DEFAULT_WAIT: Callable[[tenacity.RetryCallState], float] = tenacity.wait_random_
 _REPICKS = 3  # more picks asked of the balancer before looking through the set for an endpoint not tried
 NOTHING: Any = object()
 
-deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("loadbalancer.deadline", default=None)
-"""The ``time.monotonic()`` instant by which the current call (or attempt) must be done."""
+
+class Deadline:
+    """The ``time.monotonic()`` instant by which the current call (or attempt) must be done, or ``None``.
+
+    A context variable: ``Retry`` (and every caller on the engine) sets it around each
+    attempt, so a sync endpoint can pass what is left on as its own timeout.
+    ``loadbalancer.deadline()`` reads it, as does ``.get()``; ``.set()`` and ``.reset()``
+    are the context variable's; ``var`` is the ``contextvars.ContextVar`` itself;
+    ``loadbalancer.remaining()`` gives the seconds left.
+
+    >>> import loadbalancer
+    >>> loadbalancer.deadline() is None  # outside a call
+    True
+    """
+
+    __slots__ = ("get", "reset", "set", "var")
+
+    def __init__(self) -> None:
+        self.var: contextvars.ContextVar[float | None] = contextvars.ContextVar("loadbalancer.deadline", default=None)
+        self.get = self.var.get
+        self.set = self.var.set
+        self.reset = self.var.reset
+
+    def __call__(self) -> float | None:
+        return self.var.get()
+
+    def __repr__(self) -> str:
+        return f"<loadbalancer.deadline {self.var.get()!r}>"
 
 
-class AttemptTimeoutError(TimeoutError):
-    """An attempt ran past its deadline (its ``attempt_timeout``, or the call's) and was given up."""
+deadline = Deadline()
 
 
 class Verdict(Exception):
@@ -558,24 +583,36 @@ async def adrive(
             if not finished:
                 step = call.wake(monotonic())
                 continue
-            for task in finished:
-                attempt = running.pop(task)
-                outcome = task.exception()
-                if step.done:  # decided by another attempt that ended at the same time
-                    if outcome is None and discard is not None:
-                        discard(task.result())
-                    continue
-                if outcome is None:
-                    step = call.succeeded(attempt, task.result(), monotonic())
-                elif isinstance(outcome, Exception):
-                    step = call.raised(attempt, outcome, monotonic())
-                else:
-                    raise outcome
+            step = _settle(call, step, finished, running, discard)
     finally:
         for task in running:
             task.cancel()
             if discard is not None:
                 task.add_done_callback(lambda done: _discard(done, discard))
+
+
+def _settle(
+    call: Call,
+    step: Step,
+    finished: set[asyncio.Task[Any]],
+    running: dict[asyncio.Task[Any], Attempt],
+    discard: Callable[[Any], object] | None,
+) -> Step:
+    """Tell ``call`` how the ``finished`` attempts ended; the step it decides next."""
+    for task in finished:
+        attempt = running.pop(task)
+        outcome = task.exception()
+        if step.done:  # decided by another attempt that ended at the same time
+            if outcome is None and discard is not None:
+                discard(task.result())
+            continue
+        if outcome is None:
+            step = call.succeeded(attempt, task.result(), time.monotonic())
+        elif isinstance(outcome, Exception):
+            step = call.raised(attempt, outcome, time.monotonic())
+        else:
+            raise outcome
+    return step
 
 
 async def _within(run: Callable[[Attempt], Any], attempt: Attempt) -> Any:

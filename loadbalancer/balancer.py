@@ -175,7 +175,7 @@ _TABLE_SIZE = 1 << _TABLE_BITS
 _TABLE_MAX_ENDPOINTS = 256
 
 
-def spread(endpoints: Sequence[E], counts: Sequence[int]) -> list[E]:
+def _spread(endpoints: Sequence[E], counts: Sequence[int]) -> list[E]:
     """A pick table: ``counts[i]`` copies of ``endpoints[i]`` in a row (built in C)."""
     runs = itertools.starmap(itertools.repeat, zip(endpoints, counts, strict=True))
     return list(itertools.chain.from_iterable(runs))
@@ -241,4 +241,4 @@ class Random(_TablePick[E]):
             self._table = _Exact(endpoints, self._random)
         else:
             share, extra = divmod(_TABLE_SIZE, n)
-            self._table = spread(endpoints, [share + (i < extra) for i in range(n)])
+            self._table = _spread(endpoints, [share + (i < extra) for i in range(n)])

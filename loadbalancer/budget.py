@@ -48,7 +48,7 @@ def retryable(error: BaseException) -> bool:
     return not isinstance(error, _PROGRAMMING_ERRORS)
 
 
-def budget_of(value: object, **options: float) -> RetryBudget | None:
+def _budget_of(value: object, **options: float) -> RetryBudget | None:
     """A ``budget=`` argument as a budget: ``True`` makes one of its own (with ``options``),
     ``False`` or ``None`` none; a ``RetryBudget`` (perhaps shared) as it is."""
     if value is True:

@@ -1,16 +1,18 @@
 """The command line: ``python -m loadbalancer`` (or ``loadbalancer``), to look at discovery from a shell.
 
-    loadbalancer resolve dns _api._tcp.example.com. --server 127.0.0.1:53
-    loadbalancer watch zookeeper /services/api --hosts zk1:2181,zk2:2181
-    loadbalancer register etcd /services/api 10.0.0.5:8080 --endpoints http://127.0.0.1:2379 --ttl 10
-    loadbalancer resolve static 10.0.0.1:80 10.0.0.2:80 --json
-    loadbalancer watch mdns _http._tcp.local.
+    loadbalancer resolve dns://127.0.0.1:53/_api._tcp.example.com.
+    loadbalancer watch zk://zk1:2181,zk2:2181/services/api
+    loadbalancer register etcd://127.0.0.1:2379/services/api 10.0.0.5:8080 --ttl 10
+    loadbalancer resolve static:///10.0.0.1:80,10.0.0.2:80 --json
+    loadbalancer watch mdns:///_http._tcp.local.
 
-``resolve`` prints the current set once; ``watch`` prints changes until interrupted;
-``register`` keeps an instance registered until interrupted, then deregisters it. Output
-is one instance per line, or with ``--json`` one JSON document per line. Exit codes: 0
-success (an interrupted ``watch`` or ``register`` included), 1 the source could not be
-read or written, 2 a usage error (including asking for what a source cannot do).
+A source is named by a target (``loadbalancer.targets``: the schemes are listed by
+``--help``). ``resolve`` prints the current set once; ``watch`` prints changes until
+interrupted; ``register`` keeps an instance registered until interrupted, then deregisters
+it. Output is one instance per line, or with ``--json`` one JSON document per line. Exit
+codes: 0 success (an interrupted ``watch`` or ``register`` included), 1 the source could
+not be read or written, 2 a usage error (including asking for what a source cannot do).
+The first syntax, ``resolve dns NAME --server IP``, still works and says what to write now.
 """
 
 from __future__ import annotations
@@ -25,29 +27,40 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
 from typing import Any, TextIO
 
+from . import _sources as _legacy
+from . import targets
+from ._arguments import seconds, whole
 from ._util import describe
-from .errors import DiscoveryError, InvalidInstanceError
+from .errors import DiscoveryError, ExtraNotInstalledError, InvalidInstanceError, InvalidTargetError
 from .instance import Instance, parse_instance
 from .publisher import EndpointSet, Publisher
 
-__all__ = ["main"]
+__all__ = [
+    "Command",
+    "Failure",
+    "UsageError",
+    "build_parser",
+    "describe_instance",
+    "instance_document",
+    "main",
+    "make_publisher",
+    "parse",
+    "register",
+    "resolve",
+    "watch",
+]
 
 PROG = "loadbalancer"
-SOURCES = ("dns", "etcd", "zookeeper", "consul", "mdns", "static", "kubernetes", "eureka", "http")
-EXTRAS = {
-    "etcd": "etcd",
-    "zookeeper": "zookeeper",
-    "consul": "consul",
-    "mdns": "mdns",
-    "kubernetes": "kubernetes",
-    "eureka": "eureka",
-    "http": "httppoll",
-}  # source -> the pip extra that brings its client
+SOURCES = tuple(_legacy.SOURCES)  # the first syntax's source names, still understood
+# schemes whose clients take a request timeout (--timeout): the others answer from memory or the LAN
+TIMED = frozenset(
+    {"dns", "etcd", "zk", "zookeeper", "consul", "k8s", "kubernetes", "eureka", "httppoll+http", "httppoll+https"}
+)
 
 
 class UsageError(Exception):
@@ -62,23 +75,17 @@ def _identity(instance: str) -> str:
     return instance
 
 
+@dataclass
+class Command:
+    """What to do: the action, the source's target and its keyword options, and how to print."""
+
+    action: str
+    target: str
+    options: dict[str, Any] = field(default_factory=dict)
+    args: argparse.Namespace = field(default_factory=argparse.Namespace)
+
+
 # -- arguments ------------------------------------------------------------------------------
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
-    return int(text)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -88,220 +95,102 @@ def _pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (``loadbalancer ACTION SOURCE ...``)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="one JSON document per line, for scripts")
-    common.add_argument(
-        "--timeout",
-        type=_positive,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long to wait for the source to answer (default: 10)",
-    )
-    common.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log the library's events to stderr (-vv: more)"
-    )
+_HELPS = {
+    "resolve": "print the current instance set once and exit",
+    "watch": "print changes to the instance set as they happen, until Ctrl-C",
+    "register": "register an instance and keep it registered until Ctrl-C, then deregister it",
+}
 
+
+def _schemes_epilog() -> str:
+    rows = [f"  {scheme.example}\n      {scheme.summary}" for scheme in targets.schemes()]
+    return "targets:\n" + "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``loadbalancer ACTION TARGET ...``)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Client-side service discovery from the command line: look up, follow or register instances.",
-        epilog="Run '%(prog)s ACTION SOURCE --help' for a source's options.",
+        epilog="Run '%(prog)s ACTION --help' for the targets a source can be named by.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    helps = {
-        "resolve": "print the current instance set once and exit",
-        "watch": "print changes to the instance set as they happen, until Ctrl-C",
-        "register": "register an instance and keep it registered until Ctrl-C, then deregister it",
-    }
     # listed for --help; main() hands 'proxy ...' to loadbalancer.proxy, which parses goaround's flags
     actions.add_parser(
         "proxy", help="an HTTP load-balancing proxy (goaround's flags; see 'proxy --help')", add_help=False
     )
-    for action, text in helps.items():
-        sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
-        sources = sub.add_subparsers(dest="source", metavar="SOURCE", required=True)
-        registering = action == "register"
-
-        if not registering:  # DNS SRV records belong to the zone's administrator
-            dns = sources.add_parser("dns", parents=[common], help="DNS SRV records", description="DNS SRV records.")
-            dns.add_argument("name", help="the SRV name, such as _api._tcp.example.com. (taken as absolute)")
-            dns.add_argument(
-                "--server",
-                metavar="HOST:PORT",
-                help="ask this nameserver (an IP address, port 53 by default) instead of the system's",
-            )
-            dns.add_argument(
-                "--ttl", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
-            )
-
-        etcd = sources.add_parser("etcd", parents=[common], help="keys under an etcd prefix", description="etcd.")
-        etcd.add_argument("prefix", help="the key prefix, such as /services/api")
-        etcd.add_argument(
-            "--endpoints",
-            default="http://127.0.0.1:2379",
-            help="etcd connection string: http://h1:2379,h2:2379/namespace (default: http://127.0.0.1:2379)",
+    for action, text in _HELPS.items():
+        sub = actions.add_parser(
+            action,
+            help=text,
+            description=text[0].upper() + text[1:] + ".",
+            epilog=_schemes_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if registering:
-            etcd.add_argument(
-                "--ttl",
-                type=_positive,
-                default=10.0,
-                metavar="SECONDS",
-                help="the lease's time to live, whole seconds (default: 10)",
-            )
-
-        zookeeper = sources.add_parser(
-            "zookeeper", parents=[common], help="children of a ZooKeeper path", description="ZooKeeper."
-        )
-        zookeeper.add_argument("path", help="the service path, such as /services/api")
-        zookeeper.add_argument(
-            "--hosts",
-            default="127.0.0.1:2181",
-            help="ZooKeeper connection string: zk1:2181,zk2:2181/chroot (default: 127.0.0.1:2181)",
-        )
-        zookeeper.add_argument(
-            "--session-timeout",
-            type=_positive,
-            default=10.0,
-            metavar="SECONDS",
-            help="the ZooKeeper session timeout (default: 10)",
-        )
-
-        consul = sources.add_parser(
-            "consul", parents=[common], help="a Consul service's passing instances", description="Consul."
-        )
-        consul.add_argument("service", help="the service name, such as api")
-        consul.add_argument(
-            "--address", help="the Consul agent: http[s]://host:port (default: $CONSUL_HTTP_ADDR or 127.0.0.1:8500)"
-        )
-        consul.add_argument("--token", help="the ACL token (default: $CONSUL_HTTP_TOKEN)")
-        consul.add_argument("--dc", help="the datacenter (default: the agent's)")
-        if registering:
-            consul.add_argument(
-                "--ttl", type=_positive, default=10.0, metavar="SECONDS", help="the TTL check's TTL (default: 10)"
-            )
-        else:
-            consul.add_argument(
-                "--tag", dest="tags", action="append", default=[], metavar="TAG", help="only with this tag (repeatable)"
-            )
-        mdns = sources.add_parser(
-            "mdns", parents=[common], help="DNS-SD services on the local network (mDNS)", description="mDNS / DNS-SD."
-        )
-        if registering:
-            mdns.add_argument("type", help="the DNS-SD service type, such as _http._tcp.local.")
-            mdns.add_argument("--name", help="the instance name (default: this host's name and the port)")
-            mdns.add_argument(
-                "--ttl", type=_positive, default=120.0, metavar="SECONDS", help="the records' TTL (default: 120)"
-            )
-        else:
-            mdns.add_argument("types", nargs="+", metavar="TYPE", help="DNS-SD service types, such as _http._tcp")
-            mdns.add_argument("--name", help="only the instance of this name")
-            mdns.add_argument(
-                "--settle",
-                type=_positive,
-                default=1.5,
-                metavar="SECONDS",
-                help="how long to collect answers before the first set (default: 1.5)",
-            )
-        mdns.add_argument(
-            "--interfaces", default="all", help="all, default, or local IP addresses, comma-separated (default: all)"
-        )
-        eureka = _eureka_parser(sources, common, registering)
-        if not registering:  # the seeds own their lists
-            _http_parser(sources, common)
-
-        if not registering:  # a fixed list holds only what the command line gives
-            static = sources.add_parser("static", parents=[common], help="a fixed list", description="A fixed list.")
-            static.add_argument("instances", nargs="+", metavar="HOST:PORT")
-
-        if not registering:  # EndpointSlices are the cluster's controllers' to write
-            _kubernetes_source(sources, common)
-
-        if registering:
-            for source in (etcd, zookeeper, consul, mdns, eureka):
-                source.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
-                source.add_argument("--weight", type=_non_negative_int, help="its weight (default: 1)")
-                source.add_argument("--priority", type=_non_negative_int, help="its priority (default: 0)")
-                source.add_argument(
-                    "--tag", dest="tags", action="append", default=[], metavar="TAG", help="a tag (repeatable)"
-                )
-                source.add_argument(
-                    "--meta",
-                    dest="metadata",
-                    action="append",
-                    type=_pair,
-                    default=[],
-                    metavar="KEY=VALUE",
-                    help="metadata (repeatable)",
-                )
+        sub.add_argument("target", metavar="TARGET", help="the source, such as dns:///_api._tcp.example.")
+        if action == "register":
+            _registration_arguments(sub)
+        _common_arguments(sub)
     return parser
 
 
-def _kubernetes_source(sources: Any, common: argparse.ArgumentParser) -> None:
-    k8s = sources.add_parser(
-        "kubernetes", parents=[common], help="a Kubernetes Service's EndpointSlices", description="Kubernetes."
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document per line, for scripts")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="how long the source may take to answer a request (default: its client's, 5 or 10)",
     )
-    k8s.add_argument("service", help="the Service's name")
-    k8s.add_argument("--namespace", "-n", help="its namespace (default: the context's, or the pod's)")
-    k8s.add_argument("--port", help="a port name or number of the slices (default: the only one)")
-    k8s.add_argument("--selector", "-l", dest="label_selector", help="more labels the slices must have")
-    k8s.add_argument("--accept", choices=("ready", "serving", "all"), default="ready", help="which endpoints")
-    k8s.add_argument("--kubeconfig", help="a kubeconfig file (default: in-cluster in a pod, else $KUBECONFIG)")
-    k8s.add_argument("--context", help="the kubeconfig context (default: its current one)")
-
-
-def _eureka_parser(sources: Any, common: argparse.ArgumentParser, registering: bool) -> argparse.ArgumentParser:
-    eureka = sources.add_parser("eureka", parents=[common], help="a Eureka application", description="Eureka.")
-    eureka.add_argument("app", help="the application name, such as api (Eureka upper-cases it)")
-    eureka.add_argument(
-        "--urls",
-        default="http://127.0.0.1:8761/eureka/",
-        help="Eureka service URLs, comma-separated (default: http://127.0.0.1:8761/eureka/)",
-    )
-    if registering:
-        eureka.add_argument(
-            "--ttl", type=_positive, default=90.0, metavar="SECONDS", help="lease duration; heartbeats every third"
-        )
-        eureka.add_argument("--instance-id", help="the instance id (default: host:app:port)")
-    else:
-        eureka.add_argument(
-            "--interval", type=_positive, default=30.0, metavar="SECONDS", help="delta fetch interval (default: 30)"
-        )
-    return eureka  # type: ignore[no-any-return]
-
-
-def _http_parser(sources: Any, common: argparse.ArgumentParser) -> None:
-    http = sources.add_parser(
-        "http", parents=[common], help="seed URLs answering a JSON list", description="HTTP polling."
-    )
-    http.add_argument("seeds", nargs="+", metavar="URL", help="seed URLs ({service} is replaced by --service)")
-    http.add_argument("--service", default="default", help="the service name (default: default)")
-    http.add_argument(
-        "--interval", type=_positive, default=5.0, metavar="SECONDS", help="poll interval for watch (default: 5)"
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log the library's events to stderr (-vv: more)"
     )
 
 
-def _cannot_register(argv: Sequence[str]) -> str | None:
-    """Why ``register SOURCE`` cannot work, for the sources ``register`` does not offer but users try."""
-    if len(argv) < 2 or argv[0] != "register":
-        return None
-    if argv[1] == "dns":
-        return (
-            "cannot register with DNS SRV: the records are the DNS zone's, changed by its administrator"
-            " (for example with an RFC 2136 update: nsupdate); register with etcd, zookeeper or consul instead"
-        )
-    if argv[1] == "http":
-        return "cannot register with HTTP seeds: each seed owns the list it answers"
-    if argv[1] == "static":
-        return "cannot register with a static list: it holds only what is given on the command line"
-    if argv[1] == "kubernetes":
-        return (
-            "cannot register with Kubernetes: a Service's EndpointSlices are written by the cluster's controllers;"
-            " run the instance as a pod that the Service selects"
-        )
-    return None
+def _registration_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("instance", metavar="HOST:PORT", help="the instance to register")
+    parser.add_argument(
+        "--ttl", type=seconds, metavar="SECONDS", help="the lease's time to live (default: the source's)"
+    )
+    parser.add_argument("--weight", type=whole, help="its weight (default: 1)")
+    parser.add_argument("--priority", type=whole, help="its priority (default: 0)")
+    parser.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG", help="a tag (repeatable)")
+    parser.add_argument(
+        "--meta", dest="metadata", action="append", type=_pair, default=[], metavar="KEY=VALUE",
+        help="metadata (repeatable)",
+    )  # fmt: skip
+
+
+def parse(argv: Sequence[str]) -> Command:
+    """The command ``argv`` asks for; the first syntax (``resolve dns NAME ...``) is read as its target."""
+    legacy = None
+    argv = list(argv)
+    if len(argv) >= 2 and argv[0] in _HELPS and argv[1] in _legacy.SOURCES:
+        if argv[0] == "register" and argv[1] not in _legacy.REGISTERING:
+            scheme = targets.parse(f"{argv[1]}:x").scheme
+            raise UsageError(_cannot_register(scheme))
+        try:
+            legacy, left = _legacy.parse_source(argv[0], argv[1:])
+        except InvalidTargetError as error:
+            raise UsageError(str(error)) from None
+        argv = [argv[0], legacy.target, *left]
+    args = build_parser().parse_args(argv)
+    try:
+        targets.parse(args.target)
+    except InvalidTargetError as error:
+        raise UsageError(str(error)) from None
+    command = Command(args.action, args.target, dict(legacy.options) if legacy else {}, args)
+    if legacy is not None:
+        _error(f"note: the 'SOURCE ARGUMENT --option' syntax is deprecated; name the source as {legacy.target}"
+               + (" (with the options as ?key=value, see --help)" if legacy.options else ""), "")  # fmt: skip
+    return command
+
+
+def _cannot_register(scheme: str) -> str:
+    known = {s.name: s for s in targets.schemes()}
+    name = {"zookeeper": "zk", "kubernetes": "k8s", "http": "httppoll+http"}.get(scheme, scheme)
+    return known[name].why_not_register if name in known else f"cannot register with {scheme}"
 
 
 def _version() -> str:
@@ -432,156 +321,52 @@ def _count(instances: Sequence[Instance]) -> str:
 # -- sources --------------------------------------------------------------------------------
 
 
-def _import(source: str) -> Any:
-    """The backend module of ``source``, or a ``Failure`` telling how to install its extra."""
-    import importlib
+def _options(command: Command) -> dict[str, Any]:
+    """The keyword options for the target: the command's, and ``--timeout`` where the scheme takes one."""
+    options = dict(command.options)
+    target = targets.parse(command.target)
+    if command.args.timeout is not None and target.scheme in TIMED and "timeout" not in target.options:
+        options.setdefault("timeout", command.args.timeout)
+    return options
 
-    module = {"dns": "dnssrv", "http": "httppoll"}.get(source, source)
+
+def make_publisher(command: Command) -> Publisher[str]:
+    """The publisher ``command`` names, with the identity as factory."""
     try:
-        return importlib.import_module(f"loadbalancer.{module}")
-    except ImportError as error:
-        extra = EXTRAS.get(source)
-        if extra is None:
-            raise
-        raise Failure(
-            f"the {source} source needs an optional dependency ({error.name or error}):"
-            f" pip install 'loadbalancer[{extra}]'"
-        ) from error
-
-
-def _nameserver(text: str) -> tuple[str, int]:
-    import ipaddress
-
-    try:
-        instance = parse_instance(text) if (":" in text and not _is_ip(text)) else Instance(text, 53)
-    except InvalidInstanceError as error:
-        raise UsageError(f"--server {text!r}: {error.reason}") from None
-    try:
-        ipaddress.ip_address(instance.host)
-    except ValueError:
-        raise UsageError(f"--server {text!r}: give the nameserver's IP address, not a name") from None
-    return instance.host, instance.port
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def make_publisher(args: argparse.Namespace) -> Publisher[str]:
-    """The publisher ``args`` describe, with the identity as factory."""
-    try:
-        return _make_publisher(args)
-    except ValueError as error:  # the backend's checks of what was given: a bad name, path, list
+        return targets.publisher(command.target, _identity, close_delay=0, **_options(command))
+    except ExtraNotInstalledError as error:
+        raise Failure(str(error)) from None
+    except (ValueError, TypeError) as error:  # the target, or the backend's checks of what was given
         raise UsageError(str(error)) from None
 
 
-def _make_publisher(args: argparse.Namespace) -> Publisher[str]:
-    source = args.source
-    module = _import(source)
-    if source == "static":
-        return module.Publisher(args.instances, _identity, close_delay=0)  # type: ignore[no-any-return]
-    if source == "dns":
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver(configure=args.server is None)
-        if args.server is not None:
-            host, port = _nameserver(args.server)
-            resolver.nameservers = [host]
-            resolver.port = port
-        resolver.timeout = min(2.0, args.timeout)
-        resolver.lifetime = args.timeout
-        publisher: Publisher[str] = module.Publisher(args.name, args.ttl, _identity, resolver=resolver, close_delay=0)
-        return publisher
-    if source == "etcd":
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.prefix, _identity, endpoints=args.endpoints, timeout=args.timeout, close_delay=0
-        )
-    if source == "consul":
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.service, _identity, address=args.address, token=args.token, datacenter=args.dc,
-            tags=args.tags, timeout=args.timeout, close_delay=0,
-        )  # fmt: skip
-    if source == "kubernetes":
-        port = int(args.port) if args.port is not None and args.port.isdigit() else args.port
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.service,
-            _identity,
-            namespace=args.namespace,
-            port=port,
-            label_selector=args.label_selector,
-            accept=args.accept,
-            kubeconfig=args.kubeconfig,
-            context=args.context,
-            timeout=args.timeout,
-            close_delay=0,
-        )
-    if source == "mdns":
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.types, _identity, name=args.name, interfaces=args.interfaces, settle=args.settle, close_delay=0
-        )
-    if source == "eureka":
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.app, _identity, urls=args.urls, interval=args.interval, timeout=args.timeout, close_delay=0
-        )
-    if source == "http":
-        return module.Publisher(  # type: ignore[no-any-return]
-            args.seeds, _identity, service=args.service, interval=args.interval, timeout=args.timeout, close_delay=0
-        )
-    return module.Publisher(  # type: ignore[no-any-return]
-        args.path,
-        _identity,
-        hosts=args.hosts,
-        session_timeout=args.session_timeout,
-        timeout=args.timeout,
-        close_delay=0,
-    )
-
-
-def _where(args: argparse.Namespace) -> str:
-    source = args.source
-    if source == "dns":
-        return f"{args.name} at {args.server}" if args.server else str(args.name)
-    if source == "etcd":
-        return f"{args.prefix} at {args.endpoints}"
-    if source == "zookeeper":
-        return f"{args.path} at {args.hosts}"
-    if source == "consul":
-        return f"service {args.service!r} at {args.address or 'the Consul agent'}"
-    if source == "kubernetes":
-        return f"service {args.service}" + (f" in namespace {args.namespace}" if args.namespace else "")
-    if source == "mdns":
-        return f"{', '.join(getattr(args, 'types', None) or [args.type])} on the local network"
-    if source == "eureka":
-        return f"{args.app} at {args.urls}"
-    if source == "http":
-        return " ".join(args.seeds)
-    return "the static list"
+def _where(command: Command) -> str:
+    servers = command.options.get("endpoints")
+    if servers:
+        return f"{command.target} at {servers if isinstance(servers, str) else ','.join(servers)}"
+    return command.target
 
 
 # -- actions --------------------------------------------------------------------------------
 
 
-def resolve(args: argparse.Namespace, printer: _Printer) -> int:
-    with make_publisher(args) as publisher:
+def resolve(command: Command, printer: _Printer, stop: threading.Event) -> int:
+    """Print the current set once."""
+    with make_publisher(command) as publisher:
         endpoints = publisher.refresh()
         if endpoints.error is not None:
-            raise Failure(f"cannot read {_where(args)}: {_reason(endpoints.error)}")
+            raise Failure(f"cannot read {_where(command)}: {_reason(endpoints.error)}")
         printer.instances(endpoints.instances)
         if not endpoints and not printer.json:
-            print(f"{PROG}: no instances at {_where(args)}", file=sys.stderr)
+            print(f"{PROG}: no instances at {_where(command)}", file=sys.stderr)
     return 0
 
 
-def watch(args: argparse.Namespace, printer: _Printer, stop: threading.Event) -> int:
+def watch(command: Command, printer: _Printer, stop: threading.Event) -> int:
+    """Print the changes until interrupted."""
     updates: queue.SimpleQueue[EndpointSet[Any]] = queue.SimpleQueue()
     watcher = _Watcher(printer)
-    publisher = make_publisher(args)
+    publisher = make_publisher(command)
     try:
         subscription = publisher.subscribe(updates.put)
         try:
@@ -598,9 +383,9 @@ def watch(args: argparse.Namespace, printer: _Printer, stop: threading.Event) ->
     return 0
 
 
-def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event) -> int:
+def _instance(args: argparse.Namespace) -> Instance:
     try:
-        instance = parse_instance(
+        return parse_instance(
             args.instance,
             **({"weight": args.weight} if args.weight is not None else {}),
             **({"priority": args.priority} if args.priority is not None else {}),
@@ -609,36 +394,31 @@ def register(args: argparse.Namespace, printer: _Printer, stop: threading.Event)
         )
     except InvalidInstanceError as error:
         raise UsageError(str(error)) from None
-    module = _import(args.source)
+
+
+def _registrar(command: Command, instance: Instance) -> Any:
+    options = _options(command)
+    if command.args.ttl is not None:
+        options["ttl"] = command.args.ttl
     try:
-        if args.source == "etcd":
-            registrar = module.Registrar(
-                args.prefix, instance, endpoints=args.endpoints, ttl=args.ttl, timeout=args.timeout
-            )
-        elif args.source == "consul":
-            registrar = module.Registrar(
-                args.service, instance, address=args.address, token=args.token, datacenter=args.dc, ttl=args.ttl,
-                timeout=args.timeout,
-            )  # fmt: skip
-        elif args.source == "mdns":
-            registrar = module.Registrar(args.type, instance, name=args.name, ttl=args.ttl, interfaces=args.interfaces)
-        elif args.source == "eureka":
-            registrar = module.Registrar(
-                args.app, instance, urls=args.urls, ttl=args.ttl, instance_id=args.instance_id, timeout=args.timeout
-            )
-        else:
-            registrar = module.Registrar(
-                args.path, instance, hosts=args.hosts, session_timeout=args.session_timeout, timeout=args.timeout
-            )
-    except ValueError as error:
+        return targets.registrar(command.target, instance, **options)
+    except ExtraNotInstalledError as error:
+        raise Failure(str(error)) from None
+    except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
+
+
+def register(command: Command, printer: _Printer, stop: threading.Event) -> int:
+    """Keep an instance registered until interrupted, then deregister it."""
+    instance = _instance(command.args)
+    registrar = _registrar(command, instance)
     try:
         try:
             registrar.register()
         except DiscoveryError as error:
             reason = _reason(error)
             if not reason.startswith("cannot register"):
-                reason = f"cannot register {instance} under {_where(args)}: {reason}"
+                reason = f"cannot register {instance} under {_where(command)}: {reason}"
             raise Failure(reason) from error
         where = _registered_as(registrar)
         _announce(printer, "registered", instance, where)
@@ -726,8 +506,18 @@ def _reason(error: BaseException) -> str:
     return str(error) if isinstance(error, DiscoveryError) and str(error) else describe(error)
 
 
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+def _error(message: str, prefix: str = "error: ") -> None:
+    print(f"{PROG}: {prefix}{message}", file=sys.stderr)
+
+
+ACTIONS = {"resolve": resolve, "watch": watch, "register": register}
+
+
+def _run(command: Command) -> int:
+    printer = _Printer(sys.stdout, command.args.json, ranked=targets.parse(command.target).scheme == "dns")
+    stop = threading.Event()
+    with _logging(command.args.verbose), _sigterm_stops(stop):
+        return ACTIONS[command.action](command, printer, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -735,33 +525,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["proxy"]:
         return _proxy(argv[1:])
-    parser = build_parser()
-    reason = _cannot_register(argv)
-    if reason is not None:
-        _error(reason)
-        return 2
     try:
-        args = parser.parse_args(argv)
+        command = parse(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else 2
-    printer = _Printer(sys.stdout, args.json, ranked=args.source == "dns")
-    stop = threading.Event()
+    except UsageError as error:
+        _error(str(error))
+        return 2
     try:
-        with _logging(args.verbose), _sigterm_stops(stop):
-            if args.action == "resolve":
-                return resolve(args, printer)
-            if args.action == "watch":
-                return watch(args, printer, stop)
-            return register(args, printer, stop)
+        return _run(command)
     except KeyboardInterrupt:
         return 130  # interrupted before the command could finish
     except UsageError as error:
         _error(str(error))
         return 2
-    except Failure as error:
-        _error(str(error))
-        return 1
-    except DiscoveryError as error:
+    except (Failure, DiscoveryError) as error:
         _error(str(error))
         return 1
     except BrokenPipeError:

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+__all__ = [
+    "AttemptTimeoutError",
+    "DiscoveryError",
+    "Error",
+    "ExtraNotInstalledError",
+    "InvalidInstanceError",
+    "InvalidTargetError",
+    "NoEndpointsError",
+    "NotReadyError",
+    "PublisherClosedError",
+    "RetryBudgetExhaustedError",
+    "RetryError",
+    "RetryTimeoutError",
+    "UnhealthyError",
+]
+
 
 class Error(Exception):
     """Base class of every error this library raises."""
@@ -67,6 +83,10 @@ class PublisherClosedError(NoEndpointsError):
 
 class DiscoveryError(Error):
     """A discovery source could not be read (timeout, refused connection, bad answer)."""
+
+
+class AttemptTimeoutError(Error, TimeoutError):
+    """An attempt ran past its deadline (its ``attempt_timeout``, or the call's) and was given up."""
 
 
 class RetryError(Error):

@@ -37,7 +37,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from .balancer import Balancer, _no_endpoints_error
 from .publisher import EndpointSet, Publisher
-from .weighted import effective_weights, priority_group
+from .weighted import _effective_weights, _priority_group
 
 __all__ = ["ConsistentHash"]
 
@@ -209,9 +209,9 @@ class ConsistentHash(Balancer[E]):
             self._table = _NoTable(self._publisher, endpoints)
             self._owners = _Owners(self._table, None, self._cache_size)
             return
-        group, instances = priority_group(endpoints)
+        group, instances = _priority_group(endpoints)
         addresses = tuple(instance.address for instance in instances)
-        hrw = _Rendezvous(group, [_seed(address) for address in addresses], effective_weights(instances))
+        hrw = _Rendezvous(group, [_seed(address) for address in addresses], _effective_weights(instances))
         table = self._kept_slots(hrw, addresses)
         # A pick reads the table, the rendezvous that fills it and the key cache in one
         # snapshot: a table is never filled from another set's rendezvous. The same

@@ -14,7 +14,7 @@ from ._engine import Attempt, Call, Policy, adrive, deadline
 from ._log import get_logger
 from ._util import seconds
 from .balancer import Balancer
-from .budget import RetryBudget, budget_of
+from .budget import RetryBudget, _budget_of
 
 __all__ = ["Hedge"]
 
@@ -72,7 +72,7 @@ class Hedge(Balancer[Callable[[Req], Awaitable[Resp]]], Generic[Req, Resp]):
         self._after = None if after is None else seconds(after, "after")
         self._percentile = percentile
         self._initial = seconds(initial, "initial")
-        self._budget = budget_of(budget, ratio=0.1)
+        self._budget = _budget_of(budget, ratio=0.1)
         self._latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self._stale_quantile = 0  # samples since the quantile was last worked out (every 50: a sort of 1,000)
         self._delay = self._after if self._after is not None else self._initial

@@ -15,9 +15,10 @@ import time
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from ._feedback import Clock, FeedbackBalancer, TrackedEndpoint
+from ._feedback import FeedbackBalancer
 from ._util import seconds
 from .publisher import Publisher
+from .tracked import Clock, TrackedEndpoint
 
 __all__ = ["LeastLoaded", "PeakEwma"]
 

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from ._feedback import TrackedEndpoint, track
+from ._feedback import track
 from ._filtered import Filtered, count, percent
 from ._runtime import RUNTIME
 from ._util import describe, seconds
 from .budget import retryable
 from .instance import Instance
 from .publisher import EndpointSet, Publisher
+from .tracked import TrackedEndpoint
 
 __all__ = ["OutlierDetector"]
 

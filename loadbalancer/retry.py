@@ -27,7 +27,6 @@ from . import _metrics
 from ._engine import (
     DEFAULT_WAIT,
     Attempt,
-    AttemptTimeoutError,
     Call,
     Policy,
     adrive,
@@ -35,14 +34,14 @@ from ._engine import (
     drive,
     summary,
 )
-from ._feedback import TrackedEndpoint
 from ._log import get_logger
 from ._runtime import RUNTIME
 from ._util import seconds
 from ._workers import Workers
 from .balancer import Balancer
-from .budget import RetryBudget, budget_of, retryable
-from .errors import NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
+from .budget import RetryBudget, _budget_of, retryable
+from .errors import AttemptTimeoutError, NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
+from .tracked import TrackedEndpoint
 
 __all__ = ["Retry", "deadline", "remaining"]
 
@@ -205,6 +204,22 @@ class _Watchdog:
             guard.task.cancel()
 
 
+def _check_bounds(max_attempts: object, timeout: object, lb: object) -> None:
+    # Both bounds are required, as in go-kit: None is not "no limit" but a mistake to report.
+    for name, value, kind in (
+        ("max_attempts", max_attempts, "a positive integer"),
+        ("timeout", timeout, "a positive number of seconds or a timedelta"),
+    ):
+        if value is None:
+            raise TypeError(
+                f"{name} is required: give {kind} (Retry always bounds both its attempts and its time), got None"
+            )
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+    if not isinstance(lb, Balancer):
+        raise TypeError(f"lb must be a loadbalancer.Balancer, got {lb!r}")
+
+
 class Retry(Generic[Req, Resp]):
     """Turn a balancer into one endpoint that retries failed calls on the next endpoint.
 
@@ -265,19 +280,7 @@ class Retry(Generic[Req, Resp]):
         attempt_timeout: float | timedelta | None = None,
         logger: Any = None,
     ) -> None:
-        # Both bounds are required, as in go-kit: None is not "no limit" but a mistake to report.
-        for name, value, kind in (
-            ("max_attempts", max_attempts, "a positive integer"),
-            ("timeout", timeout, "a positive number of seconds or a timedelta"),
-        ):
-            if value is None:
-                raise TypeError(
-                    f"{name} is required: give {kind} (Retry always bounds both its attempts and its time), got None"
-                )
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
-        if not isinstance(lb, Balancer):
-            raise TypeError(f"lb must be a loadbalancer.Balancer, got {lb!r}")
+        _check_bounds(max_attempts, timeout, lb)
         self._max_attempts = max_attempts
         self._timeout = seconds(timeout, "timeout", allow_zero=False)
         self._lb = lb
@@ -285,7 +288,7 @@ class Retry(Generic[Req, Resp]):
         self._retry = _retry_predicate(retry_on)
         wait = _strategy(wait, "wait", tenacity.wait.wait_base, "tenacity.wait_fixed(0.1)")
         stop = _strategy(stop, "stop", tenacity.stop.stop_base, "tenacity.stop_after_delay(1)")
-        self._budget = budget_of(budget)
+        self._budget = _budget_of(budget)
         attempt_timeout = (
             None if attempt_timeout is None else seconds(attempt_timeout, "attempt_timeout", allow_zero=False)
         )

@@ -34,8 +34,8 @@ from .balancer import (
     _Empty,
     _NoTable,
     _Ring,
+    _spread,
     _TablePick,
-    spread,
 )
 from .instance import Instance
 from .publisher import EndpointSet, Publisher
@@ -48,14 +48,14 @@ _bisect = bisect.bisect_right
 _ZERO_WEIGHT_SCALE = 100  # a weight of 0 counts as 1/100 (see the module docstring)
 
 
-def priority_group(endpoints: EndpointSet[E]) -> tuple[list[E], list[Instance]]:
+def _priority_group(endpoints: EndpointSet[E]) -> tuple[list[E], list[Instance]]:
     """The endpoints (and instances) of the lowest priority value present; ``endpoints`` must not be empty."""
     best = min(instance.priority for instance in endpoints.instances)
     group = [(e, i) for e, i in zip(endpoints, endpoints.instances, strict=True) if i.priority == best]
     return [e for e, _ in group], [i for _, i in group]
 
 
-def effective_weights(instances: Sequence[Instance]) -> list[int]:
+def _effective_weights(instances: Sequence[Instance]) -> list[int]:
     """Integer weights in proportion to the picks each instance should get (module docstring):
     weight 0 counts as 0.01 unless all are 0 (then all count the same); divided by their
     greatest common divisor."""
@@ -90,15 +90,15 @@ class Weighted(_TablePick[E]):
         if not endpoints:
             self._table = _NoTable(self._publisher, endpoints)
             return
-        group, instances = priority_group(endpoints)
-        weights = effective_weights(instances)
+        group, instances = _priority_group(endpoints)
+        weights = _effective_weights(instances)
         if len(group) > _TABLE_MAX_ENDPOINTS:
             self._table = _Cumulative(group, weights, self._random)
         else:
-            self._table = spread(group, table_counts(weights, _TABLE_SIZE))
+            self._table = _spread(group, _table_counts(weights, _TABLE_SIZE))
 
 
-def table_counts(weights: Sequence[int], size: int) -> list[int]:
+def _table_counts(weights: Sequence[int], size: int) -> list[int]:
     """Slots per weight in a pick table of ``size`` (more than ``len(weights)``), summing to ``size``.
 
     Each weight gets its share of the slots rounded by largest remainder, except that a
@@ -151,7 +151,7 @@ _MAX_CYCLE = 1 << 16
 _MAX_WORK = 4_000_000
 
 
-def smooth_cycle(weights: Sequence[int]) -> list[int]:
+def _smooth_cycle(weights: Sequence[int]) -> list[int]:
     """nginx's smooth weighted round robin: one full cycle of indices into ``weights``.
 
     Each step, every index gains its weight; the one with the most (the first on a tie)
@@ -213,8 +213,8 @@ class SmoothWeightedRoundRobin(Balancer[E]):
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
         if endpoints:
-            group, instances = priority_group(endpoints)
-            cycle = [group[i] for i in smooth_cycle(effective_weights(instances))]
+            group, instances = _priority_group(endpoints)
+            cycle = [group[i] for i in _smooth_cycle(_effective_weights(instances))]
             start = self._offset.randrange(len(cycle))
             items: object = cycle[start:] + cycle[:start]
         else:

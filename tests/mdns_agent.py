@@ -71,7 +71,7 @@ def main() -> int:
     logger.addHandler(_Events())
 
     if args.action == "watch":
-        publisher: mdns.Publisher[Instance] = mdns.Publisher(args.args, name=args.name, recheck=args.recheck)
+        publisher: mdns.Publisher[Instance] = mdns.Publisher(args.args, name=args.name, interval=args.recheck)
 
         def show(endpoints: EndpointSet[Instance]) -> None:
             say(set=[doc(i) for i in endpoints.instances], stale=endpoints.stale)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import cli
+from loadbalancer import cli, targets
 from tests.servers import BindServer, free_port
 from tests.zk_server import ZooKeeperServer, free_tcp_port
 
@@ -137,13 +137,13 @@ def processes() -> Iterator[list[Process]]:
 
 
 def test_resolve_static(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "resolve", "static", "127.0.0.2:80", "[::1]:81", "127.0.0.1:82")
+    code, out, err = run(capsys, "resolve", "static:///127.0.0.2:80,[::1]:81,127.0.0.1:82")
     assert (code, err) == (0, "")
     assert out.splitlines() == ["127.0.0.2:80", "[::1]:81", "127.0.0.1:82"]
 
 
 def test_resolve_static_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "resolve", "static", "127.0.0.1:80", "[::1]:81", "--json")
+    code, out, _ = run(capsys, "resolve", "static:///127.0.0.1:80,[::1]:81", "--json")
     assert code == 0
     documents = [json.loads(line) for line in out.splitlines()]
     assert documents == [
@@ -163,14 +163,20 @@ def test_resolve_static_json(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["resolve", "static", "nope"], "invalid instance 'nope': missing ':port'"),
+        (["resolve", "static:///nope"], "invalid instance 'nope': missing ':port'"),
+        (["register", "dns:///_api._tcp.example.test.", "127.0.0.1:80"], "cannot register with DNS SRV"),
+        (["register", "static:///127.0.0.1:80", "127.0.0.1:80"], "cannot register with a static list"),
+        (["resolve", "zk:services/api"], "invalid ZooKeeper path 'services/api'"),
+        (["resolve", "zk://127.0.0.1:x/s"], "'127.0.0.1:x'"),
+        (["resolve", "dns:///a..b."], "invalid SRV name 'a..b.'"),
+        (["resolve", "dns://ns.example/_a._tcp.example.test."], "IP address"),
+        (["register", "zk:///s", "127.0.0.1:http"], "port is not a number"),
+        (["resolve", "nosuch:///x"], "unknown scheme 'nosuch' (known: consul, dns, etcd,"),
+        (["resolve", "static:///127.0.0.1:80?bogus=1"], "unknown option bogus"),
+        (["resolve", "_api._tcp.example."], "no scheme"),
+        # the first syntax, still understood
         (["register", "dns", "_api._tcp.example.test.", "127.0.0.1:80"], "cannot register with DNS SRV"),
         (["register", "static", "127.0.0.1:80"], "cannot register with a static list"),
-        (["resolve", "zookeeper", "services/api"], "invalid ZooKeeper path 'services/api'"),
-        (["resolve", "zookeeper", "/s", "--hosts", "127.0.0.1:x"], "invalid ZooKeeper hosts '127.0.0.1:x'"),
-        (["resolve", "dns", "bad name."], "invalid SRV name 'bad name.'"),
-        (["resolve", "dns", "_a._tcp.example.test.", "--server", "ns.example"], "IP address"),
-        (["register", "zookeeper", "/s", "127.0.0.1:http"], "port is not a number"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
@@ -182,7 +188,7 @@ def test_usage_errors_are_one_line_and_exit_2(
 
 
 def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["resolve"], ["resolve", "nosuch", "x"], ["watch", "dns"], ["resolve", "dns", "x", "--ttl", "0"]):
+    for argv in ([], ["resolve"], ["register", "etcd:///s"], ["resolve", "dns:///x.", "--timeout", "0"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert "usage:" in err and "Traceback" not in err
@@ -191,27 +197,39 @@ def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--version")
     assert code == 0 and re.fullmatch(r"loadbalancer \S+\n", out)
-    code, out, _ = run(capsys, "register", "zookeeper", "--help")
-    assert code == 0 and "--session-timeout" in out and "--weight" in out
-
-
-def test_register_offers_only_the_sources_that_can_register(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "register", "--help")
-    assert code == 0
-    offered = re.findall(r"^    (\w+)\b", out, re.MULTILINE)
-    assert {"etcd", "zookeeper", "mdns", "eureka", "consul"} <= set(offered) and not {"dns", "static", "http"} & set(
-        offered
-    ), out
-    code, _, err = run(capsys, "register", "nosuch", "/s", "127.0.0.1:80")
-    assert code == 2 and "choose from 'etcd', 'zookeeper', 'consul', 'mdns', 'eureka'" in err
-    code, out, _ = run(capsys, "resolve", "--help")  # the other actions keep every source
-    assert set(re.findall(r"^    (\w+)\b", out, re.MULTILINE)) == set(cli.SOURCES), out
+    assert code == 0 and "--ttl" in out and "--weight" in out and "zk://" in out
+
+
+def test_help_lists_every_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    for action in ("resolve", "watch", "register"):
+        code, out, _ = run(capsys, action, "--help")
+        assert code == 0
+        assert all(scheme.example in out for scheme in targets.schemes()), out
+
+
+def test_the_first_syntax_still_works_and_says_what_to_write(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "resolve", "static", "127.0.0.1:80", "127.0.0.1:81", "--json")
+    assert code == 0 and [json.loads(line)["address"] for line in out.splitlines()] == ["127.0.0.1:80", "127.0.0.1:81"]
+    assert err == (
+        "loadbalancer: note: the 'SOURCE ARGUMENT --option' syntax is deprecated;"
+        " name the source as static:///127.0.0.1:80,127.0.0.1:81\n"
+    )
+    code, _, err = run(capsys, "resolve", "zookeeper", "/s", "--hosts", "127.0.0.1:1", "--timeout", "0.3")
+    assert code == 1 and "zk:///s at 127.0.0.1:1" in err  # the options it had become keyword options
+    for argv, message in [
+        (["resolve", "dns", "_a._tcp.example.test.", "--server", "ns.example"], "give an IP address, not a name"),
+        (["resolve", "dns", "x", "--ttl", "0"], "argument --ttl: '0' must be more than 0 seconds"),
+        (["resolve", "dns"], "the following arguments are required: name"),
+    ]:
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, "") and message in err.splitlines()[-1], argv
 
 
 def test_verbose_lines_name_the_logger_they_come_from(capsys: pytest.CaptureFixture[str]) -> None:
     # nothing listens on the port: kazoo logs its failed connections, the library its failed refresh
     hosts = f"127.0.0.1:{free_tcp_port()}"
-    code, _, err = run(capsys, "resolve", "zookeeper", "/s", "--hosts", hosts, "--timeout", "0.5", "-v")
+    code, _, err = run(capsys, "resolve", f"zk://{hosts}/s", "--timeout", "0.5", "-v")
     assert code == 1
     labels = {line.split(":", 1)[0] for line in err.splitlines()}
     assert "loadbalancer.zookeeper.kazoo" in labels, err  # kazoo's records, under the library's logger
@@ -221,23 +239,35 @@ def test_verbose_lines_name_the_logger_they_come_from(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(
-    ("source", "module", "extra"), [("zookeeper", "kazoo.client", "zookeeper"), ("etcd", "httpx", "etcd")]
+    ("scheme", "source", "module", "extra"),
+    [("zk", "zookeeper", "kazoo.client", "zookeeper"), ("etcd", "etcd", "httpx", "etcd")],
 )
 def test_a_missing_optional_dependency_says_what_to_install(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, source: str, module: str, extra: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    scheme: str,
+    source: str,
+    module: str,
+    extra: str,
 ) -> None:
     for name in [
-        name for name in sys.modules if name == f"loadbalancer.{source}" or name.startswith(f"loadbalancer.{source}.")
+        name
+        for name in sys.modules
+        if name == f"loadbalancer.{source}"
+        or name.startswith((f"loadbalancer.{source}.", f"loadbalancer.targets._{source}"))
     ]:
         monkeypatch.delitem(sys.modules, name)
+    import loadbalancer
+
+    monkeypatch.delattr(loadbalancer, source, raising=False)  # else "from .. import etcd" finds it there
     monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
-    code, out, err = run(capsys, "resolve", source, "/services/api", "--timeout", "0.5")
+    code, out, err = run(capsys, "resolve", f"{scheme}://127.0.0.1:1/services/api", "--timeout", "0.5")
     assert code == 1 and out == ""
     assert f"pip install 'loadbalancer[{extra}]'" in one_line_error(err)
 
 
 def test_watch_static_until_sigterm(processes: list[Process]) -> None:
-    process = Process("watch", "static", "127.0.0.1:80", "127.0.0.1:81")
+    process = Process("watch", "static:///127.0.0.1:80,127.0.0.1:81")
     processes.append(process)
     process.expect(rf"^{TIME}  \+ 127\.0\.0\.1:80$")
     process.expect(rf"^{TIME}  \+ 127\.0\.0\.1:81$")
@@ -250,14 +280,14 @@ def test_watch_static_until_sigterm(processes: list[Process]) -> None:
 
 def test_resolve_dns(capsys: pytest.CaptureFixture[str], bind: BindServer, srv_name: str) -> None:
     bind.set_srv(srv_name, [(10, 5, 8080, "a"), (20, 1, 8081, "b")])
-    server = f"127.0.0.1:{bind.port}"
-    code, out, err = run(capsys, "resolve", "dns", bind.name(srv_name), "--server", server)
+    target = f"dns://127.0.0.1:{bind.port}/{bind.name(srv_name)}"
+    code, out, err = run(capsys, "resolve", target)
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "a.example.test:8080  priority=10 weight=5 ttl=0",
         "b.example.test:8081  priority=20 weight=1 ttl=0",  # the SRV record's weight, shown though it is 1
     ]
-    code, out, _ = run(capsys, "resolve", "dns", bind.name(srv_name), "--server", server, "--json")
+    code, out, _ = run(capsys, "resolve", target, "--json")
     assert [(d["host"], d["port"], d["priority"], d["weight"]) for d in map(json.loads, out.splitlines())] == [
         ("a.example.test", 8080, 10, 5),
         ("b.example.test", 8081, 20, 1),
@@ -265,16 +295,14 @@ def test_resolve_dns(capsys: pytest.CaptureFixture[str], bind: BindServer, srv_n
 
 
 def test_resolve_dns_nxdomain_is_empty_not_an_error(capsys: pytest.CaptureFixture[str], bind: BindServer) -> None:
-    code, out, err = run(capsys, "resolve", "dns", bind.name("_nothing._tcp"), "--server", f"127.0.0.1:{bind.port}")
+    code, out, err = run(capsys, "resolve", f"dns://127.0.0.1:{bind.port}/{bind.name('_nothing._tcp')}")
     assert code == 0 and out == ""
     assert "no instances" in err
 
 
 def test_resolve_dns_without_an_answer_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
-    code, out, err = run(
-        capsys, "resolve", "dns", "_a._tcp.example.test.", "--server", f"127.0.0.1:{port}", "--timeout", "0.3"
-    )
+    code, out, err = run(capsys, "resolve", f"dns://127.0.0.1:{port}/_a._tcp.example.test.", "--timeout", "0.3")
     assert code == 1 and out == ""
     line = one_line_error(err)
     assert "_a._tcp.example.test." in line and f"127.0.0.1:{port}" in line
@@ -282,7 +310,7 @@ def test_resolve_dns_without_an_answer_exits_1(capsys: pytest.CaptureFixture[str
 
 def test_watch_dns(bind: BindServer, srv_name: str, processes: list[Process]) -> None:
     bind.set_srv(srv_name, [(10, 5, 8080, "a")])
-    process = Process("watch", "dns", bind.name(srv_name), "--server", f"127.0.0.1:{bind.port}", "--ttl", "0.1")
+    process = Process("watch", f"dns://127.0.0.1:{bind.port}/{bind.name(srv_name)}?interval=0.1")
     processes.append(process)
     process.expect(rf"^{TIME}  \+ a\.example\.test:8080  priority=10 weight=5")
     bind.set_srv(srv_name, [(10, 5, 8080, "a"), (10, 5, 8080, "b")])
@@ -300,7 +328,7 @@ def test_resolve_zookeeper(
 ) -> None:
     zk_client.create(f"{zk_path}/a", b"127.0.0.1:80", makepath=True)
     zk_client.create(f"{zk_path}/b", b'{"host": "127.0.0.2", "port": 81, "weight": 7, "tags": ["blue"]}')
-    code, out, err = run(capsys, "resolve", "zookeeper", zk_path, "--hosts", zookeeper_server.hosts)
+    code, out, err = run(capsys, "resolve", f"zk://{zookeeper_server.hosts}{zk_path}")
     assert (code, err) == (0, "")
     assert out.splitlines() == ["127.0.0.1:80", "127.0.0.2:81  weight=7 tags=blue"]
 
@@ -308,19 +336,19 @@ def test_resolve_zookeeper(
 def test_resolve_zookeeper_missing_path_and_chroot(
     capsys: pytest.CaptureFixture[str], zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str
 ) -> None:
-    code, out, err = run(capsys, "resolve", "zookeeper", zk_path, "--hosts", zookeeper_server.hosts)
+    code, out, err = run(capsys, "resolve", f"zk://{zookeeper_server.hosts}{zk_path}")
     assert code == 0 and out == "" and "no instances" in err
     zk_client.create(f"/apps{zk_path}/a", b"127.0.0.1:80", makepath=True)
-    code, out, _ = run(capsys, "resolve", "zookeeper", zk_path, "--hosts", f"{zookeeper_server.hosts}/apps", "--json")
+    code, out, _ = run(capsys, "resolve", f"zk://{zookeeper_server.hosts}{zk_path}?chroot=/apps", "--json")
     assert code == 0 and [json.loads(line)["address"] for line in out.splitlines()] == ["127.0.0.1:80"]
 
 
 def test_zookeeper_unreachable_exits_1_naming_the_hosts(capsys: pytest.CaptureFixture[str]) -> None:
     hosts = f"127.0.0.1:{free_tcp_port()}"
-    code, out, err = run(capsys, "resolve", "zookeeper", "/s", "--hosts", hosts, "--timeout", "0.3")
+    code, out, err = run(capsys, "resolve", f"zk://{hosts}/s", "--timeout", "0.3")
     assert code == 1 and out == ""
     assert hosts in one_line_error(err)
-    code, out, err = run(capsys, "register", "zookeeper", "/s", "127.0.0.1:80", "--hosts", hosts, "--timeout", "0.3")
+    code, out, err = run(capsys, "register", f"zk://{hosts}/s", "127.0.0.1:80", "--timeout", "0.3")
     assert code == 1 and out == ""
     assert "cannot register 127.0.0.1:80" in one_line_error(err)
 
@@ -329,7 +357,7 @@ def test_watch_zookeeper(
     zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str, processes: list[Process]
 ) -> None:
     zk_client.create(f"{zk_path}/a", b"127.0.0.1:80", makepath=True)
-    process = Process("watch", "zookeeper", zk_path, "--hosts", zookeeper_server.hosts)
+    process = Process("watch", f"zk://{zookeeper_server.hosts}{zk_path}")
     processes.append(process)
     process.expect(rf"^{TIME}  \+ 127\.0\.0\.1:80$")
     zk_client.create(f"{zk_path}/b", b'{"host": "127.0.0.2", "port": 80, "weight": 3}')
@@ -347,7 +375,7 @@ def test_watch_zookeeper_json_through_a_restart(private_zookeeper: ZooKeeperServ
     server = private_zookeeper
     client = server.client(session_timeout=10.0)
     client.create("/svc/a", b"127.0.0.1:80", makepath=True)
-    process = Process("watch", "zookeeper", "/svc", "--hosts", server.hosts, "--json")
+    process = Process("watch", f"zk://{server.hosts}/svc", "--json")
     processes.append(process)
     first = json.loads(process.expect(r'"event":"update"').string)
     assert [d["address"] for d in first["instances"]] == ["127.0.0.1:80"]
@@ -369,7 +397,7 @@ def test_register_zookeeper_until_ctrl_c(
     zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str, processes: list[Process]
 ) -> None:
     process = Process(
-        "register", "zookeeper", zk_path, "127.0.0.1:8080", "--hosts", zookeeper_server.hosts,
+        "register", f"zk://{zookeeper_server.hosts}{zk_path}", "127.0.0.1:8080",
         "--weight", "5", "--tag", "blue", "--meta", "zone=a",
     )  # fmt: skip
     processes.append(process)
@@ -390,7 +418,7 @@ def test_register_zookeeper_until_ctrl_c(
 def test_register_zookeeper_json_until_sigterm(
     zookeeper_server: ZooKeeperServer, zk_client: Any, zk_path: str, processes: list[Process]
 ) -> None:
-    process = Process("register", "zookeeper", zk_path, "127.0.0.1:8080", "--hosts", zookeeper_server.hosts, "--json")
+    process = Process("register", f"zk://{zookeeper_server.hosts}{zk_path}", "127.0.0.1:8080", "--json")
     processes.append(process)
     registered = json.loads(process.expect(r'"event":"registered"').string)
     assert registered["instance"]["address"] == "127.0.0.1:8080"
@@ -417,25 +445,27 @@ def test_resolve_etcd(capsys: pytest.CaptureFixture[str], etcd_server: Any) -> N
     prefix = unique_prefix()
     etcd_server.put(f"{prefix}/a", "127.0.0.1:80")
     etcd_server.put(f"{prefix}/b", json.dumps({"host": "127.0.0.2", "port": 81, "priority": 1}))
-    code, out, err = run(capsys, "resolve", "etcd", prefix, "--endpoints", etcd_server.endpoints[0])
+    code, out, err = run(capsys, "resolve", f"etcd://{etcd_server.endpoints[0].removeprefix('http://')}{prefix}")
     assert (code, err) == (0, "")
     assert sorted(out.splitlines()) == ["127.0.0.1:80", "127.0.0.2:81  priority=1"]
 
 
 def test_etcd_unreachable_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    endpoints = f"http://127.0.0.1:{free_tcp_port()}"
-    code, out, err = run(capsys, "resolve", "etcd", "/services/api", "--endpoints", endpoints, "--timeout", "0.3")
+    endpoints = f"127.0.0.1:{free_tcp_port()}"
+    code, out, err = run(capsys, "resolve", f"etcd://{endpoints}/services/api", "--timeout", "0.3")
     assert code == 1 and out == ""
     assert endpoints in one_line_error(err)
+    code, out, err = run(capsys, "resolve", "etcd", "/services/api", "--endpoints", f"http://{endpoints}")
+    assert code == 1 and f"etcd:///services/api at http://{endpoints}" in err  # the first syntax, and where
 
 
 def test_register_and_watch_etcd(etcd_server: Any, processes: list[Process]) -> None:
     prefix = unique_prefix()
-    endpoints = etcd_server.endpoints[0]
-    watcher = Process("watch", "etcd", prefix, "--endpoints", endpoints)
+    target = f"etcd://{etcd_server.endpoints[0].removeprefix('http://')}{prefix}"
+    watcher = Process("watch", target)
     processes.append(watcher)
     watcher.expect(rf"^{TIME}  = no instances$")
-    registrar = Process("register", "etcd", prefix, "127.0.0.1:8080", "--endpoints", endpoints, "--ttl", "5")
+    registrar = Process("register", target, "127.0.0.1:8080", "--ttl", "5")
     processes.append(registrar)
     key = registrar.expect(rf"^{TIME}  registered 127\.0\.0\.1:8080 as (\S+)$").group(1)
     value = etcd_server.get(key)  # host:port, or a JSON document
@@ -458,7 +488,7 @@ def test_the_console_script_is_declared() -> None:
 
 def test_python_dash_m() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "loadbalancer", "resolve", "static", "127.0.0.1:80"],
+        [sys.executable, "-m", "loadbalancer", "resolve", "static:///127.0.0.1:80"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -27,31 +27,31 @@ def test_resolve_consul_prints_the_passing_instances_with_tags(
     consul_server.register("api", "api-1", 9001, Tags=["v2"], Meta={"zone": "a"})
     consul_server.register("api", "api-2", 9002)
     consul_server.register("api", "api-3", 9003, Check={"TTL": "1h"})  # critical: left out
-    code, out, _ = run(capsys, "resolve", "consul", "api", "--address", consul_server.url)
+    target = f"consul://{consul_server.url.removeprefix('http://')}/api"
+    code, out, _ = run(capsys, "resolve", target)
     assert code == 0 and out.splitlines() == ["127.0.0.1:9001  tags=v2 meta.zone=a", "127.0.0.1:9002"]
-    code, out, _ = run(capsys, "resolve", "consul", "api", "--address", consul_server.url, "--tag", "v2", "--json")
+    code, out, _ = run(capsys, "resolve", f"{target}?tag=v2", "--json")
     assert code == 0 and [json.loads(line)["address"] for line in out.splitlines()] == ["127.0.0.1:9001"]
 
 
 def test_resolve_consul_failures_are_one_line(
     capsys: pytest.CaptureFixture[str], consul_acl_server: ConsulServer
 ) -> None:
-    code, _, err = run(capsys, "resolve", "consul", "api", "--address", consul_acl_server.url, "--token", "bad")
+    code, _, err = run(capsys, "resolve", f"consul://{consul_acl_server.url.removeprefix('http://')}/api?token=bad")
     assert code == 1 and "403 ACL not found" in one_line_error(err)
     address = f"127.0.0.1:{free_tcp_port()}"
-    code, _, err = run(capsys, "resolve", "consul", "api", "--address", address, "--timeout", "1")
-    assert code == 1 and f"service 'api' at {address}" in one_line_error(err)
-    code, _, err = run(capsys, "resolve", "consul", "api", "--address", "ftp://x")
-    assert code == 2 and "'ftp://x'" in one_line_error(err)
+    code, _, err = run(capsys, "resolve", f"consul://{address}/api", "--timeout", "1")
+    assert code == 1 and f"consul://{address}/api" in one_line_error(err)
+    code, _, err = run(capsys, "resolve", "consul", "api", "--address", "ftp://x")  # the first syntax
+    assert code == 2 and "'ftp://x'" in err.splitlines()[-1]
     assert "consul" in cli.SOURCES
 
 
 def test_register_consul_until_ctrl_c_and_watch_it(consul_server: ConsulServer, processes: list[Process]) -> None:
-    watcher = Process("watch", "consul", "api", "--address", consul_server.url)
+    target = f"consul://{consul_server.url.removeprefix('http://')}/api"
+    watcher = Process("watch", target)
     processes.append(watcher)
-    registrar = Process(
-        "register", "consul", "api", "127.0.0.1:8080", "--address", consul_server.url, "--ttl", "2", "--tag", "blue",
-    )  # fmt: skip
+    registrar = Process("register", target, "127.0.0.1:8080", "--ttl", "2", "--tag", "blue")
     processes.append(registrar)
     registrar.expect(rf"^{TIME}  registered 127\.0\.0\.1:8080  tags=blue as api-127\.0\.0\.1-8080$")
     watcher.expect(r"127\.0\.0\.1:8080")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_resolve_prints_the_ready_endpoints(
     k8s_api: K8sApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     k8s_api.apply(endpoint_slice("web-a", "web", [endpoint("10.0.0.1", zone="z1"), endpoint("10.0.0.2")]), "cli")
-    assert main(["resolve", "kubernetes", "web", "--kubeconfig", str(kubeconfig), "--json"]) == 0
+    assert main(["resolve", f"k8s:///web?kubeconfig={kubeconfig}", "--json"]) == 0
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["address"] for d in documents] == ["10.0.0.1:8080", "10.0.0.2:8080"]
     assert documents[0]["metadata"]["zone"] == "z1"
@@ -48,7 +49,8 @@ def test_watch_prints_changes_until_sigterm(k8s_api: K8sApiServer, kubeconfig: P
     k8s_api.apply(endpoint_slice("api-a", "api", [endpoint("10.0.1.1")]), "cli")
     root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadbalancer", "watch", "kubernetes", "api", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "loadbalancer", "watch", "k8s:///api"],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
     )  # fmt: skip
     try:
@@ -65,12 +67,14 @@ def test_watch_prints_changes_until_sigterm(k8s_api: K8sApiServer, kubeconfig: P
 
 
 def test_register_explains_why_not(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["register", "kubernetes", "web", "10.0.0.1:80"]) == 2
+    assert main(["register", "k8s:///web", "10.0.0.1:80"]) == 2
+    assert "EndpointSlices are written by the cluster's controllers" in capsys.readouterr().err
+    assert main(["register", "kubernetes", "web", "10.0.0.1:80"]) == 2  # the first syntax
     assert "EndpointSlices are written by the cluster's controllers" in capsys.readouterr().err
 
 
 def test_a_missing_kubeconfig_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["resolve", "kubernetes", "web", "--kubeconfig", str(tmp_path / "none")]) == 2
+    assert main(["resolve", f"k8s:///web?kubeconfig={tmp_path / 'none'}"]) == 2
     assert "cannot read the kubeconfig" in capsys.readouterr().err
 
 
@@ -81,5 +85,5 @@ def test_an_unreachable_server_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
         "contexts": [{"name": "t", "context": {"cluster": "c"}}],
         "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
     }))  # fmt: skip
-    assert main(["resolve", "kubernetes", "web", "--kubeconfig", str(file), "--timeout", "2"]) == 1
+    assert main(["resolve", f"k8s:///web?kubeconfig={file}", "--timeout", "2"]) == 1
     assert "kubernetes http://127.0.0.1:1" in capsys.readouterr().err

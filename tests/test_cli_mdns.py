@@ -31,20 +31,22 @@ def command(namespace: AvahiNamespace, *argv: str) -> subprocess.CompletedProces
 def test_resolve_prints_what_avahi_announces(avahi: AvahiNamespace) -> None:
     web = publish(avahi, "cli-web", "_cli._tcp", 8181, "tags=blue", "path=/x")
     try:
-        result = command(avahi, "resolve", "mdns", "_cli._tcp", "--json")
+        result = command(avahi, "resolve", "mdns:///_cli._tcp", "--json")
         assert result.returncode == 0, result.stderr
         (document,) = [json.loads(line) for line in result.stdout.splitlines()]
         assert document["address"] == "127.0.0.1:8181"
         assert document["tags"] == ["blue"] and document["metadata"] == {"path": "/x"}
-        plain = command(avahi, "resolve", "mdns", "_cli._tcp", "--name", "nobody")
+        plain = command(avahi, "resolve", "mdns:///_cli._tcp?name=nobody")
         assert plain.returncode == 0 and plain.stdout == ""
-        assert "no instances at _cli._tcp on the local network" in plain.stderr
+        assert "no instances at mdns:///_cli._tcp?name=nobody" in plain.stderr
+        old = command(avahi, "resolve", "mdns", "_cli._tcp", "--json")  # the first syntax
+        assert old.returncode == 0 and json.loads(old.stdout)["address"] == "127.0.0.1:8181"
     finally:
         withdraw(web)
 
 
 def test_watch_shows_an_instance_come_and_go(avahi: AvahiNamespace) -> None:
-    watching = Agent(avahi, [sys.executable, "-m", "loadbalancer", "watch", "mdns", "_clw._tcp"], parse=False)
+    watching = Agent(avahi, [sys.executable, "-m", "loadbalancer", "watch", "mdns:///_clw._tcp"], parse=False)
     try:
         watching.wait_for(lambda line: "= no instances" in line, "the empty first set")
         web = publish(avahi, "clw", "_clw._tcp", 8282)
@@ -58,7 +60,7 @@ def test_watch_shows_an_instance_come_and_go(avahi: AvahiNamespace) -> None:
 
 
 def test_register_announces_until_stopped(avahi: AvahiNamespace) -> None:
-    argv = ["register", "mdns", "_clr._tcp", "127.0.0.1:8383", "--name", "clr", "--meta", "v=1", "--tag", "t"]
+    argv = ["register", "mdns:///_clr._tcp?name=clr", "127.0.0.1:8383", "--meta", "v=1", "--tag", "t"]
     registering = Agent(avahi, [sys.executable, "-m", "loadbalancer", *argv], parse=False)
     try:
         registering.wait_for(lambda line: "registered 127.0.0.1:8383" in line and "clr._clr._tcp.local." in line,
@@ -75,9 +77,9 @@ def test_register_announces_until_stopped(avahi: AvahiNamespace) -> None:
 
 
 def test_usage_errors_name_the_value(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["resolve", "mdns", "http"]) == 2
+    assert cli.main(["resolve", "mdns:///http"]) == 2
     assert "invalid service type 'http'" in capsys.readouterr().err
-    assert cli.main(["register", "mdns", "_http._tcp", "api.internal:80"]) == 2
+    assert cli.main(["register", "mdns:///_http._tcp", "api.internal:80"]) == 2
     assert "give the instance's IP address" in capsys.readouterr().err
-    assert cli.main(["watch", "mdns", "_http._tcp", "--interfaces", "eth0"]) == 2
+    assert cli.main(["watch", "mdns:///_http._tcp?interfaces=eth0"]) == 2
     assert "'eth0' is not an IP address" in capsys.readouterr().err

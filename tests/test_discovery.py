@@ -109,11 +109,11 @@ def test_not_ready_is_told_apart_from_empty_and_can_be_waited_for() -> None:
 
 
 @pytest.mark.asyncio
-async def test_ready_wait_in_async_code() -> None:
+async def test_await_ready_in_async_code() -> None:
     keyed = Keyed()
-    assert not await keyed.ready_wait(0.01)
+    assert not await keyed.await_ready(0.01)
     threading.Timer(0.05, keyed.commit).start()
-    assert await keyed.ready_wait(10)
+    assert await keyed.await_ready(10)
 
 
 def test_changes_by_key_touch_only_what_changed() -> None:

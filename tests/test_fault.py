@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import loadbalancer
-from loadbalancer import HealthChecker, Hedge, HttpCheck, OutlierDetector, Retry, RoundRobin, static
+from loadbalancer import HealthChecker, Hedge, OutlierDetector, Retry, RoundRobin, static
+from loadbalancer.health import HttpCheck
 
 from .backends import BackendProcess, async_factory, sync_factory
 from .helpers import aeventually, eventually

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import loadbalancer
-from loadbalancer import HealthChecker, HttpCheck, Instance, OutlierDetector, RoundRobin, static
+from loadbalancer import HealthChecker, Instance, OutlierDetector, RoundRobin, static
 from loadbalancer._runtime import RUNTIME
+from loadbalancer.health import HttpCheck
 
 from .backends import Backend, sync_factory
 from .daemon import free_tcp_port

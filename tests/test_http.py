@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 
 from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
 from loadbalancer import http as lbhttp
@@ -41,6 +42,20 @@ def test_requests_spread_over_the_instances_and_keep_the_host_header(backends: l
         reply = answer(c.post("http://api/echo?x=1", json={"a": 1}))
         assert reply["method"] == "POST" and reply["path"] == "/echo?x=1" and reply["body"] == '{"a":1}'
         assert reply["host"] == "api"  # the service's name, as the caller wrote it
+
+
+def test_a_target_string_names_a_service_and_is_closed_with_the_transport(backends: list[HttpBackend]) -> None:
+    target = "static:///" + ",".join(b.address for b in backends)
+    transport = lbhttp.Transport({"api": target}, wait=None)
+    with httpx.Client(transport=transport) as c:
+        ports = {answer(c.get("http://api/echo"))["port"] for _ in range(6)}
+        assert ports == {b.port for b in backends}
+        (route,) = transport._routes.values()
+    assert route.publisher.closed  # the transport made it, so the transport closed it
+    session = requests.Session()
+    session.mount("http://api", lbhttp.RequestsAdapter(target))
+    with session:
+        assert session.get("http://api/echo", timeout=5).json()["port"] in {b.port for b in backends}
 
 
 def test_hosts_not_in_the_mapping_go_to_the_inner_transport_or_are_refused(backends: list[HttpBackend]) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from loadbalancer import Instance, NoEndpointsError, Retry, RetryError, static
-from loadbalancer._feedback import TrackedEndpoint
 from loadbalancer.least_loaded import LeastLoaded, PeakEwma
+from loadbalancer.tracked import TrackedEndpoint
 from tests.helpers import AsyncEndpoint, Endpoint, Factory
 
 Kind = Callable[..., LeastLoaded[Any] | PeakEwma[Any]]

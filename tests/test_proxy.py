@@ -376,12 +376,31 @@ def test_goaround_command_line_unchanged(tmp_path: Path) -> None:
 
 
 def test_backends_from_a_discovery_source(tmp_path: Path) -> None:
-    with (
-        running(2) as (a, b),
-        ProxyProcess(["--source", f"static:{a.address}", "--source-option", b.address], tmp_path, workers=1) as proxy,
-    ):
-        assert {get(f"{proxy.url}/echo").json()["port"] for _ in range(6)} == {a.port, b.port}
-        assert proxy.admin(f"http://{a.address}\n").startswith("error: the backends come from --source")
+    with running(2) as (a, b):
+        target = f"static:///{a.address},{b.address}"
+        for flags in (["--source", target], ["-b", target], ["--source", f"static:{a.address}", "--source-option",
+                                                                b.address]):  # fmt: skip
+            with ProxyProcess(flags, tmp_path, workers=1) as proxy:
+                assert {get(f"{proxy.url}/echo").json()["port"] for _ in range(6)} == {a.port, b.port}, flags
+                answer = proxy.admin(f"http://{a.address}\n")
+                assert answer.startswith(f"error: the backends come from {target}"), answer
+
+
+def test_a_bad_target_is_refused_before_the_proxy_starts(tmp_path: Path) -> None:
+    def run_py(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "loadbalancer", "proxy", *args], capture_output=True, text=True, timeout=60,
+            cwd=Path(__file__).parent.parent,
+        )  # fmt: skip
+
+    for flags, message in [
+        (["--source", "dns:///_a._tcp.example.?colour=blue"], "unknown option colour"),
+        (["-b", "nosuch:///x"], "unknown scheme 'nosuch'"),
+        (["-b", "static:///127.0.0.1:1", "-b", "http://127.0.0.1:2"], "a target names all the backends"),
+        (["--source", "static:127.0.0.1:1", "--source-option=--bogus"], "not an option of the static source"),
+    ]:
+        refused = run_py(*flags)
+        assert refused.returncode == 2 and message in refused.stderr, (flags, refused.stderr)
 
 
 def test_bodies_stream_both_ways_and_pipelined_requests_are_answered_in_turn(proxy: ProxyProcess) -> None:

@@ -6,8 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from loadbalancer.proxy._flags import build_parser
 from loadbalancer.proxy._limits import Limits
-from loadbalancer.proxy._main import build_parser
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 SECTION = README[README.index("### HTTP proxy: `loadbalancer proxy`") : README.index("### Registries")]

@@ -69,8 +69,7 @@ def test_sighup_reads_the_source_again_and_never_ends_the_proxy(bind: BindServer
     target = "localhost."  # the proxy connects by name, through the system's resolver
     with running(2) as (a, b):
         bind.set_srv(name, [(10, 10, a.port, target)])
-        args = ["--source", f"dns:{bind.name(name)}", "--source-option", f"--server 127.0.0.1:{bind.port}",
-                "--source-option", "--ttl 3600"]  # fmt: skip
+        args = ["--source", f"dns://127.0.0.1:{bind.port}/{bind.name(name)}?interval=3600"]
         with ProxyProcess(args, tmp_path) as proxy:
             assert {get(f"{proxy.url}/echo").json()["port"] for _ in range(4)} == {a.port}
             workers = children(proxy.pid)

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from loadbalancer import Instance, NoEndpointsError, static
-from loadbalancer.weighted import SmoothWeightedRoundRobin, Weighted, effective_weights, smooth_cycle
+from loadbalancer.weighted import SmoothWeightedRoundRobin, Weighted, _effective_weights, _smooth_cycle
 
 PICKS = 100_000
 
@@ -93,7 +93,7 @@ def test_all_weights_zero_share_equally() -> None:
 @given(st.lists(st.integers(0, 65535), min_size=1, max_size=12))
 def test_effective_weights_keep_proportions(weights: list[int]) -> None:
     instances = [Instance(f"10.0.0.{i}", 80, weight=w) for i, w in enumerate(weights, 1)]
-    result = effective_weights(instances)
+    result = _effective_weights(instances)
     assert all(w >= 1 for w in result)
     assert math.gcd(*result) == 1
     if not any(weights):
@@ -136,7 +136,7 @@ def test_empty_sets_raise_no_endpoints_and_refill(kind: type[Weighted[str]]) -> 
 
 
 def test_smooth_order_is_nginx_order() -> None:
-    assert smooth_cycle([5, 1, 1]) == [0, 0, 1, 0, 2, 0, 0]  # nginx's a a b a c a a
+    assert _smooth_cycle([5, 1, 1]) == [0, 0, 1, 0, 2, 0, 0]  # nginx's a a b a c a a
     publisher = static.Publisher(weighted((5, 0), (1, 0), (1, 0)), str)
     lb = SmoothWeightedRoundRobin(publisher)
     picks = [lb.endpoint()[7] for _ in range(14)]  # "10.0.0.N:80"[7] is N
@@ -149,7 +149,7 @@ def test_smooth_order_is_nginx_order() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=8))
 def test_smooth_cycle_counts_and_spreads(weights: list[int]) -> None:
-    cycle = smooth_cycle(weights)
+    cycle = _smooth_cycle(weights)
     assert len(cycle) == sum(weights)
     assert Counter(cycle) == dict(enumerate(weights))
     total = sum(weights)
@@ -163,7 +163,7 @@ def test_smooth_cycle_counts_and_spreads(weights: list[int]) -> None:
 
 
 def test_smooth_cycle_of_huge_weights_is_scaled_down() -> None:
-    cycle = smooth_cycle([65535, 65534, 1])
+    cycle = _smooth_cycle([65535, 65534, 1])
     assert len(cycle) <= 1 << 16
     counts = Counter(cycle)
     assert counts[2] >= 1  # every endpoint stays in
@@ -262,10 +262,10 @@ async def test_picks_from_tasks_while_the_set_changes(kind: type[Weighted[str]])
 @example([1] + [1986] * 33)  # the weight-1 share is just under one slot: it once got two
 @example([1] * 200 + [10_000] * 7)  # floors of one slot overfill the table by 9: taken back from the big ones
 def test_pick_tables_keep_every_share_within_one_slot(weights: list[int]) -> None:
-    from loadbalancer.weighted import table_counts
+    from loadbalancer.weighted import _table_counts
 
     size = 1 << 16
-    counts = table_counts(weights, size)
+    counts = _table_counts(weights, size)
     total = sum(weights)
     assert sum(counts) == size and min(counts) >= 1
     for count, weight in zip(counts, weights, strict=True):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from .._deprecated import renamed
+from .._options import SourceOptions
 from .._tls import TLS
 from .._typing import E
 from .._util import seconds
@@ -74,10 +75,7 @@ class Publisher(_Publisher[E]):
         tls: TLS = None,
         timeout: float | timedelta = 5.0,
         wait: float | timedelta = 60.0,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
+        **options: Unpack[SourceOptions],
     ) -> None:
         client = Client(
             endpoints,
@@ -91,17 +89,14 @@ class Publisher(_Publisher[E]):
             passing_only=passing_only,
             tags=_tags(tags),
             wait=seconds(wait, "wait", allow_zero=False),
-            logger=logger,
+            logger=options.get("logger"),
         )
         super().__init__(
             backend,
             service,
             factory,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         backend.log = self._log
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Unpack
 
 from .._deprecated import renamed
+from .._options import PublisherOptions
 from .._tls import TLS, legacy_tls
 from .._typing import E
 from .._util import seconds
@@ -74,27 +75,19 @@ class Publisher(_Generic[E]):
         tls: TLS = None,
         timeout: float | timedelta = 5.0,
         keepalive: float | timedelta = 5.0,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
-        tags: Iterable[str] | str | None = None,
+        **options: Unpack[PublisherOptions],
     ) -> None:
         keepalive_ = seconds(keepalive, "keepalive", allow_zero=False)
         client = Client(endpoints, namespace=namespace, username=username, password=password, tls=tls, timeout=timeout)
         full = key_prefix(client.namespace, prefix)
-        backend = Backend(client, keepalive=keepalive_, logger=logger)
+        backend = Backend(client, keepalive=keepalive_, logger=options.get("logger"))
         self._client = client
         super().__init__(
             backend,
             full,
             factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         backend.log = self._log  # its events carry this publisher's context
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Unpack
 
 from .._deprecated import renamed
+from .._options import PublisherOptions
 from .._tls import TLS, legacy_tls
 from .._typing import E
 from .._util import seconds
@@ -53,11 +54,7 @@ class Publisher(_Generic[E]):
         address: str = "ip",
         timeout: float | timedelta = 5.0,
         tls: TLS = None,
-        tags: Iterable[str] | str | None = None,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
+        **options: Unpack[PublisherOptions],
     ) -> None:
         client = Client(endpoints, tls=tls, timeout=timeout)
         backend = Backend(
@@ -66,18 +63,14 @@ class Publisher(_Generic[E]):
             statuses=statuses,
             secure=secure,
             address=address,
-            logger=logger,
+            logger=options.get("logger"),
         )
         super().__init__(
             backend,
             app,
             factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         backend.log = self._log
         self._client = client

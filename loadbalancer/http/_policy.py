@@ -15,15 +15,17 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 import tenacity
 
 from .._engine import DEFAULT_WAIT, Policy
 from .._httpspec import FAILURE_STATUSES, IDEMPOTENT, RETRY_STATUSES
 from .._util import seconds
-from ..budget import RetryBudget, budget_of
+from ..budget import RetryBudget, _budget_of
+from ..publisher import Publisher
 
-__all__ = ["IDEMPOTENT", "RetryPolicy"]
+__all__ = ["IDEMPOTENT", "RetryPolicy", "publisher_of"]
 
 
 def _statuses(value: Iterable[int], name: str) -> frozenset[int]:
@@ -88,7 +90,7 @@ class RetryPolicy:
             set_(self, "failure_statuses", _statuses(self.failure_statuses, "failure_statuses"))
         if self.wait is not None and not callable(self.wait):
             raise TypeError(f"wait must be a tenacity wait strategy, got {self.wait!r}")
-        set_(self, "_budget", budget_of(self.budget))
+        set_(self, "_budget", _budget_of(self.budget))
         engine = Policy(
             attempts=self.attempts,
             timeout=self.timeout,
@@ -169,3 +171,10 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def publisher_of(target: str) -> Publisher[Any]:
+    """The publisher of instances a target string names (``"dns:///_api._tcp.example."``), for the clients' mappings."""
+    from .. import targets
+
+    return targets.publisher(target)

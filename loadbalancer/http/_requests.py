@@ -36,7 +36,7 @@ from ..errors import NoEndpointsError, RetryTimeoutError
 from ..instance import Instance
 from ..outlier import OutlierDetector
 from ..publisher import Publisher
-from ._policy import RetryPolicy
+from ._policy import RetryPolicy, publisher_of
 
 __all__ = ["RequestsAdapter", "RequestsDeadlineExceeded", "RequestsNoInstancesError"]
 
@@ -166,7 +166,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
 
     def __init__(
         self,
-        publisher: Publisher[Any],
+        publisher: Publisher[Any] | str,
         *,
         balancer: type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
@@ -179,6 +179,8 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         **policy_options: Any,
     ) -> None:
         super().__init__()
+        if isinstance(publisher, str):
+            publisher, own = publisher_of(publisher), True  # made here, so closed here
         if not isinstance(publisher, Publisher):
             raise TypeError(f"RequestsAdapter needs a loadbalancer.Publisher (of instances), got {publisher!r}")
         self._policy = RetryPolicy.of(retries, timeout, attempt_timeout, **policy_options)
@@ -220,30 +222,9 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         method = (request.method or "GET").upper()
         replayable = request.body is None or isinstance(request.body, bytes | str)
 
-        def run(attempt: Attempt) -> requests.Response:
-            endpoint = attempt.endpoint
-            limit = policy.attempt_limit(attempt.deadline)
-            response: requests.Response
-            try:
-                call = endpoint(
-                    self._outgoing(request, endpoint.instance),
-                    stream,
-                    timeout=_timeout(timeout, limit),
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
-                response = call.response
-            except _Failed as failed:
-                response = failed.response
-            except requests.exceptions.RequestException as error:
-                raise Verdict(error, retry=policy.failure(method, replayable, _unsent(error))) from error
-            response.request = request  # what the caller asked for, not the instance's URL
-            wait = policy.answer(method, replayable, response.status_code, response.headers.get("Retry-After"))
-            if wait is None:
-                return response
-            raise Verdict(_Failed(response), retry=True, answer=response, at_least=wait)
-
+        run = self._runner(
+            request, method, replayable, stream, timeout, {"verify": verify, "cert": cert, "proxies": proxies}
+        )
         call = Call(
             policy.engine(),
             self._balancer.endpoint,
@@ -270,6 +251,38 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             if isinstance(error, RequestsDeadlineExceeded) or time.monotonic() < end - 0.005:
                 raise
             raise self._deadline(request, method, [error]) from error
+
+    def _runner(
+        self,
+        request: requests.PreparedRequest,
+        method: str,
+        replayable: bool,
+        stream: bool,
+        timeout: Any,
+        options: dict[str, Any],
+    ) -> Callable[[Attempt], requests.Response]:
+        """One attempt: send ``request`` to the attempt's instance; a failure or an answer to retry is a ``Verdict``."""
+        policy = self._policy
+
+        def run(attempt: Attempt) -> requests.Response:
+            endpoint = attempt.endpoint
+            limit = policy.attempt_limit(attempt.deadline)
+            response: requests.Response
+            try:
+                call = endpoint(self._outgoing(request, endpoint.instance), stream, timeout=_timeout(timeout, limit),
+                                **options)  # fmt: skip
+                response = call.response
+            except _Failed as failed:
+                response = failed.response
+            except requests.exceptions.RequestException as error:
+                raise Verdict(error, retry=policy.failure(method, replayable, _unsent(error))) from error
+            response.request = request  # what the caller asked for, not the instance's URL
+            wait = policy.answer(method, replayable, response.status_code, response.headers.get("Retry-After"))
+            if wait is None:
+                return response
+            raise Verdict(_Failed(response), retry=True, answer=response, at_least=wait)
+
+        return run
 
     def _deadline(
         self, request: requests.PreparedRequest, method: str, errors: list[BaseException]

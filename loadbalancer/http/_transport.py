@@ -21,16 +21,16 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from .. import _metrics
-from .._engine import Attempt, AttemptTimeoutError, Call, Verdict, adrive, drive, summary
+from .._engine import Attempt, Call, Verdict, adrive, drive, summary
 from .._log import get_logger
 from .._util import seconds
 from ..balancer import Balancer, RoundRobin
 from ..endpointer import Endpointer
-from ..errors import NoEndpointsError, NotReadyError, RetryTimeoutError
+from ..errors import AttemptTimeoutError, Error, NoEndpointsError, NotReadyError, RetryTimeoutError
 from ..instance import Instance
 from ..outlier import OutlierDetector
 from ..publisher import Publisher
-from ._policy import RetryPolicy
+from ._policy import RetryPolicy, publisher_of
 
 __all__ = [
     "AsyncTransport",
@@ -54,7 +54,7 @@ class NoInstancesError(httpx.ConnectError, NoEndpointsError):
         self.error = error
 
 
-class UnknownServiceError(httpx.ConnectError, LookupError):
+class UnknownServiceError(httpx.ConnectError, Error, LookupError):
     """The URL's host is not a service of the transport (and it was told to refuse others)."""
 
 
@@ -255,13 +255,15 @@ class _Route:
     def __init__(
         self,
         name: str,
-        publisher: Publisher[Any],
+        publisher: Publisher[Any] | str,
         make_pool: Callable[[str], Callable[[Instance], Any]],
         balancer: Balancing,
         eject: bool | Mapping[str, Any],
         own: bool,
         log: Any,
     ) -> None:
+        if isinstance(publisher, str):
+            publisher, own = publisher_of(publisher), True  # made here, so closed here
         if not isinstance(publisher, Publisher):
             raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
         self.name = name
@@ -324,7 +326,7 @@ class _Base:
 
     def __init__(
         self,
-        services: Mapping[str, Publisher[Any]] | Publisher[Any],
+        services: Mapping[str, Publisher[Any] | str] | Publisher[Any] | str,
         make_pool: Callable[[str], Callable[[Instance], Any]],
         *,
         balancer: Balancing,
@@ -339,7 +341,7 @@ class _Base:
             raise ValueError(f"unknown must be 'pass' (to the inner transport) or 'error', got {unknown!r}")
         self._unknown = unknown
         self._log = get_logger(logger, name=__name__)
-        if isinstance(services, Publisher):
+        if isinstance(services, Publisher | str):
             services = {"*": services}
         elif not isinstance(services, Mapping) or not services:
             raise TypeError(f"services must map host names to publishers (or be one publisher), got {services!r}")
@@ -506,7 +508,7 @@ class Transport(_Base, httpx.BaseTransport):
 
     def __init__(
         self,
-        services: Mapping[str, Publisher[Any]] | Publisher[Any],
+        services: Mapping[str, Publisher[Any] | str] | Publisher[Any] | str,
         *,
         balancer: Balancing = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
@@ -605,7 +607,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        services: Mapping[str, Publisher[Any]] | Publisher[Any],
+        services: Mapping[str, Publisher[Any] | str] | Publisher[Any] | str,
         *,
         balancer: Balancing = RoundRobin,
         eject: bool | Mapping[str, Any] = False,
@@ -721,7 +723,7 @@ def _instance(endpoint: Any) -> Instance:
     return instance
 
 
-class AnswerError(Exception):
+class AnswerError(Error):
     """An attempt answered with a status that was retried (in ``DeadlineExceeded.errors``)."""
 
     def __init__(self, status: int) -> None:

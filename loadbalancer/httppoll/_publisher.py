@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from .._deprecated import renamed
+from .._options import PublisherOptions
 from .._tls import TLS, legacy_tls
 from .._typing import E
 from ..backend import Publisher as _Generic
@@ -48,23 +49,17 @@ class Publisher(_Generic[E]):
         timeout: float | timedelta = 5.0,
         headers: Mapping[str, str] | None = None,
         tls: TLS = None,
-        tags: Iterable[str] | str | None = None,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
+        **options: Unpack[PublisherOptions],
     ) -> None:
-        backend = Backend(endpoints, interval=interval, timeout=timeout, headers=headers, tls=tls, logger=logger)
+        backend = Backend(
+            endpoints, interval=interval, timeout=timeout, headers=headers, tls=tls, logger=options.get("logger")
+        )
         super().__init__(
             backend,
             service,
             factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         backend.log = self._log
         self._seeds = backend

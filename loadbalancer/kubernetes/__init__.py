@@ -24,9 +24,9 @@ try:
     import httpx  # noqa: F401
     import yaml  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        f"loadbalancer.kubernetes needs {error.name}, which is not installed: pip install 'loadbalancer[kubernetes]'"
-    ) from error
+    from ..errors import ExtraNotInstalledError
+
+    raise ExtraNotInstalledError("loadbalancer.kubernetes", "kubernetes", error.name or str(error)) from error
 
 from ._backend import SERVICE_LABEL, Accept, Backend
 from ._client import Client, KubernetesError

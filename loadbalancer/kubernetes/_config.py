@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from .._util import describe
+from ..errors import Error
 
 __all__ = ["SERVICE_ACCOUNT", "Config", "ConfigError", "TokenSource"]
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-class ConfigError(ValueError):
+class ConfigError(Error, ValueError):
     """The cluster's configuration cannot be used: it names the file and what is wrong."""
 
 
@@ -130,28 +131,7 @@ class Config:
         document = _load_yaml(file)
         base = file.parent
 
-        def named(section: str, name: str, what: str) -> dict[str, Any]:
-            for entry in document.get(section) or ():
-                if isinstance(entry, dict) and entry.get("name") == name:
-                    inner = entry.get(what)
-                    return inner if isinstance(inner, dict) else {}
-            raise ConfigError(f"kubeconfig {str(file)!r}: no {what} named {name!r}")
-
-        wanted = context or document.get("current-context")
-        if not wanted:
-            raise ConfigError(f"kubeconfig {str(file)!r}: no current-context, and no context= given")
-        ctx = named("contexts", wanted, "context")
-        cluster = named("clusters", str(ctx.get("cluster")), "cluster")
-        user = named("users", str(ctx.get("user")), "user") if ctx.get("user") else {}
-        server = cluster.get("server")
-        if not isinstance(server, str) or not server:
-            raise ConfigError(f"kubeconfig {str(file)!r}: cluster {ctx.get('cluster')!r} has no server")
-        for unsupported in ("exec", "auth-provider"):
-            if unsupported in user:
-                raise ConfigError(
-                    f"kubeconfig {str(file)!r}: user {ctx.get('user')!r} authenticates with {unsupported!r},"
-                    " which is not supported: give a token, a token file or a client certificate"
-                )
+        wanted, ctx, cluster, user, server = _selected(document, file, context)
 
         def path_of(value: Any) -> str | None:
             return None if not value else str(base / str(value))
@@ -183,8 +163,9 @@ class Config:
 
     @classmethod
     def load(cls, *, kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> Config:
-        """As kubectl and client libraries find it: a kubeconfig named, else in-cluster in a pod, else the default kubeconfig."""  # noqa: E501
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        """As client-go finds it: a kubeconfig named (or ``$KUBECONFIG``), else in-cluster in a pod, else ``~/.kube/config``."""  # noqa: E501
+        named = kubeconfig is not None or context is not None or os.environ.get("KUBECONFIG")
+        if not named and os.environ.get("KUBERNETES_SERVICE_HOST"):
             return cls.in_cluster()
         return cls.from_kubeconfig(kubeconfig, context=context)
 
@@ -225,6 +206,36 @@ def _load_client_cert(context: ssl.SSLContext, config: Config) -> None:
         except (OSError, ssl.SSLError) as error:
             raise ConfigError(f"cannot load the client certificate ({config.cert_file or 'inline data'}): "
                               f"{describe(error)}") from error  # fmt: skip
+
+
+def _selected(
+    document: dict[str, Any], file: Path, context: str | None
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """The context asked for (or the current one), its cluster, its user and the server, checked."""
+
+    def named(section: str, name: str, what: str) -> dict[str, Any]:
+        for entry in document.get(section) or ():
+            if isinstance(entry, dict) and entry.get("name") == name:
+                inner = entry.get(what)
+                return inner if isinstance(inner, dict) else {}
+        raise ConfigError(f"kubeconfig {str(file)!r}: no {what} named {name!r}")
+
+    wanted = context or document.get("current-context")
+    if not wanted:
+        raise ConfigError(f"kubeconfig {str(file)!r}: no current-context, and no context= given")
+    ctx = named("contexts", wanted, "context")
+    cluster = named("clusters", str(ctx.get("cluster")), "cluster")
+    user = named("users", str(ctx.get("user")), "user") if ctx.get("user") else {}
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        raise ConfigError(f"kubeconfig {str(file)!r}: cluster {ctx.get('cluster')!r} has no server")
+    for unsupported in ("exec", "auth-provider"):
+        if unsupported in user:
+            raise ConfigError(
+                f"kubeconfig {str(file)!r}: user {ctx.get('user')!r} authenticates with {unsupported!r},"
+                " which is not supported: give a token, a token file or a client certificate"
+            )
+    return str(wanted), ctx, cluster, user, server
 
 
 def _default_kubeconfig() -> Path:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
+from .._options import PublisherOptions
 from .._typing import E
 from .._util import seconds
 from ..backend import Publisher as _Generic
@@ -64,11 +64,7 @@ class Publisher(_Generic[E]):
         context: str | None = None,
         timeout: float | timedelta = 10.0,
         watch_timeout: float | timedelta = 290.0,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
-        tags: Iterable[str] | str | None = None,
+        **options: Unpack[PublisherOptions],
     ) -> None:
         client = Client(_config(config, kubeconfig, context), timeout=seconds(timeout, "timeout", allow_zero=False))
         backend = Backend(
@@ -78,19 +74,15 @@ class Publisher(_Generic[E]):
             label_selector=label_selector,
             accept=accept,
             watch_timeout=seconds(watch_timeout, "watch_timeout", allow_zero=False),
-            logger=logger,
+            logger=options.get("logger"),
         )
         backend.selector(service)  # a bad name raises here
         super().__init__(
             backend,
             service,
             factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         self._kubernetes = backend
         backend.log = self._log  # its events carry this publisher's context

@@ -23,9 +23,9 @@ Needs the ``mdns`` extra: ``pip install 'loadbalancer[mdns]'``.
 try:
     import zeroconf  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "loadbalancer.mdns needs zeroconf, which is not installed: pip install 'loadbalancer[mdns]'"
-    ) from error
+    from ..errors import ExtraNotInstalledError
+
+    raise ExtraNotInstalledError("loadbalancer.mdns", "mdns", error.name or str(error)) from error
 
 from ._backend import Backend, MdnsError, Registry
 from ._publisher import Publisher, Registrar

@@ -3,7 +3,7 @@
 A "service" is a DNS-SD service type (``"_http._tcp.local."``), or several joined by
 commas. Following one is a ``_Tracker``: a zeroconf browser whose events (a new PTR, an
 update, a goodbye) become changes by instance name, each new or updated instance resolved
-(SRV, TXT, A/AAAA) before it is published. Every ``recheck`` seconds the tracker looks at
+(SRV, TXT, A/AAAA) before it is published. Every ``interval`` seconds the tracker looks at
 the records of the instances it knows: one whose SRV or addresses have expired from the
 cache, and that does not answer a fresh query, is removed (a responder that died without
 goodbye packets: its PTR alone would keep it for 75 minutes). The changes carry a revision
@@ -31,6 +31,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf, AsyncZeroconfServiceTypes
 
+from .._deprecated import renamed
 from .._log import get_logger
 from .._util import describe, seconds
 from ..backend import Backend as _Backend
@@ -99,7 +100,7 @@ class _Tracker:
             await asyncio.sleep(remaining)
         pending = [task for task in self._resolving.values() if not task.done()]
         if pending:
-            await asyncio.wait(pending, timeout=self.backend.resolve_timeout)
+            await asyncio.wait(pending, timeout=self.backend.timeout)
 
     def _wanted(self, name: str) -> bool:
         return self._only is None or name.lower() in self._only
@@ -131,8 +132,8 @@ class _Tracker:
         try:
             zc = await self.backend.zeroconf()
             info = AsyncServiceInfo(service_type, name)
-            if not await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000, DNSQuestionType.QM):
-                self._log.info("mdns_resolve_failed", instance_name=name, timeout=self.backend.resolve_timeout)
+            if not await info.async_request(zc.zeroconf, self.backend.timeout * 1000, DNSQuestionType.QM):
+                self._log.info("mdns_resolve_failed", instance_name=name, timeout=self.backend.timeout)
                 return  # tried again at the next recheck while the browser still lists it
             try:
                 instance = instance_of(info, self.backend.ip_version)
@@ -182,7 +183,7 @@ class _Tracker:
     async def _recheck(self) -> None:
         """Drop instances whose SRV or address records expired and that no longer answer (no goodbye was seen)."""
         while True:
-            await asyncio.sleep(self.backend.recheck)
+            await asyncio.sleep(self.backend.interval)
             try:
                 zc = await self.backend.zeroconf()
                 now = current_time_millis()
@@ -205,7 +206,7 @@ class _Tracker:
         try:
             zc = await self.backend.zeroconf()
             info = AsyncServiceInfo(service_type, name)
-            if await info.async_request(zc.zeroconf, self.backend.resolve_timeout * 1000, DNSQuestionType.QM):
+            if await info.async_request(zc.zeroconf, self.backend.timeout * 1000, DNSQuestionType.QM):
                 with contextlib.suppress(InvalidInstanceError):
                     instance = instance_of(info, self.backend.ip_version)
                     if self.instances.get(name) != instance or self._differs(name, instance):
@@ -216,7 +217,7 @@ class _Tracker:
                     "mdns_instance_expired",
                     instance_name=name,
                     reason="its SRV or address records expired and it did not answer a query",
-                    timeout=self.backend.resolve_timeout,
+                    timeout=self.backend.timeout,
                 )
                 self._record(name, None)
         except asyncio.CancelledError:
@@ -250,8 +251,8 @@ class Backend(_Backend):
     - ``settle``: how long a first listing waits for answers to the browse (mDNS has no
       "that is all"; a responder that multicast its records in the last second answers
       only the browse's second query, about a second later, as RFC 6762 section 6 asks:
-      keep it above 1.2 s); ``resolve_timeout``: how long to
-      wait for an instance's SRV, TXT and addresses; ``recheck``: how often the records of
+      keep it above 1.2 s); ``timeout``: how long to
+      wait for an instance's SRV, TXT and addresses (3 s); ``interval``: how often (10 s) the records of
       known instances are checked (an instance whose SRV or addresses expired and that does
       not answer again is removed).
     - ``instance``: follow only the instance of that name (in each type).
@@ -266,14 +267,15 @@ class Backend(_Backend):
 
     name = "mdns"
 
+    @renamed(resolve_timeout="timeout", recheck="interval")
     def __init__(
         self,
         *,
         interfaces: str | Iterable[str] = "all",
         ip_version: str = "v4",
         settle: float | timedelta = 1.5,
-        resolve_timeout: float | timedelta = 3.0,
-        recheck: float | timedelta = 10.0,
+        timeout: float | timedelta = 3.0,
+        interval: float | timedelta = 10.0,
         instance: str | None = None,
         zeroconf: AsyncZeroconf | None = None,
         logger: Any = None,
@@ -282,8 +284,8 @@ class Backend(_Backend):
         self.ip_version = check_ip_version(ip_version)
         self._ip_version_name = ip_version
         self.settle = seconds(settle, "settle")
-        self.resolve_timeout = seconds(resolve_timeout, "resolve_timeout", allow_zero=False)
-        self.recheck = seconds(recheck, "recheck", allow_zero=False)
+        self.timeout = seconds(timeout, "timeout", allow_zero=False)
+        self.interval = seconds(interval, "interval", allow_zero=False)
         self._instance = None if instance is None else check_name(instance)
         self._zc: AsyncZeroconf | None = zeroconf
         self._own_zc = zeroconf is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from zeroconf.asyncio import AsyncZeroconf
 
+from .._deprecated import renamed
+from .._options import PublisherOptions
 from .._typing import E
 from .._util import seconds
 from ..backend import Lease
@@ -30,7 +32,7 @@ class Publisher(_GenericPublisher[E]):
     metadata (a ``tags`` key, comma-separated, gives the tags). A goodbye packet removes an
     instance at once; one whose responder vanished without goodbye is removed when its SRV
     or address records expire and it does not answer a query again (checked every
-    ``recheck`` seconds). ``name``: follow only the instance of that name.
+    ``interval`` seconds). ``name``: follow only the instance of that name.
 
     ``service_type``: ``"_http._tcp.local."`` (``"_http._tcp"`` is completed), or several
     (farp's ``ServiceTypes``): instances of all of them, in one set. The first set is
@@ -42,6 +44,7 @@ class Publisher(_GenericPublisher[E]):
     >>> publisher.wait_ready(5)  # doctest: +SKIP
     """
 
+    @renamed(resolve_timeout="timeout", recheck="interval")
     def __init__(
         self,
         service_type: str | Iterable[str] = "_http._tcp.local.",
@@ -51,36 +54,28 @@ class Publisher(_GenericPublisher[E]):
         interfaces: str | Iterable[str] = "all",
         ip_version: str = "v4",
         settle: float | timedelta = 1.5,
-        resolve_timeout: float | timedelta = 3.0,
-        recheck: float | timedelta = 10.0,
+        timeout: float | timedelta = 3.0,
+        interval: float | timedelta = 10.0,
         zeroconf: AsyncZeroconf | None = None,
-        tags: Iterable[str] | str | None = None,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
+        **options: Unpack[PublisherOptions],
     ) -> None:
         self._types = check_types(service_type)
         backend = Backend(
             interfaces=interfaces,
             ip_version=ip_version,
             settle=settle,
-            resolve_timeout=resolve_timeout,
-            recheck=recheck,
+            timeout=timeout,
+            interval=interval,
             instance=name,
             zeroconf=zeroconf,
-            logger=logger,
+            logger=options.get("logger"),
         )
         super().__init__(
             backend,
             service_key(self._types),
             factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
             own=True,
+            **options,
         )
         backend.log = self._log  # its events carry this publisher's context
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,7 +45,7 @@ from ..backend import (
 )
 from ..instance import Instance
 
-__all__ = ["Backend", "Publisher", "Registrar", "Registry"]
+__all__ = ["Backend", "Publisher", "Registrar", "Registry", "default_backend"]
 
 _Names = list[str]  # the method ``list`` shadows the builtin in the class
 _HISTORY = 10_000  # changes kept for watches to resume from; older cursors list again
@@ -151,6 +152,23 @@ class Backend(_Backend):
 
     def __repr__(self) -> str:
         return f"memory.Backend({sum(len(e) for e in self._services.values())} instances)"
+
+
+_default: Backend | None = None
+_default_lock = threading.Lock()
+
+
+def default_backend() -> Backend:
+    """The process-wide ``memory.Backend`` that every ``memory:///name`` target shares.
+
+    A registrar and a publisher of the same ``memory:`` target meet in it; pass
+    ``backend=`` to ``targets.publisher()`` / ``targets.registrar()`` to use another.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Backend()
+        return _default
 
 
 class Registry(_Registry):

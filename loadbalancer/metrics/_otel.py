@@ -19,7 +19,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     ) from error
 
 from .. import _metrics
-from . import NAMES, rows
+from ._rows import NAMES, rows
 
 _PER_CALL = ("loadbalancer_requests", "loadbalancer_request_duration_seconds")
 

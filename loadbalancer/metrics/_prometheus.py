@@ -15,7 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     ) from error
 
 from .. import _metrics
-from . import NAMES, Row, rows
+from ._rows import NAMES, Row, rows
 
 
 class LoadBalancerCollector(Collector):

@@ -21,8 +21,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from .. import _metrics
-from ..metrics import NAMES, Row, rows
-from ..metrics._prometheus import families
+from ..metrics import NAMES, Row, prometheus_families, rows
 
 __all__ = ["LibraryCollector", "forget", "write_snapshot"]
 
@@ -91,4 +90,4 @@ class LibraryCollector(Collector):
         self._directory = directory
 
     def collect(self) -> Iterator[Metric]:
-        yield from families(_merged(self._directory))
+        yield from prometheus_families(_merged(self._directory))

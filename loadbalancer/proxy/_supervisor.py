@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from ._limits import raise_open_files
-from ._main import claim_port
+from ._sockets import claim_port
 from ._status import BackendStates, forget_state
 from ._upstream import parse_backend_url
 
@@ -316,8 +316,8 @@ async def _admin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
 
 
 def _replace(data: bytes, args: argparse.Namespace, workers: list[_Worker]) -> str:
-    if args.source is not None:
-        return f"error: the backends come from --source {args.source}; the socket cannot replace them\n"
+    if args.target is not None:
+        return f"error: the backends come from {args.target}; the socket cannot replace them\n"
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -11,16 +11,17 @@ import signal
 import ssl
 from typing import Any
 
-from .. import static
+from .. import static, targets
 from .._log import get_logger
 from ..instance import Instance
 from ._cache import Cache
+from ._flags import limits, server_ssl
 from ._http1 import ClientConnection
 from ._library import write_snapshot
 from ._limits import DEFAULT_MAX_CONNECTIONS, connections_allowed, raise_open_files
-from ._main import limits, listening_socket, server_ssl
 from ._metrics import Metrics
 from ._proxy import Proxy
+from ._sockets import listening_socket
 from ._stack import Stack, build_stack
 from ._status import write_state
 from ._upstream import parse_backend_url
@@ -48,11 +49,9 @@ def share(total: int | None, workers: int, index: int) -> int | None:
 
 
 def _source(args: argparse.Namespace, schemes: dict[str, str]) -> Any:
-    if args.source is None:
+    if args.target is None:
         return static.Publisher(_instances(args.backends, schemes), close_delay=0, service="proxy")
-    from .. import cli
-
-    return cli.make_publisher(args.source_namespace)
+    return targets.publisher(args.target, close_delay=0, **args.target_options)
 
 
 def _stack(args: argparse.Namespace, source: Any, schemes: dict[str, str], index: int) -> Stack:
@@ -108,7 +107,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         loop.create_task(proxy.sweeping()),
     ]
     if not await stack.top.await_ready(_SOURCE_WAIT):  # listen with backends known, where the source answers
-        _log.warning("source_not_ready", source=args.source, waited=_SOURCE_WAIT)
+        _log.warning("source_not_ready", source=args.target, waited=_SOURCE_WAIT)
     gc.freeze()  # what was built to start is never garbage: keep the collector off it
     os.write(ready_fd, b"1")
     os.close(ready_fd)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from kazoo.client import KazooClient
 
 from .._deprecated import renamed
+from .._options import PublisherOptions
 from .._tls import TLS
 from .._typing import E
 from ..backend import Publisher as _Generic
@@ -77,11 +78,7 @@ class Publisher(_Generic[E]):
         tls: TLS = None,
         session_timeout: float | timedelta = 10.0,
         timeout: float | timedelta = 10.0,
-        max_backoff: float | timedelta = 5.0,
-        logger: Any = None,
-        invalidate_after: float | timedelta | None = None,
-        close_delay: float | timedelta = 1.0,
-        tags: Iterable[str] | str | None = None,
+        **options: Unpack[PublisherOptions],
     ) -> None:
         path = check_path(path)
         backend = Backend(
@@ -91,21 +88,11 @@ class Publisher(_Generic[E]):
             tls=tls,
             session_timeout=session_timeout,
             timeout=timeout,
-            max_backoff=max_backoff,
-            logger=logger,
+            max_backoff=options.get("max_backoff", 5.0),
+            logger=options.get("logger"),
         )
         self._zk = backend
-        super().__init__(
-            backend,
-            path,
-            factory,
-            tags=tags,
-            max_backoff=max_backoff,
-            logger=logger,
-            invalidate_after=invalidate_after,
-            close_delay=close_delay,
-            own=True,
-        )
+        super().__init__(backend, path, factory, own=True, **options)
         backend.log = self._log = self._log.bind(endpoints=backend.endpoints)  # its events carry our context
 
     @classmethod

@@ -15,7 +15,6 @@ from loadbalancer import (
     EndpointSet,
     HealthChecker,
     Hedge,
-    HttpCheck,
     Instance,
     LeastLoaded,
     OutlierDetector,
@@ -28,6 +27,7 @@ from loadbalancer import (
     memory,
     static,
 )
+from loadbalancer.health import HttpCheck
 
 
 class Backend:
