@@ -24,8 +24,8 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 
 from typing import TYPE_CHECKING, Any
 
+from .._httppolicy import IDEMPOTENT, RetryPolicy, retry_after
 from ._factory import AsyncHttpEndpoint, HttpEndpoint, async_factory, factory
-from ._policy import IDEMPOTENT, RetryPolicy, retry_after
 from ._transport import (
     AnswerError,
     AsyncTransport,

@@ -29,6 +29,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 
 from .. import _metrics
 from .._engine import Attempt, Call, Verdict, drive, summary
+from .._httppolicy import RetryPolicy
 from .._log import get_logger
 from ..balancer import Balancer, RoundRobin
 from ..endpointer import Endpointer
@@ -36,7 +37,7 @@ from ..errors import NoEndpointsError, RetryTimeoutError
 from ..instance import Instance
 from ..outlier import OutlierDetector
 from ..publisher import Publisher
-from ._policy import RetryPolicy, publisher_of
+from ._policy import publisher_of
 
 __all__ = ["RequestsAdapter", "RequestsDeadlineExceeded", "RequestsNoInstancesError"]
 

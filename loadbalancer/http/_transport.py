@@ -14,7 +14,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
@@ -22,15 +22,14 @@ import httpx
 
 from .. import _metrics
 from .._engine import Attempt, Call, Verdict, adrive, drive, summary
+from .._httppolicy import RetryPolicy, options_of, policy_of
 from .._log import get_logger
-from .._util import seconds
-from ..balancer import Balancer, RoundRobin
-from ..endpointer import Endpointer
+from .._route import Balancing, Route, instance_of
+from ..balancer import RoundRobin
 from ..errors import AttemptTimeoutError, Error, NoEndpointsError, NotReadyError, RetryTimeoutError
 from ..instance import Instance
-from ..outlier import OutlierDetector
 from ..publisher import Publisher
-from ._policy import RetryPolicy, publisher_of
+from ._policy import publisher_of
 
 __all__ = [
     "AsyncTransport",
@@ -246,81 +245,6 @@ class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
             asyncio.run_coroutine_threadsafe(self.transport.aclose(), loop)
 
 
-Balancing = type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] | Balancer[Any]
-
-
-class _Route:
-    """A service: its instances' pools, the optional ejection, and the balancer over them."""
-
-    def __init__(
-        self,
-        name: str,
-        publisher: Publisher[Any] | str,
-        make_pool: Callable[[str], Callable[[Instance], Any]],
-        balancer: Balancing,
-        eject: bool | Mapping[str, Any],
-        own: bool,
-        log: Any,
-    ) -> None:
-        if isinstance(publisher, str):
-            publisher, own = publisher_of(publisher), True  # made here, so closed here
-        if not isinstance(publisher, Publisher):
-            raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
-        self.name = name
-        self.publisher = publisher
-        self.log = log
-        self.pools: Endpointer[Any] = Endpointer(
-            publisher, make_pool(name), close_delay=0, own=own, logger=log, service=name
-        )
-        top: Publisher[Any] = self.pools
-        self.detector: OutlierDetector[Any] | None = None
-        if eject:
-            options = dict(eject) if isinstance(eject, Mapping) else {}
-            self.detector = OutlierDetector(self.pools, own=False, logger=log, **options)
-            top = self.detector
-        self.by_instance: Balancer[Any] | None = None
-        if isinstance(balancer, Balancer):
-            self.by_instance = balancer  # picks instances of the application's publisher: mapped to pools
-            self.balancer: Balancer[Any] = RoundRobin(top)
-        elif callable(balancer):
-            self.balancer = balancer(top)
-            if not isinstance(self.balancer, Balancer):
-                raise TypeError(f"balancer must make a loadbalancer.Balancer, got {self.balancer!r}")
-        else:
-            raise TypeError(
-                f"balancer must be a Balancer class, a function of a publisher or a Balancer, got {balancer!r}"
-            )
-        self._pick = self.balancer.endpoint
-        self._index: tuple[object, dict[str, Any]] = ((), {})
-
-    def candidates(self) -> Sequence[Any]:
-        """The endpoints a pick chooses from now (a retry looks through them for one not tried)."""
-        return self.balancer.candidates()
-
-    def choose(self) -> Any:
-        """The balancer's pick: a pool, or the tracker of one."""
-        if self.by_instance is None:
-            return self._pick()
-        instance = self.by_instance.endpoint()
-        current = self.pools.endpoints()
-        if self._index[0] is not current:
-            self._index = (current, {str(i): e for i, e in zip(current.instances, current, strict=True)})
-        pool = self._index[1].get(str(instance))
-        if pool is None:
-            raise NoEndpointsError(f"no connection pool for {instance} of service {self.name!r} yet")
-        return pool
-
-    def close(self) -> None:
-        if self.detector is not None:
-            self.detector.close()
-        self.pools.close()
-
-    async def aclose(self) -> None:
-        if self.detector is not None:
-            await self.detector.aclose()
-        await self.pools.aclose()
-
-
 class _Base:
     """What the sync and async transports share: routing, policy, request rewriting."""
 
@@ -346,7 +270,15 @@ class _Base:
         elif not isinstance(services, Mapping) or not services:
             raise TypeError(f"services must map host names to publishers (or be one publisher), got {services!r}")
         self._routes = {
-            name.lower(): _Route(name, publisher, make_pool, balancer, eject, own, self._log.bind(service=name))
+            name.lower(): Route(
+                name,
+                publisher_of(publisher) if isinstance(publisher, str) else publisher,
+                make_pool(name),
+                balancer,
+                eject,
+                own or isinstance(publisher, str),  # a publisher made here is closed here
+                self._log.bind(service=name),
+            )
             for name, publisher in services.items()
         }
         self._any = self._routes.get("*")
@@ -356,7 +288,7 @@ class _Base:
     def policy(self) -> RetryPolicy:
         return self._policy
 
-    def route(self, request: httpx.Request) -> _Route | None:
+    def route(self, request: httpx.Request) -> Route | None:
         route = self._routes.get(request.url.host)
         if route is None:
             route = self._any
@@ -390,7 +322,7 @@ class _Base:
 
     # -- one request, and its retries by the engine --
 
-    def call(self, request: httpx.Request, route: _Route, start: float, end: float, *, hedge: bool = False) -> Call:
+    def call(self, request: httpx.Request, route: Route, start: float, end: float, *, hedge: bool = False) -> Call:
         """The retry engine's call for ``request`` (its policy's rules: what is worth another attempt)."""
         method = request.method
         replayable = isinstance(request.stream, httpx.ByteStream)
@@ -434,7 +366,7 @@ class _Base:
         """An answer a later attempt replaced: released."""
         raise NotImplementedError
 
-    def failed(self, request: httpx.Request, route: _Route, end: float, error: BaseException) -> BaseException:
+    def failed(self, request: httpx.Request, route: Route, end: float, error: BaseException) -> BaseException:
         """What the caller sees of ``error``, the error the call ended with."""
         if isinstance(error, NoEndpointsError):
             return self.no_instances(request, route, error)
@@ -455,7 +387,7 @@ class _Base:
             errors=errors,
         )
 
-    def no_instances(self, request: httpx.Request, route: _Route, error: NoEndpointsError) -> NoInstancesError:
+    def no_instances(self, request: httpx.Request, route: Route, error: NoEndpointsError) -> NoInstancesError:
         failure = NoInstancesError(
             f"{request.method} {request.url}: no instance of service {route.name!r}: {error}",
             request=request,
@@ -535,9 +467,9 @@ class Transport(_Base, httpx.BaseTransport):
         make = make_transport or (
             lambda instance: httpx.HTTPTransport(limits=limits, verify=verify, cert=cert, http2=http2, trust_env=False)
         )
-        policy = _policy(
+        policy = policy_of(
             policy, retries, timeout, attempt_timeout,
-            _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget),
+            options_of(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget),
         )  # fmt: skip
         super().__init__(
             services,
@@ -582,7 +514,7 @@ class Transport(_Base, httpx.BaseTransport):
 
     def _send(self, request: httpx.Request, endpoint: Any, end: float) -> httpx.Response:
         try:
-            result = endpoint(self.outgoing(request, _instance(endpoint), end))
+            result = endpoint(self.outgoing(request, instance_of(endpoint), end))
         except _FailedStatus as failed:
             result = failed.attempt
         return self.judge(request, result)
@@ -637,9 +569,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 limits=limits, verify=verify, cert=cert, http2=http2, trust_env=False
             )
         )
-        policy = _policy(
+        policy = policy_of(
             policy, retries, timeout, attempt_timeout,
-            _policy_options(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget, hedge_after),
+            options_of(retry_methods, retry_statuses, retry_after, failure_statuses, wait, budget, hedge_after),
         )  # fmt: skip
         super().__init__(
             services,
@@ -692,7 +624,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
             raise self.failed(request, route, end, error) from error.__cause__
 
-    async def _pick(self, route: _Route, end: float) -> Any:
+    async def _pick(self, route: Route, end: float) -> Any:
         try:
             return route.choose()
         except NotReadyError:
@@ -701,7 +633,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
 
     async def _send(self, request: httpx.Request, endpoint: Any, end: float) -> httpx.Response:
         try:
-            result = await endpoint(self.outgoing(request, _instance(endpoint), end))
+            result = await endpoint(self.outgoing(request, instance_of(endpoint), end))
         except _FailedStatus as failed:
             result = failed.attempt
         return self.judge(request, result)
@@ -717,54 +649,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _instance(endpoint: Any) -> Instance:
-    """The instance an endpoint (a pool, or a tracker of one) sends to."""
-    instance: Instance = endpoint.instance
-    return instance
-
-
 class AnswerError(Error):
     """An attempt answered with a status that was retried (in ``DeadlineExceeded.errors``)."""
 
     def __init__(self, status: int) -> None:
         self.status_code = status
         super().__init__(f"HTTP {status}")
-
-
-def _policy(
-    policy: RetryPolicy | None,
-    retries: int | RetryPolicy | None,
-    timeout: float | timedelta | None,
-    attempt_timeout: float | timedelta | None,
-    options: dict[str, Any],
-) -> RetryPolicy:
-    """``policy``, or the one the shorthand keyword arguments describe (not both)."""
-    if policy is None:
-        return RetryPolicy.of(retries, timeout, attempt_timeout, **options)
-    if not isinstance(policy, RetryPolicy):
-        raise TypeError(f"policy must be a loadbalancer.http.RetryPolicy, got {policy!r}")
-    defaults = _policy_options(None, None, True, None, None, True)
-    if retries != 2 or timeout is not None or attempt_timeout is not None or options != defaults:
-        raise ValueError("give the retry options either in policy= or as keyword arguments, not both")
-    return policy
-
-
-def _policy_options(
-    methods: Any,
-    statuses: Any,
-    honour_retry_after: bool,
-    failures: Any,
-    wait: Any,
-    budget: Any,
-    hedge_after: Any = None,
-) -> dict[str, Any]:
-    options: dict[str, Any] = {"retry_after": honour_retry_after, "wait": wait, "budget": budget}
-    if hedge_after is not None:
-        options["hedge_after"] = seconds(hedge_after, "hedge_after")
-    if methods is not None:
-        options["methods"] = methods
-    if statuses is not None:
-        options["statuses"] = statuses
-    if failures is not None:
-        options["failure_statuses"] = failures
-    return options

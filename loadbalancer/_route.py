@@ -1,0 +1,102 @@
+"""A service as the clients see it: its instances' connections, optional ejection, a balancer over them.
+
+The httpx transports, the aiohttp middleware and the gRPC channels each keep one connection
+(a pool, a session's target, a sub-channel) per instance; ``Route`` makes it when the
+instance appears, closes it when the instance leaves, and picks among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .balancer import Balancer, RoundRobin
+from .endpointer import Endpointer
+from .errors import NoEndpointsError
+from .instance import Instance
+from .outlier import OutlierDetector
+from .publisher import Publisher
+
+__all__ = ["Balancing", "Route", "instance_of"]
+
+Balancing = type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] | Balancer[Any]
+"""A balancer class, a function of a publisher making one, or a balancer over the application's instances."""
+
+
+class Route:
+    """A service: its instances' connections (made by ``connect(instance)``), the optional
+    ejection, and the balancer over them. ``close_delay``: how long a departed instance's
+    connection stays open for calls still on it (the Endpointer's)."""
+
+    def __init__(
+        self,
+        name: str,
+        publisher: Publisher[Any],
+        connect: Callable[[Instance], Any],
+        balancer: Balancing,
+        eject: bool | Mapping[str, Any],
+        own: bool,
+        log: Any,
+        close_delay: float = 0,
+    ) -> None:
+        if not isinstance(publisher, Publisher):
+            raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
+        self.name = name
+        self.publisher = publisher
+        self.log = log
+        self.pools: Endpointer[Any] = Endpointer(
+            publisher, connect, close_delay=close_delay, own=own, logger=log, service=name
+        )
+        top: Publisher[Any] = self.pools
+        self.detector: OutlierDetector[Any] | None = None
+        if eject:
+            options = dict(eject) if isinstance(eject, Mapping) else {}
+            self.detector = OutlierDetector(self.pools, own=False, logger=log, **options)
+            top = self.detector
+        self.by_instance: Balancer[Any] | None = None
+        if isinstance(balancer, Balancer):
+            self.by_instance = balancer  # picks instances of the application's publisher: mapped to connections
+            self.balancer: Balancer[Any] = RoundRobin(top)
+        elif callable(balancer):
+            self.balancer = balancer(top)
+            if not isinstance(self.balancer, Balancer):
+                raise TypeError(f"balancer must make a loadbalancer.Balancer, got {self.balancer!r}")
+        else:
+            raise TypeError(
+                f"balancer must be a Balancer class, a function of a publisher or a Balancer, got {balancer!r}"
+            )
+        self._pick = self.balancer.endpoint
+        self._index: tuple[object, dict[str, Any]] = ((), {})
+
+    def candidates(self) -> Sequence[Any]:
+        """The endpoints a pick chooses from now (a retry looks through them for one not tried)."""
+        return self.balancer.candidates()
+
+    def choose(self) -> Any:
+        """The balancer's pick: an instance's connection, or the tracker of one."""
+        if self.by_instance is None:
+            return self._pick()
+        instance = self.by_instance.endpoint()
+        current = self.pools.endpoints()
+        if self._index[0] is not current:
+            self._index = (current, {str(i): e for i, e in zip(current.instances, current, strict=True)})
+        pool = self._index[1].get(str(instance))
+        if pool is None:
+            raise NoEndpointsError(f"no connection for {instance} of service {self.name!r} yet")
+        return pool
+
+    def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
+        self.pools.close()
+
+    async def aclose(self) -> None:
+        if self.detector is not None:
+            await self.detector.aclose()
+        await self.pools.aclose()
+
+
+def instance_of(endpoint: Any) -> Instance:
+    """The instance an endpoint (a connection, or a tracker of one) sends to."""
+    instance: Instance = endpoint.instance
+    return instance
