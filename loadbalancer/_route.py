@@ -26,7 +26,8 @@ Balancing = type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] | Ba
 class Route:
     """A service: its instances' connections (made by ``connect(instance)``), the optional
     ejection, and the balancer over them. ``close_delay``: how long a departed instance's
-    connection stays open for calls still on it (the Endpointer's)."""
+    connection stays open for calls still on it (the Endpointer's). ``screen``: a filter put
+    between the connections and the ejection (the gRPC channels' health watch)."""
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class Route:
         own: bool,
         log: Any,
         close_delay: float = 0,
+        screen: Callable[[Publisher[Any]], Publisher[Any]] | None = None,
     ) -> None:
         if not isinstance(publisher, Publisher):
             raise TypeError(f"service {name!r}: expected a loadbalancer.Publisher (of instances), got {publisher!r}")
@@ -48,6 +50,9 @@ class Route:
             publisher, connect, close_delay=close_delay, own=own, logger=log, service=name
         )
         top: Publisher[Any] = self.pools
+        self.screen = None if screen is None else screen(self.pools)
+        if self.screen is not None:
+            top = self.screen
         self.detector: OutlierDetector[Any] | None = None
         if eject:
             options = dict(eject) if isinstance(eject, Mapping) else {}
@@ -86,13 +91,15 @@ class Route:
         return pool
 
     def close(self) -> None:
-        if self.detector is not None:
-            self.detector.close()
+        for layer in (self.detector, self.screen):
+            if layer is not None:
+                layer.close()
         self.pools.close()
 
     async def aclose(self) -> None:
-        if self.detector is not None:
-            await self.detector.aclose()
+        for layer in (self.detector, self.screen):
+            if layer is not None:
+                await layer.aclose()
         await self.pools.aclose()
 
 
