@@ -60,10 +60,11 @@ class EchoServer:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         self.health.set(service, status)
 
-    def stop(self) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving: at once (calls in flight end CANCELLED), or letting them finish within ``grace``."""
         server, self._server = self._server, None
         if server is not None:
-            server.stop(0).wait(5)
+            server.stop(grace).wait(5 + (grace or 0))
 
     def __enter__(self) -> EchoServer:
         return self.start()

@@ -116,7 +116,7 @@ def test_no_failed_call_while_a_server_stops_mid_run(servers: list[EchoServer]) 
         for thread in threads:
             thread.start()
         eventually(lambda: sum(done.values()) >= 200, timeout=30)
-        servers[1].stop()
+        servers[1].stop()  # at once: its calls in flight end CANCELLED, retried as UNAVAILABLE is
         before = done[servers[1].port]
         eventually(lambda: sum(done.values()) >= 800, timeout=60)
         stop.set()
@@ -392,3 +392,18 @@ def test_generated_stubs_work_unchanged(tmp_path: Path, servers: list[EchoServer
             assert echo_pb2_grpc.GreeterStub(ch).Hello(echo_pb2.Text(text="stub"), timeout=5).text == "hello stub"
     finally:
         server.stop(0)
+
+
+def test_a_stopped_server_is_left_out_until_it_is_back(servers: list[EchoServer]) -> None:
+    with channel(servers, retries=2) as ch:
+        unary = ch.unary_unary(UNARY)
+        assert {port_of(unary(b"x")) for _ in range(6)} == {s.port for s in servers}
+        servers[0].stop()
+        for _ in range(6):
+            unary(b"x")  # the first to reach it fail over, and its sub-channel goes TRANSIENT_FAILURE
+        eventually(lambda: servers[0].address in ch._core.route.screen.excluded(), timeout=10)
+        restarted = EchoServer(servers[0].port).start()
+        try:
+            eventually(lambda: restarted.port in {port_of(unary(b"y")) for _ in range(6)}, timeout=30)
+        finally:
+            restarted.stop()

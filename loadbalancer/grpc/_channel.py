@@ -33,6 +33,7 @@ from ._core import (
     when_done,
 )
 from ._future import RetryingFuture
+from ._screen import Screen, Watcher, connectivity_thread
 
 __all__ = ["Channel", "combined"]
 
@@ -166,12 +167,12 @@ class Channel(grpc.Channel):
         publisher, own = resolve(publisher, own)
         self._service = service_of(publisher)
         policy = engine_policy(retries, timeout, attempt_timeout, wait, budget)
-        screen = None
+        watchers: dict[str, Watcher] = {"connectivity": connectivity_thread}
         if health_check:
-            from ._health import HealthWatch, watch_thread
+            from ._health import watch_thread
 
-            watcher = watch_thread(health_service, logger)
-            screen = functools.partial(HealthWatch, watcher=watcher, logger=logger)
+            watchers["health"] = watch_thread(health_service, logger)
+        screen = functools.partial(Screen, watchers=watchers, logger=logger)
         self._core = Core(
             publisher, self._connect, balancer=balancer, policy=policy, retry_codes=retry_codes, eject=eject,
             screen=screen, own=own, logger=logger,

@@ -239,10 +239,16 @@ class Core:
         return end if limit is None else min(end, start + limit)
 
     def retryable(self, error: BaseException, end: float) -> bool:
-        """A retry code; or an attempt that ran out of its own timeout while the call's deadline is not spent."""
+        """A retry code; or an attempt that ran out of its own timeout while the call's deadline is not spent.
+
+        A call the server cancelled counts as UNAVAILABLE: grpc servers cancel the calls that
+        reach them while they shut down (a client's own cancellation never gets here).
+        """
         code = code_of(error)
         if code in self.retry_codes:
             return True
+        if code is grpc.StatusCode.CANCELLED:
+            return grpc.StatusCode.UNAVAILABLE in self.retry_codes
         return (
             code is grpc.StatusCode.DEADLINE_EXCEEDED
             and self.engine.attempt_timeout is not None

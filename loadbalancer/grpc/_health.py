@@ -1,4 +1,4 @@
-"""``grpc.health.v1`` watched on every instance: one that is not serving is left out of the balancer's set.
+"""``grpc.health.v1`` watched on every instance (a ``Screen``'s watcher): one not serving is left out.
 
 Each instance's sub-channel carries a ``Health/Watch`` stream for the configured service
 name. SERVING lets the instance in, NOT_SERVING and SERVICE_UNKNOWN take it out, and a
@@ -17,11 +17,10 @@ from typing import Any
 
 import grpc
 
-from .._filtered import Filtered
 from .._log import get_logger
 from ..instance import Instance
-from ..publisher import EndpointSet, Publisher
 from ._core import code_of
+from ._screen import LoopTasks, Report, Watcher
 
 try:
     from grpc_health.v1 import health_pb2
@@ -30,13 +29,10 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "health_check=True needs grpcio-health-checking, which is not installed: pip install 'loadbalancer[grpc]'"
     ) from error
 
-__all__ = ["WATCH", "HealthWatch", "Report", "Watcher", "verdict"]
+__all__ = ["WATCH", "verdict", "watch_task", "watch_thread"]
 
 WATCH = "/grpc.health.v1.Health/Watch"
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.1, 5.0
-
-Report = Callable[[str | None], None]  # None: healthy; else why not
-Watcher = Callable[[Any, Report], Callable[[], None]]  # (sub-channel, report) -> stop
 
 
 def verdict(response: Any) -> str | None:
@@ -45,49 +41,6 @@ def verdict(response: Any) -> str | None:
     if status == health_pb2.HealthCheckResponse.SERVING:
         return None
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
-
-
-class HealthWatch(Filtered[Any, Any]):
-    """A filter over the sub-channels: out while their health stream says they do not serve."""
-
-    def __init__(self, publisher: Publisher[Any], watcher: Watcher, logger: Any) -> None:
-        self._watcher = watcher
-        self._stops: dict[str, Callable[[], None]] = {}
-        super().__init__(publisher, panic_threshold=0, logger=logger, own=False)
-
-    def unhealthy(self) -> dict[str, str]:
-        """The instances left out now, each with what its health stream said."""
-        return self.excluded()
-
-    def _inner_changed(self, endpoints: EndpointSet[Any]) -> None:
-        current = {instance.address: sub for sub, instance in zip(endpoints, endpoints.instances, strict=True)}
-        for address in [a for a in self._stops if a not in current]:
-            self._stops.pop(address)()
-            self._excluded.pop(address, None)
-        for address, sub in current.items():
-            if address not in self._stops:
-                self._stops[address] = self._watcher(sub, self._reporter(address))
-
-    def _reporter(self, address: str) -> Report:
-        def report(why: str | None) -> None:
-            with self._lock:
-                if address not in self._stops or self._excluded.get(address) == why:
-                    return
-                if why is None:
-                    self._excluded.pop(address, None)
-                    self._log.info("instance_healthy", instance=address)
-                else:
-                    self._excluded[address] = why
-                    self._log.warning("instance_unhealthy", instance=address, health=why)
-            self._refilter()
-
-        return report
-
-    def _stop(self) -> None:
-        with self._lock:
-            stops, self._stops = list(self._stops.values()), {}
-        for stop in stops:
-            stop()
 
 
 def unimplemented(log: Any, instance: Instance) -> None:
@@ -146,14 +99,14 @@ def watch_thread(service: str, log: Any) -> Watcher:
     return watcher
 
 
-def watch_task(service: str, log: Any, loop: asyncio.AbstractEventLoop) -> Watcher:
+def watch_task(service: str, log: Any, tasks: LoopTasks) -> Watcher:
     """Watches as tasks on the channel's event loop (aio channels), started from any thread."""
     log = get_logger(log, name="loadbalancer.grpc")
     request = health_pb2.HealthCheckRequest(service=service)
 
     async def run(sub: Any, report: Report) -> None:
         backoff = _FIRST_BACKOFF
-        while True:
+        while not sub.closed:
             watch = sub.channel().unary_stream(
                 WATCH, health_pb2.HealthCheckRequest.SerializeToString, health_pb2.HealthCheckResponse.FromString
             )
@@ -172,22 +125,4 @@ def watch_task(service: str, log: Any, loop: asyncio.AbstractEventLoop) -> Watch
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
-    def watcher(sub: Any, report: Report) -> Callable[[], None]:
-        tasks: list[asyncio.Task[None]] = []
-
-        def start() -> None:
-            tasks.append(loop.create_task(run(sub, report)))
-
-        def stop() -> None:
-            def cancel() -> None:
-                for task in tasks:
-                    task.cancel()
-
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(cancel)
-
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(start)
-        return stop
-
-    return watcher
+    return tasks.watcher(run)

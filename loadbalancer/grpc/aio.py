@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from ._core import (
     when_done,
 )
 from ._errors import DeadlineExceededError, NoInstanceError, RpcError
+from ._screen import LoopTasks, Screen, Watcher, connectivity_task
 
 __all__ = ["Channel", "DeadlineExceededError", "NoInstanceError", "RpcError"]
 
@@ -85,7 +87,8 @@ class _AioSub(Sub):
             self.release(start, True)
         return result
 
-    def close_channel(self) -> None:
+    def close_channel(self, grace: float | None = None) -> None:
+        """Close the channel on its loop (``grace``: seconds its calls in flight may take)."""
         channel, loop = self._channel, self.loop
         if channel is None or loop is None or loop.is_closed():
             return  # never used, or its connections went with their loop
@@ -94,11 +97,11 @@ class _AioSub(Sub):
         except RuntimeError:
             running = None
         if running is loop:
-            task = loop.create_task(channel.close())
+            task = loop.create_task(channel.close(grace))
             _closing.add(task)  # held until done, so that it is not collected half way
             task.add_done_callback(_closing.discard)
         elif loop.is_running():
-            asyncio.run_coroutine_threadsafe(channel.close(), loop)
+            asyncio.run_coroutine_threadsafe(channel.close(grace), loop)
 
 
 class Channel(grpc.aio.Channel):
@@ -139,12 +142,13 @@ class Channel(grpc.aio.Channel):
         publisher, own = resolve(publisher, own)
         self._service = service_of(publisher)
         policy = engine_policy(retries, timeout, attempt_timeout, wait, budget)
-        screen = None
+        self._tasks = LoopTasks(self._loop)
+        watchers: dict[str, Watcher] = {"connectivity": connectivity_task(self._tasks)}
         if health_check:
-            from ._health import HealthWatch, watch_task
+            from ._health import watch_task
 
-            watcher = watch_task(health_service, logger, self._loop)
-            screen = functools.partial(HealthWatch, watcher=watcher, logger=logger)
+            watchers["health"] = watch_task(health_service, logger, self._tasks)
+        screen = functools.partial(Screen, watchers=watchers, logger=logger)
         self._core = Core(
             publisher, self._connect, balancer=balancer, policy=policy, retry_codes=retry_codes, eject=eject,
             screen=screen, own=own, logger=logger,
@@ -235,6 +239,13 @@ class Channel(grpc.aio.Channel):
             raise core.no_instance(key[1], error) from None
         except AttemptTimeoutError as error:
             raise core.deadline_error(key[1], [error]) from error
+        finally:
+            # The failed attempts' tracebacks hold their frames, and these the grpc calls, in
+            # cycles: freed by the collector at any later time, on whatever loop runs then,
+            # grpc's calls would reach for their own loop, closed by then. Broken here.
+            for failure in call.errors:
+                traceback.clear_frames(failure.__traceback__)
+            del first, call, step
 
     async def started(self, key: Key, request: Any, limit: float | None, extras: Extras) -> Any:
         """A call on one instance, not retried (a stream): grpc's own call object."""
@@ -279,14 +290,14 @@ class Channel(grpc.aio.Channel):
     async def close(self, grace: float | None = None) -> None:
         """Close every sub-channel (and the publisher, when owned)."""
         await self._core.route.aclose()
+        loop = asyncio.get_running_loop()
         for sub in list(self._subs):
             sub.closed = True
             self._subs.discard(sub)
-            channel = sub._channel
-            if channel is not None and sub.loop is asyncio.get_running_loop():
-                await channel.close(grace)
-            else:
-                sub.close_channel()
+            sub.close_channel(grace)
+        mine = [task for task in _closing if task.get_loop() is loop]
+        await asyncio.gather(*mine, return_exceptions=True)  # the closes begun by the route's and here
+        await self._tasks.aclose()
 
     async def __aenter__(self) -> Channel:
         return self
