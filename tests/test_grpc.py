@@ -407,3 +407,11 @@ def test_a_stopped_server_is_left_out_until_it_is_back(servers: list[EchoServer]
             eventually(lambda: restarted.port in {port_of(unary(b"y")) for _ in range(6)}, timeout=30)
         finally:
             restarted.stop()
+
+
+def test_the_readmes_grpc_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### gRPC: `loadbalancer.grpc`") :]
+    block = section[section.index("```python\n") + len("```python\n") : section.index("```\n")]
+    exec(compile(block, "README.md (gRPC)", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.splitlines() == ["3 False"]
