@@ -415,3 +415,24 @@ def test_the_readmes_grpc_example_runs_as_written(capsys: pytest.CaptureFixture[
     block = section[section.index("```python\n") + len("```python\n") : section.index("```\n")]
     exec(compile(block, "README.md (gRPC)", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines() == ["3 False"]
+
+
+def test_each_attempt_is_recorded_for_metrics(servers: list[EchoServer]) -> None:
+    from loadbalancer import metrics as lbmetrics
+
+    lbmetrics.enable()
+    try:
+        servers[0].mode = "unavailable"
+        publisher = static.Publisher([s.address for s in servers[:2]], service="echo")
+        with lbgrpc.Channel(publisher, retries=1) as ch:
+            for _ in range(10):
+                ch.unary_unary(UNARY)(b"x")
+            figures = {  # read while the instances are in a current set (only those are reported)
+                (dict(row.labels)["instance"], dict(row.labels)["outcome"]): row.value
+                for row in lbmetrics.rows()
+                if dict(row.labels).get("service") == "echo" and row.name == "loadbalancer_requests"
+            }
+    finally:
+        lbmetrics.disable()
+    assert figures[(servers[1].address, "success")] == 10
+    assert figures[(servers[0].address, "failure")] == servers[0].calls >= 1  # every attempt, once
