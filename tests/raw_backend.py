@@ -3,12 +3,13 @@
 Paths:
 - ``/echo...``: 200, JSON of what arrived (method, path, headers, body) after reading the body;
 - ``/bytes/<n>``: 200 with ``n`` bytes, written as fast as the proxy takes them (``written`` counts);
+- ``/cut/<n>``: a head promising ``n`` bytes, half of them, then the connection closed;
 - ``/early``: ``103 Early Hints`` with a ``Link``, then ``200 ok``;
 - ``/stall``: a head promising 10 bytes, 2 of them, then nothing;
 - ``/slow/<seconds>``: 200 after that long;
 - ``/sink``: reads none of the body and never answers;
 - ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased.
-``seen`` counts requests by ``METHOD path``.
+``seen`` counts requests by ``METHOD path``, ``accepted`` the connections.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RawBackend:
         self.address = f"127.0.0.1:{self.port}"
         self.seen: collections.Counter[str] = collections.Counter()
         self.written = 0
+        self.accepted = 0
         self._lock = threading.Lock()
         self._closing = False
         self._sockets: list[socket.socket] = []
@@ -58,6 +60,8 @@ class RawBackend:
             except OSError:
                 return
             self._sockets.append(sock)
+            with self._lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
@@ -108,6 +112,10 @@ class RawBackend:
                     self.written += len(piece)
                 total -= len(piece)
             return True
+        if path.startswith("/cut/"):
+            total = int(path.rsplit("/", 1)[1])
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (total, b"x" * (total // 2)))
+            return False
         if path == "/early":
             sock.sendall(
                 b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"

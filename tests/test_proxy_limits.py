@@ -285,6 +285,49 @@ def test_early_hints_are_relayed_and_the_final_answer_kept(strict: ProxyProcess)
     assert old.startswith(b"HTTP/1.1 200") and old.endswith(b"ok")  # 1xx is not for HTTP/1.0
 
 
+def test_a_large_answer_passes_whole_and_its_backend_connection_serves_the_next(
+    strict: ProxyProcess, backend: RawBackend
+) -> None:
+    size = 3 * MIB + 7  # past the parser: relayed as read
+    with connect(strict.port) as sock:
+        sock.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+        data = read_until(sock, b"\r\n\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert status_of(head) == 200 and b"content-length: %d" % size in head.lower()
+        while len(body) < size:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(body)} of {size} bytes"
+            body += chunk
+        assert body == b"x" * size  # nothing more, nothing less
+        accepted = backend.accepted
+        sock.sendall(get("/echo/after"))
+        after = read_until_closed(sock)
+    assert status_of(after) == 200 and body_of(after)["path"] == "/echo/after"
+    assert backend.accepted == accepted, "the backend connection was not kept after a body relayed past the parser"
+
+
+def test_a_large_upload_passes_whole_and_the_next_request_on_the_connection_is_served(strict: ProxyProcess) -> None:
+    size = 2 * MIB + 3  # past the parser: relayed as read
+    body = b"0123456789abcdef" * (size // 16) + b"xyz"  # ASCII: the backend answers it back in JSON
+    with connect(strict.port) as sock:
+        # the body's end and the next head in one write: the parser starts afresh after the body
+        sock.sendall(
+            b"POST /echo/up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b" % (size, body) + get("/echo/next")
+        )
+        answers = read_until_closed(sock)
+    first, second = answers.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200") and json.loads(first.split(b"\r\n\r\n", 1)[1])["body"].encode() == body
+    assert second.startswith(b"200") and b'"path": "/echo/next"' in second
+
+
+def test_a_large_answer_cut_short_is_cut_short_for_the_client(strict: ProxyProcess) -> None:
+    size = 3 * MIB
+    answer = ask(strict.port, b"GET /cut/%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert status_of(head) == 200 and b"content-length: %d" % size in head.lower()
+    assert len(body) <= size // 2  # at most what the backend sent, then the connection cut: never a whole answer
+
+
 # -- memory and connections ------------------------------------------------------------------------
 
 

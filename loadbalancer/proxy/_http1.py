@@ -23,7 +23,7 @@ from ._h2 import H2Connection
 from ._proxy import Proxy, reset
 from ._request import Refusal, Request, check
 from ._tunnel import Tunnel
-from ._upstream import Backend, UpstreamConnection
+from ._upstream import PARSED_BODY, Backend, UpstreamConnection
 
 __all__ = ["ClientConnection"]
 
@@ -74,6 +74,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.refusal: Refusal | None = None
         self.refused = False  # a refusal is queued: the rest of the input is not read
         self.manual_body = 0  # body bytes of a request whose upgrade was declined, read past the parser
+        self.body_left = 0  # bytes of a large Content-Length body still to come, relayed past the parser
         self.upgrading = False  # an upgrade request is out: later bytes wait in ``early``
         self.early = bytearray()
         self.tunnel: Tunnel | None = None
@@ -140,6 +141,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.proxy.idle.pop(self, None)
         else:
             self.last_read = self.proxy.now
+            if self.body_left:
+                rest = self._body_past_parser(data)
+                if rest:
+                    self.data_received(rest)  # the next request's head, read with the body's end
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -294,6 +300,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.queue.append(request)
         if request.has_body:
             proxy.watched[self] = None  # the body's reads are timed
+            if not request.chunked and not self.manual_body:
+                length = next(value for name, value in request.headers if name == b"content-length").strip()
+                if length.isdigit() and int(length) > PARSED_BODY:
+                    # a large body goes to the backend as read, past the parser (which copies each chunk)
+                    self.body_left = int(length)
         if self.task is None:
             self.task = self.loop.create_task(self._serve())
 
@@ -316,6 +327,25 @@ class ClientConnection(Downstream, asyncio.Protocol):
         return None
 
     def on_body(self, chunk: bytes) -> None:
+        if self.body_left:
+            self.body_left -= len(chunk)  # the first bytes of a large body, read with its head
+        self._body(chunk)
+
+    def _body_past_parser(self, data: bytes) -> bytes:
+        """Pass on the next bytes of a large Content-Length body unparsed; the bytes after it."""
+        left = self.body_left
+        if len(data) <= left:
+            chunk, rest = data, b""
+        else:
+            chunk, rest = data[:left], data[left:]
+        self.body_left = left - len(chunk)
+        self._body(chunk)
+        if not self.body_left:  # its end: the parser, which never saw the rest of it, starts afresh
+            self.parser = httptools.HttpRequestParser(self)
+            self.on_message_complete()
+        return rest
+
+    def _body(self, chunk: bytes) -> None:
         request = self.parsing
         assert request is not None
         upstream = request.upstream

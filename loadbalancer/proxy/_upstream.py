@@ -13,7 +13,10 @@ import httptools
 
 from ..instance import Instance
 
-__all__ = ["Backend", "ConnectFailedError", "QueueTimeoutError", "Relay", "UpstreamConnection", "parse_backend_url"]
+__all__ = [
+    "PARSED_BODY", "Backend", "ConnectFailedError", "QueueTimeoutError", "Relay", "UpstreamConnection",
+    "parse_backend_url",
+]  # fmt: skip
 
 _MAX_IDLE = 256  # idle keep-alive connections kept per backend
 _NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
@@ -65,6 +68,9 @@ def parse_backend_url(text: str) -> tuple[str, Instance]:
     return parts.scheme, Instance(parts.hostname, port)
 
 
+PARSED_BODY = 64 * 1024  # bodies up to this long go through the parser (one read or two: no gain past it)
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection to a backend; its answer goes to the current ``Exchange``.
 
@@ -74,9 +80,9 @@ class UpstreamConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "backend", "closed", "connection", "exchange", "head_request", "headers", "informational", "last_read",
-        "length", "names", "parser", "reading_paused", "relay", "reusable", "status", "switching", "transport",
-        "until_close", "upgrade", "write_paused_since",
+        "backend", "closed", "connection", "exchange", "head_request", "headers", "informational", "keep_alive",
+        "last_read", "left", "length", "names", "parser", "reading_paused", "relay", "reusable", "status",
+        "switching", "transport", "until_close", "upgrade", "write_paused_since",
     )  # fmt: skip
 
     def __init__(self, backend: Backend) -> None:
@@ -88,6 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []  # the answer's, as sent
         self.names: list[bytes] = []  # their names, lowered
         self.length: bytes | None = None  # Content-Length
+        self.left = 0  # bytes of a Content-Length body still to come, relayed past the parser (0: none)
+        self.keep_alive = False  # the answer's, read at its head (for a body relayed past the parser)
         self.connection = b""  # Connection (the headers it names are hop-by-hop)
         self.upgrade = b""
         self.status = 0
@@ -114,6 +122,10 @@ class UpstreamConnection(asyncio.Protocol):
             relay.from_backend(data)
             return
         self.last_read = self.backend.clock()
+        if self.left:
+            data = self._body_past_parser(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -191,10 +203,33 @@ class UpstreamConnection(asyncio.Protocol):
         elif self.head_request or status in (204, 304):
             self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the headers say
             self._complete(True)
+        elif self.length is not None and self.length.isdigit() and int(self.length) > PARSED_BODY:
+            # A large body of known length goes to the client as read, past the parser, which
+            # would copy every chunk into a new bytes object first (its on_body).
+            self.left = int(self.length)
+            self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, chunk: bytes) -> None:
+        if self.left:
+            self.left -= len(chunk)  # the first bytes of a body, read with its head
         if self.exchange is not None:
             self.exchange.body(chunk)
+
+    def _body_past_parser(self, data: bytes) -> bytes:
+        """Relay the next bytes of a known-length body unparsed; the bytes after it, for the parser."""
+        left = self.left
+        if len(data) <= left:
+            chunk, rest = data, b""
+        else:
+            chunk, rest = data[:left], data[left:]
+        self.left = left - len(chunk)
+        if self.exchange is not None:
+            self.exchange.body(chunk)
+        if not self.left:  # its end: the parser, which never saw the rest of it, starts afresh
+            self.parser = httptools.HttpResponseParser(self)
+            if self.exchange is not None and not self.switching:
+                self._complete(self.keep_alive)
+        return rest
 
     def on_message_complete(self) -> None:
         if self.informational:
@@ -213,6 +248,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start(self, exchange: Exchange, data: bytes, head_request: bool) -> None:
         self.exchange = exchange
+        self.left = 0
         self.headers = []
         self.names = []
         self.length = None
