@@ -180,7 +180,7 @@ class DiscoveryPublisher(Publisher[E], Generic[E]):
                 except InvalidInstanceError as error:
                     if strict:
                         raise
-                    self._log.error("invalid_instance", instance=item, error=error.reason)
+                    self._log.error("instance_invalid", instance=item, error=error.reason)
                     continue
             parsed[item] = instance
             result.append(instance)

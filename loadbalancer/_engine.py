@@ -33,7 +33,7 @@ from .budget import RetryBudget, retryable
 from .errors import AttemptTimeoutError, NotReadyError, RetryBudgetExhaustedError, RetryError, RetryTimeoutError
 
 __all__ = [
-    "DEFAULT_WAIT", "Attempt", "Call", "Policy", "Step", "Verdict", "adrive", "drive", "run_on",
+    "DEFAULT_WAIT", "Attempt", "Call", "Policy", "Step", "Verdict", "adrive", "drive", "run_on", "told", "tried",
 ]  # fmt: skip
 
 DEFAULT_WAIT: Callable[[tenacity.RetryCallState], float] = tenacity.wait_random_exponential(multiplier=0.01, max=1.0)
@@ -198,6 +198,45 @@ def conclusion(
 Conclude = Callable[[str, list[BaseException], float, str, "float | None"], BaseException]
 
 
+def tried(call: Call) -> str:
+    """``10.0.0.1:80: ConnectError: ...; 10.0.0.2:80: ...``: each failed attempt's instance and error."""
+    return "; ".join(f"{call.name(endpoint) or 'no instance'}: {describe(error)}" for endpoint, error in call.failures)
+
+
+_TOLD: dict[type[BaseException], type[BaseException]] = {}
+
+
+def _told_str(self: BaseException) -> str:
+    return str(getattr(self, "_loadbalancer_told", ""))
+
+
+def told(error: BaseException, call: Call, what: str) -> BaseException:
+    """``error``, the last attempt's, made to tell the whole call: ``what``, and each instance tried with its error.
+
+    The error stays the object it is (its type's ``isinstance``, its attributes, its
+    traceback): its class becomes a subclass of its own whose message is the call's, and
+    ``error.tried`` holds ``(instance, error)`` for each failed attempt. Where its class
+    cannot be changed (a built-in exception), the call's message is added as a note.
+    """
+    if not call.failures or hasattr(error, "_loadbalancer_told"):
+        return error
+    count = len(call.failures)
+    message = f"{what}: {count} attempt{'' if count == 1 else 's'} failed: {tried(call)}"
+    cls = type(error)
+    sub = _TOLD.get(cls)
+    if sub is None:
+        namespace = {"__str__": _told_str, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        sub = _TOLD[cls] = type(cls.__name__, (cls,), namespace)
+    try:
+        error.__class__ = sub
+    except TypeError:
+        error.add_note(message)
+        return error
+    error._loadbalancer_told = message  # type: ignore[attr-defined]
+    error.tried = tuple((call.name(endpoint), failure) for endpoint, failure in call.failures)  # type: ignore[attr-defined]
+    return error
+
+
 class Call:
     """One call's decisions.
 
@@ -215,9 +254,9 @@ class Call:
     """
 
     __slots__ = (
-        "_state", "answer", "attempts", "candidates", "conclude", "discard", "end", "errors", "events", "hedged",
-        "log", "name", "pick", "policy", "ready_waited", "request", "retryable", "running", "start", "stats",
-        "tried",
+        "_state", "answer", "attempts", "candidates", "conclude", "discard", "end", "errors", "events", "failures",
+        "hedged", "log", "name", "pick", "policy", "ready_waited", "request", "retryable", "running", "start",
+        "stats", "tried",
     )  # fmt: skip
 
     def __init__(
@@ -254,6 +293,7 @@ class Call:
         self.running: list[Attempt] = []
         self.errors: list[BaseException] = []
         self.tried: list[Any] = []  # endpoints of failed attempts
+        self.failures: list[tuple[Any, BaseException]] = []  # each failed attempt's endpoint (or None) and error
         self.answer: Any = NOTHING  # the last failed attempt's answer, returned if the call ends on it
         self.hedged = False
         self.ready_waited = False
@@ -299,6 +339,7 @@ class Call:
         retry (the answer's ``Retry-After``)."""
         self._leave(attempt)
         self.errors.append(error)
+        self.failures.append((attempt.endpoint, error))
         if answer is not NOTHING:
             self._replace_answer(answer)
         if attempt.endpoint is not None:

@@ -13,7 +13,7 @@ import contextlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ._arguments import seconds
 from .errors import InvalidTargetError
@@ -164,11 +164,19 @@ SOURCES: dict[str, tuple[Define, Translate]] = {
 REGISTERING = ("etcd", "zookeeper", "consul", "mdns", "eureka")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are raised as they are, without its usage line or its ``prog: error:``."""
+
+    def error(self, message: str) -> NoReturn:
+        missing = message.partition("the following arguments are required: ")[2]
+        raise argparse.ArgumentError(None, f"missing {missing}" if missing else message)
+
+
 def parse_source(action: str, argv: Sequence[str]) -> tuple[Legacy, list[str]]:
     """Read ``SOURCE ARG... [--source-options]`` of ``action``; return it and the arguments it left."""
     name, *rest = argv
     define, translate = SOURCES[name]
-    parser = argparse.ArgumentParser(prog=f"loadbalancer {action} {name}", add_help=False, exit_on_error=False)
+    parser = _Parser(prog=f"loadbalancer {action} {name}", add_help=False, exit_on_error=False)
     define(parser, action == "register")
     errors = io.StringIO()
     try:

@@ -26,6 +26,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +62,9 @@ SOURCES = tuple(_legacy.SOURCES)  # the first syntax's source names, still under
 TIMED = frozenset(
     {"dns", "etcd", "zk", "zookeeper", "consul", "k8s", "kubernetes", "eureka", "httppoll+http", "httppoll+https"}
 )
+DEFAULT_TIMEOUT = 5.0  # seconds a source may take to answer (--timeout), where it takes one
+_GRACE = 0.5  # what resolve allows past the timeout for the client to report before giving up itself
+_PATIENCE = 1.0  # seconds resolve waits before saying (on a terminal) what it is waiting for
 
 
 class UsageError(Exception):
@@ -141,7 +145,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=seconds,
         metavar="SECONDS",
-        help="how long the source may take to answer a request (default: its client's, 5 or 10)",
+        help=f"how long the source may take to answer (default: {DEFAULT_TIMEOUT:g});"
+        " resolve gives up then, naming the server it waited for",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log the library's events to stderr (-vv: more)"
@@ -179,7 +184,7 @@ def parse(argv: Sequence[str]) -> Command:
     try:
         targets.parse(args.target)
     except InvalidTargetError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(f"argument TARGET: {error}") from None
     command = Command(args.action, args.target, dict(legacy.options) if legacy else {}, args)
     if legacy is not None:
         _error(f"note: the 'SOURCE ARGUMENT --option' syntax is deprecated; name the source as {legacy.target}"
@@ -325,9 +330,20 @@ def _options(command: Command) -> dict[str, Any]:
     """The keyword options for the target: the command's, and ``--timeout`` where the scheme takes one."""
     options = dict(command.options)
     target = targets.parse(command.target)
-    if command.args.timeout is not None and target.scheme in TIMED and "timeout" not in target.options:
-        options.setdefault("timeout", command.args.timeout)
+    if target.scheme in TIMED and "timeout" not in target.options:
+        options.setdefault("timeout", _timeout(command))
     return options
+
+
+def _timeout(command: Command) -> float:
+    """Seconds the source may take: ``--timeout``, else the target's ``?timeout=``, else ``DEFAULT_TIMEOUT``."""
+    if command.args.timeout is not None:
+        return float(command.args.timeout)
+    given = targets.parse(command.target).options.get("timeout")
+    try:
+        return float(given) if given is not None else float(command.options.get("timeout") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT  # the target's own check has refused it already
 
 
 def make_publisher(command: Command) -> Publisher[str]:
@@ -336,6 +352,8 @@ def make_publisher(command: Command) -> Publisher[str]:
         return targets.publisher(command.target, _identity, close_delay=0, **_options(command))
     except ExtraNotInstalledError as error:
         raise Failure(str(error)) from None
+    except InvalidTargetError as error:
+        raise UsageError(f"argument TARGET: {error}") from None
     except (ValueError, TypeError) as error:  # the target, or the backend's checks of what was given
         raise UsageError(str(error)) from None
 
@@ -350,10 +368,54 @@ def _where(command: Command) -> str:
 # -- actions --------------------------------------------------------------------------------
 
 
+def _servers(command: Command) -> str:
+    """The servers the command waits for, as named in the target or its options ("" where not named)."""
+    servers = command.options.get("endpoints")
+    if servers:
+        return servers if isinstance(servers, str) else ",".join(servers)
+    return ",".join(targets.parse(command.target).hosts)
+
+
+def _refresh_within(publisher: Publisher[str], command: Command) -> EndpointSet[Any]:
+    """``publisher.refresh()``, given up (``Failure`` naming the server) once the command's timeout is past."""
+    if targets.parse(command.target).scheme not in TIMED:
+        return publisher.refresh()  # from memory, or the LAN's own wait
+    limit = _timeout(command)
+    answers: queue.SimpleQueue[tuple[EndpointSet[Any] | None, BaseException | None]] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            answers.put((publisher.refresh(), None))
+        except BaseException as error:  # handed to the main thread
+            answers.put((None, error))
+
+    threading.Thread(target=read, name="loadbalancer-resolve", daemon=True).start()
+    end = time.monotonic() + limit + _GRACE
+    servers = _servers(command)
+    try:
+        found, error = answers.get(timeout=min(_PATIENCE, limit + _GRACE))
+    except queue.Empty:
+        if sys.stderr.isatty():
+            waiting = f"{servers} for {command.target}" if servers else command.target
+            print(f"{PROG}: waiting for {waiting} (up to {limit:g}s, --timeout) ...", file=sys.stderr)
+        try:
+            found, error = answers.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            at = f" at {servers}" if servers else ""
+            raise Failure(
+                f"cannot read {command.target}: no answer from the server{at} within {limit:g}s"
+                " (is it running and reachable? --timeout SECONDS waits longer)"
+            ) from None
+    if error is not None:
+        raise error
+    assert found is not None
+    return found
+
+
 def resolve(command: Command, printer: _Printer, stop: threading.Event) -> int:
     """Print the current set once."""
     with make_publisher(command) as publisher:
-        endpoints = publisher.refresh()
+        endpoints = _refresh_within(publisher, command)
         if endpoints.error is not None:
             raise Failure(f"cannot read {_where(command)}: {_reason(endpoints.error)}")
         printer.instances(endpoints.instances)

@@ -46,9 +46,10 @@ def _check_host(host: str, value: object) -> str:
 
 def _check_port(port: object, value: object) -> int:
     if isinstance(port, str):
-        if not port.isascii() or not port.isdigit():
+        digits = port[1:] if port.startswith("-") else port
+        if not digits.isascii() or not digits.isdigit():
             raise InvalidInstanceError(value, "port is not a number")
-        port = int(port)
+        port = int(port)  # a negative one is out of range, not "not a number"
     if isinstance(port, bool) or not isinstance(port, int):
         raise InvalidInstanceError(value, "port is not a number")
     if not 1 <= port <= 65535:

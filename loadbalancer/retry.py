@@ -214,8 +214,13 @@ def _check_bounds(max_attempts: object, timeout: object, lb: object) -> None:
             raise TypeError(
                 f"{name} is required: give {kind} (Retry always bounds both its attempts and its time), got None"
             )
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise TypeError(
+            f"max_attempts must be a positive integer (an int, such as 3), got {type(max_attempts).__name__}"
+            f" {max_attempts!r}"
+        )
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}: give 1 or more")
     if not isinstance(lb, Balancer):
         raise TypeError(f"lb must be a loadbalancer.Balancer, got {lb!r}")
 

@@ -220,7 +220,7 @@ def test_the_first_syntax_still_works_and_says_what_to_write(capsys: pytest.Capt
     for argv, message in [
         (["resolve", "dns", "_a._tcp.example.test.", "--server", "ns.example"], "give an IP address, not a name"),
         (["resolve", "dns", "x", "--ttl", "0"], "argument --ttl: '0' must be more than 0 seconds"),
-        (["resolve", "dns"], "the following arguments are required: name"),
+        (["resolve", "dns"], "missing name"),
     ]:
         code, out, err = run(capsys, *argv)
         assert (code, out) == (2, "") and message in err.splitlines()[-1], argv
@@ -294,10 +294,10 @@ def test_resolve_dns(capsys: pytest.CaptureFixture[str], bind: BindServer, srv_n
     ]
 
 
-def test_resolve_dns_nxdomain_is_empty_not_an_error(capsys: pytest.CaptureFixture[str], bind: BindServer) -> None:
+def test_resolve_dns_nxdomain_is_an_error(capsys: pytest.CaptureFixture[str], bind: BindServer) -> None:
     code, out, err = run(capsys, "resolve", f"dns://127.0.0.1:{bind.port}/{bind.name('_nothing._tcp')}")
-    assert code == 0 and out == ""
-    assert "no instances" in err
+    assert code == 1 and out == ""
+    assert "does not exist" in err
 
 
 def test_resolve_dns_without_an_answer_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

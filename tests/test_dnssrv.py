@@ -82,6 +82,29 @@ def host(srv_name: str, label: str) -> str:
     return f"{srv_name.split('.')[0].lstrip('_')}-{label}"
 
 
+def probes(p: Any) -> list[float]:
+    """The polls of ``p`` that asked its backend to revalidate, counted as they start.
+
+    A poll starts only once the one before it has ended, and what it published with it:
+    ``n + 1`` polls started since a moment means ``n`` whole polls ran after it.
+    """
+    started: list[float] = []
+    revalidate = p.backend.revalidate
+
+    def counted(service: str, cursor: Any, done: Any) -> Any:
+        started.append(time.monotonic())
+        return revalidate(service, cursor, done)
+
+    p.backend.revalidate = counted
+    return started
+
+
+def wait_polls(started: list[float], count: int, what: str) -> None:
+    """Wait until ``count`` whole polls have run from now (``started``: from ``probes()``)."""
+    target = len(started) + count + 1
+    eventually(lambda: len(started) >= target, 10, what)
+
+
 # -- following the records ------------------------------------------------------------------
 
 
@@ -130,28 +153,31 @@ def test_an_unchanged_answer_is_not_published_again(bind: BindServer, srv_name: 
     records = [(10, 1, 80 + i, host(srv_name, str(i))) for i in range(4)]
     bind.set_srv(srv_name, records, ttl=5)
     with publisher(bind, srv_name, interval=0.02) as p:
+        polls = probes(p)
         eventually(lambda: len(p.endpoints()) == 4)
         seen: list[EndpointSet[Any]] = []
         p.subscribe(seen.append)
         for _ in range(5):
-            p.refresh()  # through the resolver
-        time.sleep(0.3)  # and a dozen probes
+            p.refresh()  # through the resolver (a refresh publishes before it returns)
+        wait_polls(polls, 12, "a dozen probes")
         bind.set_srv(srv_name, list(reversed(records)), ttl=60)
         p.refresh()
-        time.sleep(0.1)
+        wait_polls(polls, 3, "probes of the answer with the new TTL")
         assert len(seen) == 1
         assert {i.ttl for i in p.endpoints().instances} == {5}
+        bind.set_srv(srv_name, records[:3], ttl=60)  # a real change is published: the subscription works
+        eventually(lambda: len(seen) == 2, what="the change published")
 
 
-def test_nxdomain_empties_the_set(bind: BindServer, srv_name: str, logs: pytest.LogCaptureFixture) -> None:
+def test_nxdomain_keeps_the_last_set_stale(bind: BindServer, srv_name: str, logs: pytest.LogCaptureFixture) -> None:
     bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))])
     with publisher(bind, srv_name) as p:
         eventually(lambda: len(p.endpoints()) == 1)
         endpoint = p.endpoints()[0]
         bind.delete_name(srv_name)
-        eventually(lambda: len(p.endpoints()) == 0, what="emptied")
-        assert not p.endpoints().stale and p.last_error is None  # authoritative, not a failure
-        eventually(lambda: endpoint.closed)
+        eventually(lambda: p.endpoints().stale, what="stale")
+        assert len(p.endpoints()) == 1 and isinstance(p.last_error, dnssrv.NameNotFoundError)  # a failure
+        assert not endpoint.closed
         assert events(logs, "srv_name_not_found")
         bind.set_srv(srv_name, [(10, 1, 81, host(srv_name, "a"))])
         eventually(lambda: [i.port for i in p.endpoints().instances] == [81], what="back")
@@ -202,6 +228,7 @@ def test_steady_state_polls_are_probes_and_changes_go_through_the_resolver(bind:
     records = [(10, 1, 80 + i, host(srv_name, str(i))) for i in range(3)]
     bind.set_srv(srv_name, records)
     with publisher(bind, srv_name, interval=0.02) as p:
+        polls = probes(p)
         eventually(lambda: len(p.endpoints()) == 3)
         lookups: list[str] = []
         resolve = p.backend.list
@@ -211,7 +238,7 @@ def test_steady_state_polls_are_probes_and_changes_go_through_the_resolver(bind:
             return await resolve(service)
 
         p.backend.list = counted  # type: ignore[method-assign]
-        time.sleep(0.3)  # a dozen polls of an unchanged (but shuffled) answer
+        wait_polls(polls, 12, "a dozen polls of an unchanged (but shuffled) answer")
         assert lookups == []
         bind.set_srv(srv_name, records[:2])
         eventually(lambda: len(p.endpoints()) == 2)
@@ -745,11 +772,13 @@ def test_the_registry_facade_discovers_and_watches_but_does_not_register(bind: B
     bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a")), (10, 50, 8081, host(srv_name, "b"))])
     registry = dnssrv.Registry(bind.zone.to_text(), interval=0.05, resolver=resolver(bind.port))
     assert [(i.port, i.weight) for i in registry.discover(service)] == [(8081, 50), (8080, 5)]  # heaviest first
-    assert registry.lookup("nothing-here") is None  # NXDOMAIN: no instances
+    with pytest.raises(dnssrv.NameNotFoundError):  # NXDOMAIN: a name that does not exist
+        registry.lookup("nothing-here")
     with registry.watch(service, close_delay=0) as publisher:
         # the generic publisher over the registry's backend: polling, re-checked with probes
         assert isinstance(publisher, backend.Publisher) and publisher.interval == 0.05
         assert publisher.wait_ready(5)
+        polls = probes(publisher)
         lookups: list[str] = []
         resolve = registry.backend.list
 
@@ -758,7 +787,7 @@ def test_the_registry_facade_discovers_and_watches_but_does_not_register(bind: B
             return await resolve(service)
 
         registry.backend.list = counted  # type: ignore[method-assign]
-        time.sleep(0.3)  # several polls of an unchanged answer
+        wait_polls(polls, 6, "several polls of an unchanged answer")
         assert lookups == []
         bind.set_srv(srv_name, [(10, 5, 8080, host(srv_name, "a"))])
         eventually(lambda: [i.port for i in publisher.endpoints()] == [8080])
@@ -818,10 +847,12 @@ def test_follow_ttl_polls_at_the_records_ttl_probes_included(bind: BindServer, s
     bind.set_srv(srv_name, [(10, 1, 80, host(srv_name, "a"))], ttl=1)
     with publisher(bind, srv_name, interval=3600, follow_ttl=True, min_interval=0.2) as p:
         eventually(lambda: len(p.endpoints()) == 1)
+        polls = probes(p)
         for port in (81, 82):  # the first change after a lookup, the second after probes
-            time.sleep(1.5)
+            wait_polls(polls, 1, "a probe at the TTL")
             bind.set_srv(srv_name, [(10, 1, port, host(srv_name, "a"))], ttl=1)
-            eventually(lambda: [i.port for i in p.endpoints().instances] == [port], timeout=3)  # noqa: B023
+            # polled at the TTL (1 s), not at the interval (an hour)
+            eventually(lambda: [i.port for i in p.endpoints().instances] == [port], timeout=20)  # noqa: B023
 
 
 def test_refresh_soon_on_the_registrys_publisher(bind: BindServer, srv_name: str) -> None:

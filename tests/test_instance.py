@@ -45,7 +45,7 @@ def test_parse(text: str, host: str, port: int, string: str) -> None:
         ("[::g]:80", "is not a valid IPv6 address"),
         ("host:0", "port 0 is out of range 1-65535"),
         ("host:70000", "port 70000 is out of range 1-65535"),
-        ("host:-1", "port is not a number"),
+        ("host:-1", "port -1 is out of range 1-65535"),
         ("host:\uff180", "port is not a number"),
         ("bad host:80", "is not a valid host name"),
         ("-bad.example:80", "is not a valid host name"),

@@ -191,7 +191,7 @@ def test_discovery_backend_skips_malformed_instances(caplog: pytest.LogCaptureFi
     source = Source(Factory())
     source.found("a:1", "oops", "b:2")
     assert addresses(source.endpoints()) == ["a:1", "b:2"]
-    assert any("invalid_instance" in r.getMessage() and "oops" in r.getMessage() for r in caplog.records)
+    assert any("instance_invalid" in r.getMessage() and "oops" in r.getMessage() for r in caplog.records)
 
 
 def test_stale_beats_empty_and_is_visible(caplog: pytest.LogCaptureFixture) -> None:

@@ -22,7 +22,7 @@ from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from .. import _metrics
-from .._engine import Attempt, Call, Verdict, adrive, summary
+from .._engine import Attempt, Call, Verdict, adrive, summary, told
 from .._httppolicy import RetryPolicy, options_of, policy_of
 from .._log import get_logger
 from .._route import Balancing, Route
@@ -268,9 +268,14 @@ class Middleware:
             def run(attempt: Attempt) -> Awaitable[aiohttp.ClientResponse]:
                 return self._send(request, handler, attempt.endpoint, original)
 
-            response: aiohttp.ClientResponse = await adrive(
-                call, step, run, ready=route.publisher.await_ready, discard=_discard
-            )
+            try:
+                response: aiohttp.ClientResponse = await adrive(
+                    call, step, run, ready=route.publisher.await_ready, discard=_discard
+                )
+            except aiohttp.ClientError as error:  # the last attempt's, its type kept, telling every attempt
+                if isinstance(error, NoEndpointsError | TimeoutError):
+                    raise
+                raise told(error, call, f"{request.method} {original}: service {route.name!r}") from error.__cause__
             return response
         except (NoEndpointsError, TimeoutError) as error:
             raise self._failed(request, original, route, end, error) from error.__cause__

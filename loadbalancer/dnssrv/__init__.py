@@ -5,7 +5,8 @@ seconds (5 by default) and publishes ``target:port`` for each; ``refresh_on_sign
 refreshes them when the process gets SIGHUP. ``Backend`` is DNS SRV on the generic backend
 protocol (polled; most polls are one UDP query that finds the answer unchanged), and
 ``Publisher`` the generic publisher over it; ``Registry`` is the discover-only registry
-facade (``discover``, ``lookup``, ``watch``). A failed lookup is a ``DnsError``.
+facade (``discover``, ``lookup``, ``watch``). A failed lookup is a ``DnsError``; a name
+that does not exist (NXDOMAIN) is its subclass ``NameNotFoundError``.
 
     from loadbalancer import RoundRobin, dnssrv
 
@@ -16,7 +17,7 @@ facade (``discover``, ``lookup``, ``watch``). A failed lookup is a ``DnsError``.
 from ._backend import Backend
 from ._publisher import Publisher
 from ._registry import Registry
-from ._resolver import DnsError
+from ._resolver import DnsError, NameNotFoundError
 from ._signal import SignalRefresh, refresh_on_signal
 
-__all__ = ["Backend", "DnsError", "Publisher", "Registry", "SignalRefresh", "refresh_on_signal"]
+__all__ = ["Backend", "DnsError", "NameNotFoundError", "Publisher", "Registry", "SignalRefresh", "refresh_on_signal"]

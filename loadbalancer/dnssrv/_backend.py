@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import dns.name
-import dns.rcode
 import dns.resolver
 
 from .._deprecated import renamed
@@ -25,7 +24,7 @@ from ..backend import Listing
 from ..instance import Instance
 from ._lookup import Problem, Result, SrvLookup, check_name
 from ._probe import Answer, Probe
-from ._resolver import DnsError, async_resolver, servers
+from ._resolver import DnsError, NameNotFoundError, async_resolver, servers
 
 __all__ = ["Backend"]
 
@@ -44,8 +43,9 @@ class Backend(_Backend):
     - ``resolve_targets``: one instance per A/AAAA address of each target, host = the address.
 
     Instances are keyed by (priority, -weight, host, port): in key order, the lowest
-    priority and the heaviest come first. A failed lookup raises ``DnsError``; NXDOMAIN or
-    an answer without records lists no instances.
+    priority and the heaviest come first. A failed lookup raises ``DnsError``; a name that
+    does not exist (NXDOMAIN) raises ``NameNotFoundError`` (logged once as the warning
+    ``srv_name_not_found``); an answer without records lists no instances.
 
     >>> backend = Backend("svc.example.", resolver=dns.resolver.Resolver(configure=False))
     >>> backend.name_of("api").to_text()
@@ -88,6 +88,11 @@ class Backend(_Backend):
         lifetime = self._lifetime(followed.probe.take_spent())
         try:
             result = await followed.lookup.lookup(lifetime, probe=followed.probe.query is not None)
+        except NameNotFoundError as error:
+            if not followed.missing:  # once, when the name goes missing; the publisher logs each poll
+                followed.missing = True
+                self.log.warning("srv_name_not_found", service=followed.name, server=error.servers, error=str(error))
+            raise
         except DnsError as error:
             self.log.info(
                 "srv_lookup_failed",
@@ -99,6 +104,7 @@ class Backend(_Backend):
         except Exception as error:  # a bug here or below: still, stale beats empty
             self.log.error("srv_lookup_crashed", service=followed.name, error=describe(error), exc_info=error)
             raise followed.lookup.error(error) from error
+        followed.missing = False
         instances = followed.settle(result, self.log)
         return Listing(instances, followed.probe.answer(result.key, result.server, instances), result.ttl)
 
@@ -132,7 +138,7 @@ class Backend(_Backend):
 class _Followed:
     """What a backend keeps of one SRV name between lookups: its probe, its instances, what was logged."""
 
-    __slots__ = ("applied", "instances", "lookup", "name", "probe", "problems")
+    __slots__ = ("applied", "instances", "lookup", "missing", "name", "probe", "problems")
 
     def __init__(self, lookup: SrvLookup, probe: Probe) -> None:
         self.lookup = lookup
@@ -141,6 +147,7 @@ class _Followed:
         self.applied: Result | None = None  # the last good lookup
         self.instances: dict[Hashable, Instance] = {}
         self.problems: tuple[Problem, ...] = ()  # records skipped, logged once
+        self.missing = False  # the name was not found (NXDOMAIN) at the last lookup: logged once
 
     def settle(self, result: Result, log: Any) -> dict[Hashable, Instance]:
         """The instances of ``result`` by key; a record whose TTL alone changed keeps its ``Instance``.
@@ -156,9 +163,7 @@ class _Followed:
             self.problems = result.problems
         if before is None or result.key != before.key:
             self.probe.forget()
-            if not result.instances and result.key.rcode == dns.rcode.NXDOMAIN:
-                log.info("srv_name_not_found", service=self.name)
-            elif not result.instances and result.key.records:
+            if not result.instances and result.key.records:
                 log.info("srv_service_not_available", service=self.name, reason="target is '.'")
         previous = self.instances
         self.instances = {}

@@ -19,7 +19,7 @@ import dns.rrset
 from .._util import describe
 from ..errors import InvalidInstanceError
 from ..instance import Instance
-from ._resolver import DnsError, probeable, servers
+from ._resolver import DnsError, NameNotFoundError, probeable, servers
 from ._wire import Key, Labels, key_records
 
 __all__ = ["Problem", "Result", "SrvLookup", "check_name"]
@@ -60,13 +60,24 @@ class SrvLookup:
         self.resolve_targets = resolve_targets
 
     async def lookup(self, lifetime: float, *, probe: bool = False) -> Result:
-        """One lookup through the resolver (``probe``: note the server for a probe to follow)."""
+        """One lookup through the resolver (``probe``: note the server for a probe to follow).
+
+        It ends within ``lifetime`` seconds (dnspython's own lifetime check can overrun it by
+        its backoff sleeps), with a ``DnsError`` naming the servers asked if none answered.
+        """
+        try:
+            async with asyncio.timeout(lifetime):
+                return await self._lookup(lifetime, probe)
+        except TimeoutError as error:
+            raise self.error(error, reason=f"timed out: no answer within {lifetime:g}s") from error
+
+    async def _lookup(self, lifetime: float, probe: bool) -> Result:
         try:
             answer = await self.resolver.resolve(
                 self.qname, dns.rdatatype.SRV, raise_on_no_answer=False, lifetime=lifetime
             )
-        except dns.resolver.NXDOMAIN:
-            return Result(Key(dns.rcode.NXDOMAIN, ()), (), None, None)
+        except dns.resolver.NXDOMAIN as error:
+            raise self.not_found() from error
         except dns.exception.DNSException as error:
             raise self.error(error) from error
         records: set[tuple[int, int, int, Labels]] = set()
@@ -117,7 +128,7 @@ class SrvLookup:
                 try:
                     instances.append(Instance(address, port, weight=weight, priority=priority, ttl=instance_ttl))
                 except InvalidInstanceError as error:
-                    problems.append(("invalid_srv_target", host, port, error.reason))
+                    problems.append(("srv_target_invalid", host, port, error.reason))
         instances.sort(key=lambda i: (i.priority, -i.weight, i.host, i.port))
         return tuple(instances), tuple(sorted(problems))
 
@@ -136,11 +147,22 @@ class SrvLookup:
                 _add_addresses(found, answer.rrset, name=target)
         return found.get(target, [])
 
-    def error(self, error: BaseException, what: str | None = None) -> DnsError:
+    def not_found(self) -> NameNotFoundError:
+        """The ``NameNotFoundError`` saying that this SRV name does not exist, and who said so."""
+        asked, name = servers(self.resolver), self.qname.to_text()
+        return NameNotFoundError(
+            f"SRV name {name} does not exist (NXDOMAIN from {asked}): check its spelling"
+            " (_service._proto.domain.) and the DNS server asked",
+            name=name,
+            servers=asked,
+        )
+
+    def error(self, error: BaseException, what: str | None = None, *, reason: str | None = None) -> DnsError:
         """The ``DnsError`` saying that ``what`` (this SRV lookup) failed, and where."""
         asked = servers(self.resolver)
         what = what or f"SRV lookup of {self.qname.to_text()}"
-        return DnsError(f"{what} via {asked} failed: {describe(error)}", name=self.qname.to_text(), servers=asked)
+        reason = reason or describe(error)
+        return DnsError(f"{what} via {asked} failed: {reason}", name=self.qname.to_text(), servers=asked)
 
 
 def _add_addresses(into: Glue, rrset: dns.rrset.RRset, name: Labels | None = None) -> None:

@@ -47,9 +47,11 @@ class Publisher(_Generic[E]):
     - Failures (timeout, SERVFAIL, REFUSED, no server answering, a truncated or malformed
       answer: ``dnssrv.DnsError``) keep the last good set, marked stale, and are logged with
       the name and server; the next attempt comes after ``interval``, then the wait doubles
-      while failing, up to ``max(interval, max_backoff)`` (default 30 s). NXDOMAIN or an
-      answer without records empties the set, as does an answer whose only target is
-      ``"."`` (RFC 2782: decidedly not available).
+      while failing, up to ``max(interval, max_backoff)`` (default 30 s). A name that does
+      not exist (NXDOMAIN: ``dnssrv.NameNotFoundError``, the warning ``srv_name_not_found``)
+      is such a failure too: a misspelled name is not an empty service. An answer without
+      records empties the set, as does an answer whose only target is ``"."`` (RFC 2782:
+      decidedly not available).
     - ``resolve_targets``: publish one instance per A/AAAA address of each target (taken
       from the answer's additional section when there, else looked up), host = the address.
     - A TTL that changes on its own (a caching resolver counting down) is not a change: an

@@ -14,7 +14,7 @@ import dns.resolver
 from .._util import describe
 from ..errors import DiscoveryError
 
-__all__ = ["DnsError", "async_resolver", "probeable", "servers"]
+__all__ = ["DnsError", "NameNotFoundError", "async_resolver", "probeable", "servers"]
 
 
 class DnsError(DiscoveryError):
@@ -28,6 +28,16 @@ class DnsError(DiscoveryError):
         super().__init__(message)
         self.name = name
         self.servers = servers
+
+
+class NameNotFoundError(DnsError):
+    """The SRV name does not exist (NXDOMAIN): misspelled, or its service withdrawn.
+
+    Not the same as a name that exists with no SRV records (an empty set): a name that is
+    not there is most often a mistake in it. Like every discovery failure, a publisher
+    keeps its last good set, marked stale, and asks again at its next poll; the event
+    ``srv_name_not_found`` (a warning) names the name and the servers asked.
+    """
 
 
 def async_resolver(resolver: object) -> dns.asyncresolver.Resolver:

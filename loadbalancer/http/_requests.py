@@ -28,7 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     ) from error
 
 from .. import _metrics
-from .._engine import Attempt, Call, Verdict, drive, summary
+from .._engine import Attempt, Call, Verdict, drive, summary, told
 from .._httppolicy import RetryPolicy
 from .._log import get_logger
 from ..balancer import Balancer, RoundRobin
@@ -249,9 +249,15 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 f"{request.method} {request.url}: no instance of {self._publisher!r}: {error}", request=request
             ) from error
         except requests.exceptions.Timeout as error:
-            if isinstance(error, RequestsDeadlineExceeded) or time.monotonic() < end - 0.005:
+            if isinstance(error, RequestsDeadlineExceeded):
+                raise
+            if time.monotonic() < end - 0.005:
+                told(error, call, f"{method} {request.url}: service {self._publisher.service!r}")
                 raise
             raise self._deadline(request, method, [error]) from error
+        except requests.exceptions.RequestException as error:  # the last attempt's, telling every attempt
+            told(error, call, f"{method} {request.url}: service {self._publisher.service!r}")
+            raise
 
     def _runner(
         self,

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from .. import _metrics
-from .._engine import Attempt, Call, Verdict, adrive, drive, summary
+from .._engine import Attempt, Call, Verdict, adrive, drive, summary, told
 from .._httppolicy import RetryPolicy, options_of, policy_of
 from .._log import get_logger
 from .._route import Balancing, Route, instance_of
@@ -378,6 +378,15 @@ class _Base:
             return failure
         return error
 
+    def gave_up(self, request: httpx.Request, route: Route, call: Call, error: BaseException) -> BaseException:
+        """The last attempt's ``error`` (its type kept) telling the service and each instance tried with its error.
+
+        Timeouts and "no instance" are the deadline's and the publisher's: told by ``failed()``.
+        """
+        if isinstance(error, NoEndpointsError | httpx.TimeoutException):
+            return error
+        return told(error, call, f"{request.method} {request.url}: service {route.name!r}")
+
     def deadline_error(self, request: httpx.Request, errors: list[BaseException]) -> DeadlineExceeded:
         timeout = self._policy.timeout or 0.0
         return DeadlineExceeded(
@@ -507,7 +516,10 @@ class Transport(_Base, httpx.BaseTransport):
             def run(attempt: Attempt) -> httpx.Response:
                 return self._send(request, attempt.endpoint, attempt.deadline)
 
-            response: httpx.Response = drive(call, step, run, ready=route.publisher.wait_ready)
+            try:
+                response: httpx.Response = drive(call, step, run, ready=route.publisher.wait_ready)
+            except httpx.TransportError as error:
+                raise self.gave_up(request, route, call, error) from error.__cause__
             return response
         except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
             raise self.failed(request, route, end, error) from error.__cause__
@@ -617,9 +629,12 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                     first.__cause__ = error
                 call = self.call(request, route, start, end)
                 step = call.after_first(endpoint, first, time.monotonic())
-            response: httpx.Response = await adrive(
-                call, step, run, ready=route.publisher.await_ready, discard=self.discard
-            )
+            try:
+                response: httpx.Response = await adrive(
+                    call, step, run, ready=route.publisher.await_ready, discard=self.discard
+                )
+            except httpx.TransportError as error:
+                raise self.gave_up(request, route, call, error) from error.__cause__
             return response
         except (NoEndpointsError, httpx.TimeoutException, AttemptTimeoutError) as error:
             raise self.failed(request, route, end, error) from error.__cause__

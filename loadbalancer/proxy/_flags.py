@@ -81,7 +81,10 @@ def _is_target(text: str) -> bool:
 def _source(text: str) -> str:
     _name, sep, rest = text.partition(":")
     if not sep or not rest:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a target, such as dns:///_api._tcp.example.")
+        known = ", ".join(sorted(scheme.name for scheme in targets.schemes()))
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a target: give one such as dns:///_api._tcp.example. (schemes: {known})"
+        )
     return text
 
 
@@ -275,6 +278,18 @@ def _legacy_source(spec: str, options: Sequence[str]) -> tuple[str, dict[str, An
     return legacy.target, legacy.options
 
 
+def _check_socket(path: str) -> None:
+    """The admin socket's directory must be there: found now, not after the workers have started."""
+    if path == "none":
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(
+            f"--socket {path!r}: the directory {directory} does not exist"
+            " (create it, or give another --socket PATH; 'none': no admin socket)"
+        )
+
+
 def check(args: argparse.Namespace) -> None:
     """Refuse, naming the value, what cannot work."""
     args.backends = _split_backends(args.backends)
@@ -289,7 +304,9 @@ def check(args: argparse.Namespace) -> None:
         try:
             targets.check(args.target, **args.target_options)
         except (ValueError, ImportError) as error:
-            raise UsageError(f"{args.target}: {error}") from None
+            flag = "--source" if args.source is not None else "-b"
+            raise UsageError(f"argument {flag}: {error}") from None
+    _check_socket(args.socket)
     if bool(args.cacert) != bool(args.privkey):
         raise UsageError("-cacert and -privkey go together")
     if args.cacert:

@@ -16,6 +16,11 @@ __all__ = ["Publisher"]
 def _check(instances: object) -> None:
     if isinstance(instances, str):
         raise TypeError(f"instances must be a list of 'host:port' strings or Instances, not the string {instances!r}")
+    if not isinstance(instances, Iterable):
+        raise TypeError(
+            f"instances must be a list of 'host:port' strings or Instances (such as ['10.0.0.1:80']),"
+            f" got {type(instances).__name__} {instances!r}"
+        )
 
 
 class Publisher(DiscoveryPublisher[E]):

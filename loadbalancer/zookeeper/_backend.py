@@ -161,7 +161,7 @@ class Backend(_Backend):
         try:
             return parse_node(data), stat.mzxid
         except InvalidNodeError as error:
-            self.log.error("invalid_node", node=path, data=shown(data), error=str(error))
+            self.log.error("zookeeper_node_invalid", node=path, data=shown(data), error=str(error))
             return None, stat.mzxid
 
     async def version(self, path: str, watch: Watcher | None = None) -> int | None:

@@ -28,7 +28,7 @@ class Publisher(_Generic[E]):
     "metadata": {"zone": "a"}}`` (only ``host`` and ``port`` are required; Curator's
     ``address`` is read as ``host``; other keys are ignored). Instances are published in the
     order of their node names. A node whose data is neither is left out and logged
-    (``invalid_node``, with the node and its data); it is read again when its data changes.
+    (``zookeeper_node_invalid``, with the node and its data); it is read again when its data changes.
     A ``Registrar`` writes nodes of this form.
 
     - ``endpoints``: a kazoo connection string, ``"zk1:2181,zk2:2181,zk3:2181"`` (or a
