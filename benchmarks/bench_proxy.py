@@ -7,7 +7,12 @@ measured) and nginx as a proxy (upstream keep-alive). Each is loaded with
 a rotating order; the table shows each one's best round (req/s, p99) and the median
 per-round ratio of the proxy to each other. After every run the proxy must still answer
 (no lock-up). Then a large download (``--large``, 1 GiB by default) through the proxy and
-through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s.
+through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s; and a
+large upload the other way, to an upload sink (``benchmarks/_sink.py``) behind each, streamed both (nginx with
+``proxy_request_buffering off``). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for
+``--seconds`` on a 1 KiB answer, through the proxy (``-cacert``/``-privkey``) and through
+nginx (``ssl http2``, the same certificate and backends, upstream keep-alive): req/s and p99
+(from h2load's per-request log), and the ratios. ``h2load`` is Debian's ``nghttp2-client``.
 ``--baseline TREE`` runs the proxy of another checkout beside this one (before and after a
 change, in one run). Needs Debian's ``wrk``, ``curl`` and ``nginx-light``; goaround is
 optional (the path in ``--goaround``; skipped when absent).
@@ -79,6 +84,127 @@ def backend_conf(port: int) -> str:
     )
 
 
+def upload(port: int, path: str) -> float:
+    """MB/s of one upload of the file at ``path`` by curl (a POST of its bytes)."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-T", path, "-X", "POST", "-w", "%{size_upload} %{time_total}",
+         f"http://127.0.0.1:{port}/upload"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return float(out[0]) / float(out[1]) / 1e6
+
+
+def h2load(port: int, seconds: float, log: str) -> tuple[float, float, int]:
+    """req/s, p99 (ms) and failed requests of one h2load run (-c50 -m10) over TLS."""
+    out = subprocess.run(
+        ["h2load", "-c50", "-m10", f"-D{max(1, round(seconds))}", "--warm-up-time=1", f"--log-file={log}",
+         f"https://127.0.0.1:{port}/1k"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    found = re.search(r"requests: .*?(\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    failed = int(found.group(2)) + int(found.group(3)) if found else -1
+    with open(log) as file:  # start time, status, microseconds: one line a request
+        times = sorted(int(line.split()[2]) for line in file if line.strip())
+    p99 = times[int(len(times) * 0.99)] / 1000 if times else float("nan")
+    return rate, p99, failed
+
+
+def certificate(directory: str) -> tuple[str, str]:
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def start_proxy(stack: contextlib.ExitStack, port: int, args: argparse.Namespace, *more: str) -> None:
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(port), "--bind", "127.0.0.1",
+         "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers), *more],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    stack.callback(proxy.wait)
+    stack.callback(proxy.terminate)
+
+
+def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, dict[str, list[tuple[float, ...]]]]:
+    """The large upload and HTTP/2 phases: proxy against nginx, each in turn, ``args.rounds`` times."""
+    results: dict[str, dict[str, list[tuple[float, ...]]]] = {"upload": {}, "h2": {}}
+    directory = tempfile.mkdtemp(prefix="bench-proxy-more-")
+    sink_port, ports = free_port(), {name: free_port() for name in ("up-proxy", "up-nginx", "h2-proxy", "h2-nginx")}
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, directory, ignore_errors=True)
+        sink = subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sink.py"), str(sink_port)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        stack.callback(sink.wait)
+        stack.callback(sink.kill)
+        assert sink.stdout is not None
+        assert sink.stdout.readline().strip() == "ready"
+        cert, key = certificate(directory)
+        backends = " ".join(f"server {url.removeprefix('http://')};" for url in urls)
+        stack.enter_context(nginx(
+            f"upstream sink {{ server 127.0.0.1:{sink_port}; keepalive 64; }} upstream b {{ {backends} keepalive 64; }}"
+            f" server {{ listen 127.0.0.1:{ports['up-nginx']}; client_max_body_size 0; client_body_buffer_size 256k;"
+            " location / {"
+            " proxy_pass http://sink; proxy_http_version 1.1; proxy_set_header Connection '';"
+            " proxy_request_buffering off; proxy_buffering off; } }"
+            f" server {{ listen 127.0.0.1:{ports['h2-nginx']} ssl http2; ssl_certificate {cert};"
+            f" ssl_certificate_key {key}; ssl_protocols TLSv1.3; keepalive_requests 1000000;"
+            " location / { proxy_pass http://b; proxy_http_version 1.1;"
+            " proxy_set_header Connection ''; proxy_buffering off; } }"
+        ))  # fmt: skip
+        start_proxy(stack, ports["up-proxy"], args, "--health-path", "none", "-b", f"http://127.0.0.1:{sink_port}")
+        start_proxy(
+            stack, ports["h2-proxy"], args, "-cacert", cert, "-privkey", key, *(a for u in urls for a in ("-b", u))
+        )
+        for port in ports.values():
+            wait_port(port)
+        big = os.path.join(directory, "upload")
+        with open(big, "wb") as file:
+            file.truncate(args.large)  # sparse: read from memory
+        log = os.path.join(directory, "h2load.log")
+        for subject in ("proxy", "nginx"):
+            upload(ports[f"up-{subject}"], big)  # warm-up
+            h2load(ports[f"h2-{subject}"], 1, log)
+        for round_ in range(args.rounds):
+            for subject in ("proxy", "nginx")[round_ % 2 :] + ("proxy", "nginx")[: round_ % 2]:
+                results["upload"].setdefault(subject, []).append((upload(ports[f"up-{subject}"], big),))
+                results["h2"].setdefault(subject, []).append(h2load(ports[f"h2-{subject}"], args.seconds, log))
+    return results
+
+
+def print_more(results: dict[str, dict[str, list[tuple[float, ...]]]], args: argparse.Namespace) -> None:
+    names = {"proxy": f"loadbalancer proxy ({args.workers}w)", "nginx": "nginx"}
+    uploads = results["upload"]
+    print(f"\n{args.large / 2**30:g} GiB upload by curl to a sink, {args.rounds} rounds (MB/s):")
+    for subject, rows in uploads.items():
+        rates = [row[0] for row in rows]
+        print(f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})")
+    ratios = [a[0] / b[0] for a, b in zip(uploads["proxy"], uploads["nginx"], strict=True)]
+    print(f"  proxy / nginx: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+    h2 = results["h2"]
+    print(
+        f"\nHTTP/2 over TLS 1.3, h2load -c50 -m10 -D{max(1, round(args.seconds))}, 1 KiB answers, {args.rounds} rounds:"
+    )
+    for subject, rows in h2.items():
+        print(
+            f"  {names[subject]:<24} {max(r[0] for r in rows):>9,.0f} req/s (best)"
+            f"  p99 {min(r[1] for r in rows):7.2f} ms"
+            f"  failed {sum(int(r[2]) for r in rows)}"
+        )
+    rate = [a[0] / b[0] for a, b in zip(h2["proxy"], h2["nginx"], strict=True)]
+    p99 = [a[1] / b[1] for a, b in zip(h2["proxy"], h2["nginx"], strict=True)]
+    print(f"  proxy / nginx: throughput {statistics.median(rate):.2f}x ({min(rate):.2f}-{max(rate):.2f}),"
+          f" p99 {statistics.median(p99):.2f}x")  # fmt: skip
+
+
 def download(port: int) -> float:
     """MB/s of one download of /large by curl."""
     out = subprocess.run(
@@ -137,7 +263,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download (0: none)")
+    parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download and upload (0: none)")
+    parser.add_argument("--skip-more", action="store_true", help="no upload and HTTP/2 phases")
     parser.add_argument(
         "--baseline", metavar="TREE",
         help="also run the proxy from another checkout of the project (such as an older commit), to compare",
@@ -207,6 +334,9 @@ def main() -> int:
             for round_ in range(args.rounds):
                 for subject in streamed[round_ % len(streamed) :] + streamed[: round_ % len(streamed)]:
                     downloads[subject].append(download(ports[subject]))
+        more = None  # measured while the backends run
+        if not args.skip_more and args.large and shutil.which("curl") and shutil.which("h2load"):
+            more = uploads_and_http2(args, urls)
     print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
     print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
     print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
@@ -244,6 +374,8 @@ def main() -> int:
         for other in (subject for subject in downloads if subject != "proxy"):
             ratios = [a / b for a, b in zip(downloads["proxy"], downloads[other], strict=True)]
             print(f"  proxy / {other}: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+    if more:
+        print_more(more, args)
     return 0
 
 

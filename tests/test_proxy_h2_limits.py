@@ -16,6 +16,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from .helpers import eventually
 from .proxy_clients import children, rss, settled
 from .proxy_fixtures import ProxyProcess, certificate
 from .raw_backend import RawBackend
@@ -210,9 +211,9 @@ def test_a_stalled_h2_reader_costs_the_proxy_a_bounded_buffer(
     c.request(f"/bytes/{400 * MIB}")
     c.flush()  # and read nothing: the windows are open, only TCP holds the proxy back
     sent = settled(lambda: backend.written) - start
-    grown = rss(pid) - before
     assert sent < 64 * MIB, sent
-    assert grown < 16 * MIB, grown
+    # what the burst before the backpressure took is given back within the worker's next sweeps
+    eventually(lambda: rss(pid) - before < 16 * MIB, 10, "the worker's memory back under 16 MiB more")
     c.close()
 
 

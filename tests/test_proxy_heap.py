@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-CODE = "from loadbalancer.proxy._supervisor import keep_heap; print(keep_heap())"
+CODE = "from loadbalancer.proxy._heap import keep; print(keep())"
 
 
 def run(env: dict[str, str]) -> str:

@@ -75,6 +75,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.closing = False
+        self.flush_due = False  # a write of what h2 prepared is scheduled for the end of this turn of the loop
         self.write_paused = False
         self.blocked_since: float | None = None
         self.blocked_size = 0
@@ -160,7 +161,7 @@ class H2Connection(Downstream, asyncio.Protocol):
                 stream.task.cancel()
         self.streams.clear()
         self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-        self._flush()
+        self._flush_now()
         self.closing = True
         if self.transport is not None:
             self.transport.close()
@@ -503,6 +504,14 @@ class H2Connection(Downstream, asyncio.Protocol):
                 self._send_pending(stream)
 
     def _flush(self) -> None:
+        """Write what h2 prepared, at the end of this turn of the loop: the frames of every stream
+        served in it then go out in one write (one TLS record, one system call), not one each."""
+        if not self.flush_due:
+            self.flush_due = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self.flush_due = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -515,7 +524,7 @@ class H2Connection(Downstream, asyncio.Protocol):
             self.h2.close_connection()
         except h2.exceptions.H2Error:
             pass
-        self._flush()
+        self._flush_now()
         self.closing = True
         self.transport.close()
 

@@ -20,6 +20,7 @@ import tenacity
 
 from .._engine import Policy
 from ..budget import RetryBudget
+from . import _heap as heap
 from ._cache import Cache
 from ._limits import Limits
 from ._metrics import Metrics
@@ -49,6 +50,9 @@ def reset(transport: asyncio.Transport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     transport.abort()
+
+
+_GIVE_BACK = 1.0  # seconds between returns of the heap's free pages (see _heap)
 
 
 class Connection(Protocol):
@@ -155,14 +159,18 @@ class Proxy:
                 self.watched.pop(connection, None)
 
     async def sweeping(self) -> None:
-        """Sweep every ``limits.tick`` seconds, for ever."""
+        """Sweep every ``limits.tick`` seconds, for ever; give the heap's free pages back every second."""
         loop = asyncio.get_running_loop()
         tick = self.limits.tick
+        trimmed = loop.time()
         while True:
             self.now = loop.time()
             await asyncio.sleep(tick)
             self.now = loop.time()
             self.sweep(self.now)
+            if self.now - trimmed >= _GIVE_BACK:
+                trimmed = self.now
+                heap.give_back()
 
     def close_idle(self) -> None:
         for connection in list(self.idle):

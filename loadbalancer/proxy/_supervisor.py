@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import errno
 import glob
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -17,37 +15,13 @@ import sys
 import tempfile
 import time
 
+from . import _heap as heap
 from ._limits import raise_open_files
 from ._sockets import claim_port
 from ._status import BackendStates, forget_state
 from ._upstream import parse_backend_url
 
 __all__ = ["supervise"]
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_TRIM_THRESHOLD = 64 << 20
-_MMAP_THRESHOLD = 4 << 20
-
-
-def keep_heap() -> bool:
-    """Ask glibc's malloc to keep freed memory for the next body chunks rather than return it.
-
-    Relayed bodies pass through as chunks of some 256 KiB. By default glibc serves each from
-    a fresh mmap or trims the heap once they are freed, so the next chunk faults its pages
-    in again: some 390,000 minor faults a GiB, half the kernel's time. Below 4 MiB a chunk
-    comes from the heap, and the heap keeps up to 64 MiB free before giving it back. A no-op
-    elsewhere than glibc, and when ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` is set.
-    """
-    if platform.libc_ver()[0] != "glibc" or {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"} & set(os.environ):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(
-            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        )
-    except (OSError, AttributeError):
-        return False
 
 
 class _Worker:
@@ -71,7 +45,7 @@ def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Work
             asyncio.events._set_running_loop(None)
             os.close(control_write)
             os.close(ready_read)
-            keep_heap()
+            heap.keep()
             import uvloop
 
             from ._worker import serve
@@ -219,7 +193,11 @@ async def _run(args: argparse.Namespace, port: int, workers: list[_Worker]) -> i
             )
         if socket_path is not None:
             _free_socket_path(socket_path)
-            servers.append(await _admin_server(args, workers, socket_path))
+            try:
+                servers.append(await _admin_server(args, workers, socket_path))
+            except OSError as error:
+                raise OSError(f"cannot make the admin socket --socket {socket_path}: {error.strerror or error}"
+                              " (give another --socket PATH, or 'none')") from error  # fmt: skip
             made_socket = True
     except OSError as error:
         print(f"loadbalancer proxy: error: {error}", file=sys.stderr)
