@@ -72,7 +72,7 @@ def main() -> None:
         bind.start()
         time.sleep(1.0)
 
-        print("\nthe service is withdrawn (its name is deleted: NXDOMAIN): the set empties")
+        print("\nthe service is withdrawn (its name is deleted: NXDOMAIN): NameNotFoundError, the last set kept")
         bind.delete_name("_api._tcp")
         time.sleep(0.5)
 
