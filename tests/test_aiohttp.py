@@ -344,8 +344,8 @@ async def test_aiohttp_still_sends_a_request_where_a_middleware_points_it(backen
 
 
 def test_the_readmes_aiohttp_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("### aiohttp: `loadbalancer.aiohttp`") :]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "http.md").read_text()
+    section = readme[readme.index("## aiohttp: `loadbalancer.aiohttp`") :]
     block = section[section.index("```python\n") + len("```python\n") : section.index("```\n")]
     exec(compile(block, "README.md (aiohttp)", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines() == ["api True"]

@@ -217,7 +217,8 @@ def test_every_error_the_library_defines_can_be_caught_by_a_public_name() -> Non
     assert hidden == [], "; ".join(sorted(hidden))
 
 
-_README = (ROOT / "README.md").read_text()
+# the README and every page of the documentation site: a name shown there must exist where it says
+_README = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
 # the integrations named as the libraries they integrate: in the README, ``grpc.X`` is grpcio's
 # (ours are imported as ``lbgrpc``, ``lbaiohttp``), and ``lbgrpc.X`` is checked as ours
 _ALIASES = {"lbgrpc": "grpc", "lbaiohttp": "aiohttp"}

@@ -410,8 +410,8 @@ def test_a_stopped_server_is_left_out_until_it_is_back(servers: list[EchoServer]
 
 
 def test_the_readmes_grpc_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("### gRPC: `loadbalancer.grpc`") :]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "grpc.md").read_text()
+    section = readme[readme.index("# gRPC: `loadbalancer.grpc`") :]
     block = section[section.index("```python\n") + len("```python\n") : section.index("```\n")]
     exec(compile(block, "README.md (gRPC)", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines() == ["3 False"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from loadbalancer.proxy._flags import build_parser
 from loadbalancer.proxy._limits import Limits
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-SECTION = README[README.index("### HTTP proxy: `loadbalancer proxy`") : README.index("### Registries")]
+README = (Path(__file__).resolve().parent.parent / "docs" / "proxy.md").read_text()
+SECTION = README[README.index("# HTTP proxy: `loadbalancer proxy`") :]
 
 
 def long_flags() -> list[argparse.Action]:
