@@ -270,6 +270,7 @@ class Channel(grpc.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:  # fmt: skip
+        """A unary method: each call picks an instance, retried on another for ``retry_codes`` (grpc's signature)."""
         key: Key = ("unary_unary", method, request_serializer, response_deserializer, _registered_method)
         return _UnaryUnary(self, key)
 
@@ -277,6 +278,7 @@ class Channel(grpc.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:  # fmt: skip
+        """A server-streaming method: each call stays on the instance it picked (grpc's signature)."""
         return _UnaryStream(
             self, ("unary_stream", method, request_serializer, response_deserializer, _registered_method)
         )
@@ -285,6 +287,7 @@ class Channel(grpc.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:  # fmt: skip
+        """A client-streaming method: each call stays on the instance it picked (grpc's signature)."""
         return _StreamUnary(
             self, ("stream_unary", method, request_serializer, response_deserializer, _registered_method)
         )
@@ -293,6 +296,7 @@ class Channel(grpc.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool = False,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:  # fmt: skip
+        """A bidirectional-streaming method: each call stays on the instance it picked (grpc's signature)."""
         key: Key = ("stream_stream", method, request_serializer, response_deserializer, _registered_method)
         return _StreamStream(self, key)
 

@@ -179,6 +179,7 @@ class Channel(grpc.aio.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool | None = False,
     ) -> Any:  # fmt: skip
+        """A unary method: each call picks an instance, retried on another for ``retry_codes`` (grpc's signature)."""
         key: Key = ("unary_unary", method, request_serializer, response_deserializer, bool(_registered_method))
         return _Callable(self, key)
 
@@ -186,6 +187,7 @@ class Channel(grpc.aio.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool | None = False,
     ) -> Any:  # fmt: skip
+        """A server-streaming method: each call stays on the instance it picked (grpc's signature)."""
         key: Key = ("unary_stream", method, request_serializer, response_deserializer, bool(_registered_method))
         return _Callable(self, key)
 
@@ -193,6 +195,7 @@ class Channel(grpc.aio.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool | None = False,
     ) -> Any:  # fmt: skip
+        """A client-streaming method: each call stays on the instance it picked (grpc's signature)."""
         key: Key = ("stream_unary", method, request_serializer, response_deserializer, bool(_registered_method))
         return _Callable(self, key)
 
@@ -200,6 +203,7 @@ class Channel(grpc.aio.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
         _registered_method: bool | None = False,
     ) -> Any:  # fmt: skip
+        """A bidirectional-streaming method: each call stays on the instance it picked (grpc's signature)."""
         key: Key = ("stream_stream", method, request_serializer, response_deserializer, bool(_registered_method))
         return _Callable(self, key)
 
