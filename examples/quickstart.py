@@ -102,10 +102,11 @@ def main() -> None:
     detector = loadbalancer.OutlierDetector(static.Publisher(instances, factory), consecutive_failures=3)
     call = loadbalancer.Retry(3, 2.0, RoundRobin(detector), retry_on=(urllib.error.URLError, OSError))
     attempts.clear()
+    print("\nwith OutlierDetector(consecutive_failures=3):")  # before the requests: their log line follows it
     for i in range(30):
         call(f"ejection-{i}")
     print(
-        f"\nwith OutlierDetector(consecutive_failures=3): {detector.ejected()} ejected;"
+        f"  {detector.ejected()} ejected;"
         f" 30 requests took {sum(attempts.values())} attempts, {attempts[instances[2]]} of them on the failing backend"
     )
     detector.close()

@@ -17,6 +17,7 @@ def test_quickstart_spreads_requests_retries_failures_and_ejects_the_failing_bac
     assert "30 answered, 0 failed" in out
     assert "10 requests took 10 attempts" in out
     assert "instance_ejected" in out and "30 requests took 33 attempts, 3 of them on the failing backend" in out
+    assert out.index("with OutlierDetector") < out.index("instance_ejected"), "the log line belongs to its section"
     assert result.stderr == ""
 
 
@@ -38,7 +39,11 @@ def test_the_kubernetes_example_follows_pods_starting_draining_and_a_410() -> No
         [sys.executable, str(EXAMPLES / "kubernetes.py")], capture_output=True, text=True, timeout=120, check=True
     )
     out = result.stdout
-    assert "-> 2 endpoints: 10.1.0.5:8080 (eu-1a), 10.1.0.6:8080 (eu-1b)" in out
+    assert out.splitlines()[1] == "  -> 2 endpoints: 10.1.0.5:8080 (eu-1a), 10.1.0.6:8080 (eu-1b)"  # shown, then picks
+    # The example waits until the publisher has read the not-ready pod's slice: anything it
+    # published of it would come before the next step's header, not a sleep later.
+    starting = out.split("web-3 starts (not ready yet): not published\n")[1]
+    assert starting.startswith("web-3 turns ready\n  -> 3 endpoints: ")
     assert "-> 3 endpoints: 10.1.0.5:8080 (eu-1a), 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
     assert "-> 2 endpoints: 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
     assert "-> 3 endpoints: 10.1.0.8:8080 (eu-1c), 10.1.0.6:8080 (eu-1b), 10.1.0.7:8080 (eu-1a)" in out
