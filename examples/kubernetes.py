@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from loadbalancer import EndpointSet, Instance, RoundRobin, kubernetes
 
@@ -31,7 +32,15 @@ def step(text: str, action: object = None) -> None:
     print(text)
     if callable(action):
         action()
-        shown.wait(5)
+        shown.wait(30)
+
+
+def read(publisher: kubernetes.Publisher[Instance], written: dict[str, Any]) -> None:
+    """Wait until ``publisher`` has read the ``written`` slice: its set stands at that resourceVersion."""
+    version = int(written["metadata"]["resourceVersion"])
+    end = time.monotonic() + 30
+    while int(publisher.resource_version or 0) < version and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def demo() -> None:
@@ -47,12 +56,12 @@ def demo() -> None:
         lb = RoundRobin(publisher)
         with publisher, publisher.subscribe(show):
             publisher.wait_ready(5)
+            shown.wait(30)  # ready, and shown: the subscriber runs on the thread that published, after
             print("  picks:", [str(lb.endpoint()) for _ in range(3)])
 
             starting = endpoint("10.1.0.7", ready=False, zone="eu-1a", pod="web-3")
-            step("\nweb-3 starts (not ready yet): not published",
-                 lambda: server.apply(endpoint_slice("web-x7k2p", "web", [*pods, starting]), "shop"))  # fmt: skip
-            time.sleep(0.2)
+            step("\nweb-3 starts (not ready yet): not published")
+            read(publisher, server.apply(endpoint_slice("web-x7k2p", "web", [*pods, starting]), "shop"))
             ready = endpoint("10.1.0.7", zone="eu-1a", pod="web-3")
             step("web-3 turns ready", lambda: server.apply(endpoint_slice("web-x7k2p", "web", [*pods, ready]), "shop"))
 

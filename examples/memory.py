@@ -41,11 +41,12 @@ def main() -> None:
 
         # A registration lives under a TTL lease that its registrar renews; closing it
         # deregisters at once (a process that dies instead drops out when its lease runs out).
-        with memory.Registrar(backend, "api", Instance("127.0.0.1", 9004, tags=("v2",)), ttl=0.5):
+        with memory.Registrar(backend, "api", Instance("127.0.0.1", 9004, tags=("v2",)), ttl=0.5) as registrar:
             while len(publisher.endpoints()) < 3:
                 time.sleep(0.01)
             print("joined, and kept past its TTL:", end=" ")
-            time.sleep(1.0)
+            while registrar.renewals < 3:  # renewed every half TTL: three renewals outlast the TTL
+                time.sleep(0.01)
             print([str(i) for i in publisher.endpoints().instances])
         while len(publisher.endpoints()) > 2:
             time.sleep(0.01)

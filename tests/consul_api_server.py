@@ -25,7 +25,8 @@ implements what service discovery uses, as Consul documents it:
   request for another gets 500 "No path to datacenter".
 
 Test hooks (not Consul's): ``PUT /_test/index/<n>`` sets the Raft index (as a snapshot
-restore does), ``PUT /_test/node-address/<addr>`` changes the node's address.
+restore does), ``PUT /_test/node-address/<addr>`` changes the node's address, ``GET
+/_test/blocked`` counts the blocking queries waiting now (``{"Blocked": n}``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class State:
         self.catalog_index = self.index
         self.changed = threading.Condition()
         self.lock = self.changed  # one lock for all
+        self.blocked = 0  # blocking queries waiting now (a test hook)
 
     # -- changes (lock held) ---------------------------------------------------------------
 
@@ -364,6 +366,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(405, f"method {method} not allowed")
         if path == "/v1/status/leader":
             return 200, JSONText(json.dumps("127.0.0.1:8300")), {}
+        if path == "/_test/blocked":
+            with state.lock:
+                return 200, {"Blocked": state.blocked}, {}
         if path == "/v1/agent/self":
             return 200, {"Config": {"Datacenter": state.datacenter, "NodeName": state.node}, "Member": {}}, {}
         if path == "/v1/agent/services":
@@ -393,11 +398,15 @@ class Handler(BaseHTTPRequestHandler):
 
         deadline = time.monotonic() + wait
         with state.lock:
-            while index > 0 and current() <= index:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                state.changed.wait(left)
+            state.blocked += 1
+            try:
+                while index > 0 and current() <= index:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    state.changed.wait(left)
+            finally:
+                state.blocked -= 1
             headers = {"X-Consul-Index": str(current()), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
             body = read()
         if self.server.state.token is not None and not body and self.headers.get("X-Consul-Token") is None:

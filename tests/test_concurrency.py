@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from loadbalancer import NoEndpointsError, Random, Retry, RetryError, RoundRobin, static
-from tests.helpers import AsyncEndpoint, Endpoint, Factory, eventually
+from tests.helpers import AsyncEndpoint, Endpoint, Factory, aeventually, eventually
 
 POOL = [f"10.1.0.{i}:8080" for i in range(1, 21)]
 REPLACEMENTS = 1_000
@@ -112,7 +112,7 @@ async def test_picks_and_calls_from_tasks_while_the_set_changes() -> None:
             publisher.replace(members)
 
     await asyncio.to_thread(replace_all)
-    await asyncio.sleep(0.05)
+    await aeventually(lambda: all(calls), 10, "a call from every task")  # not a guess at how long that takes
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 10)  # re-raises any task's failure
     assert all(calls), calls

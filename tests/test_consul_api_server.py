@@ -106,7 +106,8 @@ def test_a_blocking_query_returns_when_the_index_moves(consul_server: ConsulServ
     answer: list[Any] = []
     waiter = threading.Thread(target=lambda: answer.append(c.health.service("web", index=index, wait="30s")))
     waiter.start()
-    time.sleep(0.3)  # the query must be waiting when the change comes: it has nothing to wait on
+    # the query must be waiting when the change comes: the server says when it is
+    eventually(lambda: consul_server.request("GET", "/_test/blocked")["Blocked"] == 1, 10, "the query waiting")
     assert not answer  # blocked: nothing changed
     c.agent.service.register("web", service_id="web-2", port=81)
     waiter.join(timeout=20)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from loadbalancer import Balancer, Hedge, Retry, RetryBudget, RoundRobin, static
+from tests.helpers import aeventually
 
 
 class Backends:
@@ -60,15 +61,16 @@ async def test_a_slow_attempt_is_hedged_and_the_fast_one_wins() -> None:
     results = [await hedged.endpoint()(i) for i in range(6)]
     assert time.monotonic() - started < 10  # no call waited for the 30 s endpoint
     assert results == ["fast:2"] * 6
-    await asyncio.sleep(0.01)
-    assert backends.cancelled == ["slow:1"] * 6  # each slow primary was cancelled when the hedge won
+    # each slow primary is cancelled when the hedge wins (delivered at the loop's next turns)
+    await aeventually(lambda: len(backends.cancelled) == 6, what="the slow attempts cancelled")
+    assert backends.cancelled == ["slow:1"] * 6
     assert hedged.hedges == 6
     assert hedged.hedge_wins == 6
 
 
 async def test_no_hedge_when_the_answer_comes_in_time() -> None:
     backends = Backends({"a:1": 0.0, "b:2": 0.0})
-    hedged = Hedge(backends.balancer(), after=1.0)
+    hedged = Hedge(backends.balancer(), after=30.0)  # answers come at once: no hedge, however slow the machine
     for i in range(10):
         await hedged.endpoint()(i)
     assert hedged.hedges == 0
@@ -103,10 +105,11 @@ async def test_a_spent_budget_sends_no_hedge() -> None:
 
 async def test_retry_deadline_cancels_both_attempts() -> None:
     backends = Backends({"a:1": 30.0, "b:2": 30.0})
-    call = Retry(1, 0.2, Hedge(backends.balancer(), after=0.02))
+    call = Retry(1, 0.5, Hedge(backends.balancer(), after=0.02))  # the hedge goes out long before the deadline
     with pytest.raises(TimeoutError):
         await call("x")
-    await asyncio.sleep(0.01)
+    assert sorted(backends.started) == ["a:1", "b:2"]  # the hedge went out before the deadline
+    await aeventually(lambda: len(backends.cancelled) == 2, what="both attempts cancelled")
     assert sorted(backends.cancelled) == ["a:1", "b:2"]
 
 

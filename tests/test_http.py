@@ -345,6 +345,14 @@ def test_the_transport_records_each_attempt_for_metrics(backends: list[HttpBacke
         lbmetrics.disable()
 
 
+async def _settled() -> None:
+    """Return once every other task of this loop has ended: what a close scheduled has run (and failed, if it does)."""
+    me = asyncio.current_task()
+    async with asyncio.timeout(20):
+        while others := asyncio.all_tasks() - {me}:  # those may start more
+            await asyncio.wait(others)
+
+
 def test_async_pools_close_on_their_own_loop(backends: list[HttpBackend]) -> None:
     errors: list[dict[str, Any]] = []
 
@@ -352,7 +360,7 @@ def test_async_pools_close_on_their_own_loop(backends: list[HttpBackend]) -> Non
         async def run() -> Any:
             asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
             result = await coroutine
-            await asyncio.sleep(0.05)  # what the close scheduled runs (and fails, if it does) now
+            await _settled()
             return result
 
         return asyncio.run(run())
@@ -373,9 +381,8 @@ def test_async_pools_close_on_their_own_loop(backends: list[HttpBackend]) -> Non
     thread.start()
     try:
         assert asyncio.run_coroutine_threadsafe(use(running), loop).result(10) == 200
-        watched(running.aclose())
-        closed = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop)
-        closed.result(10)
+        watched(running.aclose())  # schedules the close on the pool's loop, before what follows
+        asyncio.run_coroutine_threadsafe(_settled(), loop).result(30)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

@@ -205,13 +205,20 @@ def test_a_rotated_token_file_is_read_again(tmp_path: Path, logs: pytest.LogCapt
         with kubernetes.Publisher("web", config=Config(server.url, token=source), close_delay=0, max_backoff=0.2) as p:
             p.wait_ready(10)
             assert addresses(p) == ["10.0.0.1:8080"]
-            server.set_tokens("second")  # the cluster rotated the token ...
+            # The watch is open: no request is in flight while the token rotates. As in a cluster, the
+            # old token stays valid until the kubelet has replaced the file (a request between the two
+            # would otherwise be refused, and its 401 re-read the old file: a read too many).
+            eventually(lambda: server.stats()["open_watches"] == 1, 10, "the watch open")
+            server.set_tokens("first", "second")  # the cluster issued a new token ...
             (tmp_path / "token.new").write_text("second\n")
-            os.replace(tmp_path / "token.new", token_file)  # ... and the kubelet replaced the file
+            os.replace(tmp_path / "token.new", token_file)  # ... the kubelet replaced the file ...
+            server.set_tokens("second")  # ... and the old one expired
             server.control("drop")
             server.apply(endpoint_slice("web-b", "web", [endpoint("10.0.0.2")]))
             eventually(lambda: len(p.endpoints()) == 2, 10, "changes seen with the new token")
-            assert server.stats()["tokens_seen"][-1] == "second"
+            stats = server.stats()
+            assert stats["tokens_seen"][-1] == "second"
+            assert stats["unauthorized"] == 0  # the file was read again because it changed, not after a 401
             assert source.reads == 2
 
 

@@ -13,7 +13,7 @@ import pytest
 from loadbalancer import Instance, NoEndpointsError, Retry, RetryError, static
 from loadbalancer.least_loaded import LeastLoaded, PeakEwma
 from loadbalancer.tracked import TrackedEndpoint
-from tests.helpers import AsyncEndpoint, Endpoint, Factory
+from tests.helpers import AsyncEndpoint, Endpoint, Factory, aeventually
 
 Kind = Callable[..., LeastLoaded[Any] | PeakEwma[Any]]
 KINDS = [LeastLoaded, PeakEwma]
@@ -467,7 +467,7 @@ async def test_counts_stay_exact_under_tasks_while_the_set_changes(kind: Kind) -
             publisher.replace(members)
 
     await asyncio.to_thread(replace_all)
-    await asyncio.sleep(0.02)
+    await aeventually(lambda: all(done), 10, "a call from every task")  # not a guess at how long that takes
     stop.set()
     await asyncio.gather(*tasks)
     assert all(done)

@@ -30,8 +30,10 @@ def get(url: str) -> requests.Response:
     return requests.get(url, timeout=10)
 
 
-def metrics_dirs(pid: int) -> list[str]:
-    return glob.glob(os.path.join(tempfile.gettempdir(), f"loadbalancer-proxy-metrics-{pid}-*"))
+def metrics_dirs(pid: int, directory: str | Path | None = None) -> list[str]:
+    """The metrics directories of proxy ``pid`` in ``directory`` (its TMPDIR; default: this process's)."""
+    where = tempfile.gettempdir() if directory is None else str(directory)
+    return glob.glob(os.path.join(where, f"loadbalancer-proxy-metrics-{pid}-*"))
 
 
 def test_a_second_proxy_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
@@ -81,29 +83,34 @@ def test_sighup_reads_the_source_again_and_never_ends_the_proxy(bind: BindServer
 
 
 def test_every_way_out_removes_what_the_proxy_made(tmp_path: Path) -> None:
+    # A TMPDIR of this test's own: any proxy starting on the machine (another test run) removes
+    # the metrics directories of dead proxies in the shared one, the SIGKILLed one's included.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = {"TMPDIR": str(private)}
     with HttpBackend() as backend:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            proxy = ProxyProcess(["-b", f"http://{backend.address}"], tmp_path).start()
+            proxy = ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, env=env).start()
             try:
-                assert metrics_dirs(proxy.pid) and os.path.exists(proxy.socket)
+                assert metrics_dirs(proxy.pid, private) and os.path.exists(proxy.socket)
                 assert proxy.process is not None
                 proxy.process.send_signal(signum)
                 assert proxy.process.wait(30) == 0
-                assert not metrics_dirs(proxy.pid) and not os.path.exists(proxy.socket), signum
+                assert not metrics_dirs(proxy.pid, private) and not os.path.exists(proxy.socket), signum
             finally:
                 proxy.stop()
-        killed = ProxyProcess(["-b", f"http://{backend.address}"], tmp_path).start()
+        killed = ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, env=env).start()
         pid = killed.pid
         try:
             workers = children(pid)
             os.kill(pid, signal.SIGKILL)
             killed.process.wait(10)  # type: ignore[union-attr]
             eventually(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers), 20, "the workers to end")
-            assert metrics_dirs(pid)  # left behind by SIGKILL ...
+            assert metrics_dirs(pid, private)  # left behind by SIGKILL ...
         finally:
             killed.stop()
-        with ProxyProcess(["-b", f"http://{backend.address}"], tmp_path):
-            assert not metrics_dirs(pid)  # ... and removed by the next proxy to start
+        with ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, env=env):
+            assert not metrics_dirs(pid, private)  # ... and removed by the next proxy to start
 
 
 def test_a_restarted_backend_serves_again_within_about_a_second(tmp_path: Path) -> None:
