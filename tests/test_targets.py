@@ -136,7 +136,8 @@ def test_keyword_options_win_over_the_query_and_reach_the_backend() -> None:
         targets.publisher("static:///10.0.0.1:80", colour="blue")
 
 
-def test_schemes_of_ones_own() -> None:
+def test_schemes_of_ones_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(targets, "_schemes", dict(targets._schemes))  # the scheme added here leaves with the test
     made: list[tuple[str, object]] = []
 
     def build(target: targets.Target, factory: Any, options: dict[str, Any]) -> Any:

@@ -142,7 +142,7 @@ class Client:
     ) -> httpx.Response:
         """``method path`` on the current server, then the others in turn; the first answer in ``ok`` or ``answered``.
 
-        A refused connection, a timeout or a 5xx answer moves on to the next server; any
+        A refused connection, a TLS failure, a timeout or a 5xx answer moves on to the next server; any
         other status raises ``EurekaError`` at once (the request itself was wrong).
         """
         failures: list[str] = []
@@ -152,7 +152,9 @@ class Client:
             server = self.servers[index]
             try:
                 response = await self._http().request(method, server + path, params=params, json=json)
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, OSError) as error:
+                # OSError: under TLS 1.3 a refused client certificate is an alert after the
+                # handshake, which can surface as a bare ssl.SSLError rather than httpx's error
                 failures.append(f"{server}: {describe(error)}")
                 continue
             if response.status_code in ok or response.status_code in answered:
