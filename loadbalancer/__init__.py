@@ -33,6 +33,7 @@ from .least_loaded import LeastLoaded, PeakEwma
 from .outlier import OutlierDetector
 from .publisher import EndpointSet, Factory, Publisher, Subscription
 from .retry import Retry, deadline, remaining
+from .slowstart import SlowStart
 from .tracked import TrackedEndpoint
 from .weighted import SmoothWeightedRoundRobin, Weighted
 
@@ -65,6 +66,7 @@ __all__ = [
     "RetryError",
     "RetryTimeoutError",
     "RoundRobin",
+    "SlowStart",
     "SmoothWeightedRoundRobin",
     "Subscription",
     "TLSConfig",

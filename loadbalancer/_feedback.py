@@ -11,6 +11,7 @@ least-loaded, a ``[tier, score]`` cell for peak EWMA. Observers update costs in 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import operator
@@ -20,12 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from . import _metrics
-from .balancer import Balancer, _Empty, _Ring
+from .balancer import Balancer, _Empty, _Ramped, _Ring
 from .instance import Instance
 from .publisher import EndpointSet, Publisher
+from .slowstart import SlowStart
 from .tracked import Clock, TrackedEndpoint, _AsyncTrackedEndpoint, _Observer
 
-__all__ = ["FeedbackBalancer", "adopt", "deck", "track"]
+__all__ = ["FeedbackBalancer", "adopt", "deck", "ramped_deck", "track"]
 
 E = TypeVar("E")
 
@@ -33,6 +35,9 @@ E = TypeVar("E")
 # rounds of random cyclic pairings, each endpoint twice per round (once on either side).
 _DECK_PAIRS = 4096
 _DECK_MIN = 64
+# While instances ramp (slow start), a deck of this many pairs (or 8 a member) draws its
+# members in proportion to their factors.
+_RAMP_PAIRS = 1024
 
 
 class _Fanout:
@@ -127,10 +132,50 @@ def deck(
     return items
 
 
+def ramped_deck(
+    cost: Callable[[TrackedEndpoint[E]], object],
+    rng: random.Random,
+    trackers: Sequence[TrackedEndpoint[E]],
+    instances: Sequence[Instance],
+    factors: Sequence[float] | None,
+) -> list[Any]:
+    """A deck for slow start: ``deck()`` while nobody ramps; else pairs whose members are drawn
+    in proportion to ``factors`` (with replacement, so a pair may offer one tracker twice).
+
+    Each tracker fills about ``2 * pairs * factor / sum(factors)`` of the deck's places
+    (randomly rounded), first in half of them, so with equal costs its share of the picks is its factor's share;
+    a costlier one (slower, busier) wins fewer of its pairs, as always.
+    """
+    if factors is None or len(trackers) == 1:
+        return deck(list(trackers), cost, rng)
+    places = max(_RAMP_PAIRS, 8 * len(trackers))
+    total = sum(factors)
+    slots: list[int] = []
+    for i, factor in enumerate(factors):
+        exact = places * factor / total
+        count = int(exact) + (rng.random() < exact - int(exact))
+        slots += itertools.repeat(i, count)
+    if len(slots) % 2:
+        slots.append(slots[rng.randrange(len(slots))])
+    rng.shuffle(slots)
+    # Each pair both ways round, so that every tracker comes first exactly as often as
+    # second (ties go to the first): its share does not hang on the shuffle's luck.
+    firsts, seconds = slots[::2], slots[1::2]
+    pairs = [*zip(firsts, seconds, strict=True), *zip(seconds, firsts, strict=True)]
+    rng.shuffle(pairs)
+    costs = [cost(t) for t in trackers]
+    items: list[Any] = []
+    for i, j in pairs:
+        items += ((trackers[i], trackers[j]), costs[i], costs[j])
+    return items
+
+
 class FeedbackBalancer(Balancer[E]):
     """Base of the P2C balancers: tracking wrappers kept across sets, and the C-level pick.
 
-    Subclasses give ``_cost`` (the list the deck compares) and an observer, if any.
+    Subclasses give ``_cost`` (a static method: the list the deck compares) and an
+    observer, if any. ``slow_start`` (a ``SlowStart``) draws ramping endpoints into the
+    pairs in proportion to their factors (``ramped_deck``).
     """
 
     def __init__(
@@ -140,6 +185,7 @@ class FeedbackBalancer(Balancer[E]):
         observer: _Observer | None,
         seed: int | float | str | bytes | None,
         clock: Clock = time.monotonic,
+        slow_start: SlowStart | None = None,
     ) -> None:
         if isinstance(publisher, Publisher):
             for endpoint, instance in zip(publisher.endpoints(), publisher.endpoints().instances, strict=True):
@@ -148,6 +194,16 @@ class FeedbackBalancer(Balancer[E]):
         self._clock = clock
         self._rng = random.Random(seed)
         self._trackers: dict[str, TrackedEndpoint[E]] = {}
+        self._ramped: _Ramped | None = None
+        if slow_start is not None:
+            build = functools.partial(ramped_deck, type(self)._cost, self._rng)
+            self._ramped = _Ramped(slow_start, build, publisher)
+            self._deck = self._ramped.ring
+            items = itertools.chain.from_iterable(itertools.starmap(self._ramped.next_pass, itertools.repeat(())))
+            pick = map(operator.getitem, items, map(operator.gt, items, items)).__next__
+            self.endpoint = pick  # type: ignore[method-assign,assignment]
+            super().__init__(publisher)
+            return
         self._deck = _Ring(None)
         # The pick: chain yields the current deck's items, three per pick; map calls
         # getitem(pair, gt(cost_a, cost_b)) with them, all in C (atomic under the GIL, so
@@ -167,7 +223,8 @@ class FeedbackBalancer(Balancer[E]):
         """The tracked endpoints picks choose from now."""
         return list(self._trackers.values())
 
-    def _cost(self, tracked: TrackedEndpoint[E]) -> object:
+    @staticmethod
+    def _cost(tracked: TrackedEndpoint[Any]) -> object:
         return tracked._inflight
 
     def _check(self, endpoint: object, instance: Instance) -> None:
@@ -199,6 +256,9 @@ class FeedbackBalancer(Balancer[E]):
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
         trackers = self._track(endpoints)
+        if self._ramped is not None:
+            self._ramped.update(endpoints, trackers)
+            return
         items: object = (
             deck(trackers, self._cost, self._rng) if trackers else _Empty(self._deck, self._publisher, endpoints)
         )

@@ -6,8 +6,12 @@ view without a lock, so picks are safe from any thread or task while the set cha
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
+import operator
 import random
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +19,9 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from ._util import describe
 from .errors import NoEndpointsError, NotReadyError, PublisherClosedError
+from .instance import Instance
 from .publisher import UNREAD, EndpointSet, Publisher
+from .slowstart import SlowStart, _Ramp
 
 __all__ = ["Balancer", "Random", "RoundRobin"]
 
@@ -124,11 +130,190 @@ class _Empty:
         raise _no_endpoints_error(self._publisher, self._endpoints)
 
 
+# The longest cycle SmoothWeightedRoundRobin precomputes, and a bound on the work to build
+# it (steps x endpoints); weights whose cycle is longer are scaled down to fit.
+_MAX_CYCLE = 1 << 16
+_MAX_WORK = 4_000_000
+
+
+def _smooth_cycle(weights: Sequence[int], limit: int = _MAX_CYCLE) -> list[int]:
+    """nginx's smooth weighted round robin: one full cycle of indices into ``weights``.
+
+    Each step, every index gains its weight; the one with the most (the first on a tie)
+    is picked and loses the total. A cycle is ``sum(weights)`` steps long, after which the
+    state is back at zero; each index appears ``weight`` times, spread out. Weights whose
+    sum exceeds ``limit`` (or the work bound) are scaled down to fit, keeping every index in.
+    """
+    n = len(weights)
+    limit = max(n, min(limit, _MAX_WORK // n))
+    total = sum(weights)
+    if total > limit:
+        weights = [max(1, w * limit // total) for w in weights]
+        divisor = math.gcd(*weights)
+        weights = [w // divisor for w in weights]
+        total = sum(weights)
+    current = [0] * n
+    cycle = []
+    add = operator.add
+    for _ in range(total):
+        current = list(map(add, current, weights))
+        chosen = current.index(max(current))
+        current[chosen] -= total
+        cycle.append(chosen)
+    return cycle
+
+
+# -- slow start ---------------------------------------------------------------------------------
+#
+# With ``slow_start=`` a balancer's pick is still a C-level chain over passes, but each pass
+# comes from a ``_Ramped`` source (one Python call a pass) that rebuilds the pass with the
+# current ramp factors when they are due (at most every window / 64 s, and only while some
+# instance ramps). Passes built while instances ramp are bounded (``_ramp_limit``) so the
+# factors are looked at every few thousand picks. Without ``slow_start`` none of this runs.
+
+_RAMP_QUANTUM = 64  # a ramping weight's resolution: its factor in 64ths of the weight
+_RAMP_PASS = 4096  # the most steps of a pass built while instances ramp (or 16 a member)
+
+
+def _ramp_limit(n: int) -> int:
+    return max(_RAMP_PASS, 16 * n)
+
+
+def _ramped_cycle(weights: Sequence[float], factors: Sequence[float]) -> list[int]:
+    """A weighted order of indices by ``weights`` x ``factors``, in 64ths of a weight, at most
+    ``_ramp_limit`` long: index ``i`` appears ``count[i]`` times, at evenly spaced points
+    of the cycle (stride scheduling), so turns interleave as in a smooth weighted cycle at
+    a fraction of its cost (it is rebuilt every few hundred milliseconds while instances ramp)."""
+    raw = [w * f for w, f in zip(weights, factors, strict=True)]
+    scale = _RAMP_QUANTUM / max(raw)
+    limit = _ramp_limit(len(raw))
+    if sum(raw) * scale > limit:
+        scale = limit / sum(raw)
+    counts = [max(1, round(w * scale)) for w in raw]
+    points = [((k + 0.5) / c, i) for i, c in enumerate(counts) for k in range(c)]
+    points.sort()
+    return [i for _, i in points]
+
+
+Build = Callable[[Sequence[Any], Sequence[Instance], "Sequence[float] | None"], object]
+
+
+class _Ramped:
+    """Slow start's source of passes for a C-level pick chain (it holds no balancer).
+
+    ``update(endpoints, members)`` takes a new set (``members`` are what the picks return,
+    index for index with ``endpoints.instances``: the endpoints, or their trackers);
+    ``build(members, instances, factors)`` makes a pass (a list) from them, ``factors``
+    ``None`` when nobody ramps. The chain calls ``next_pass`` at the end of every pass.
+    """
+
+    __slots__ = ("build", "instances", "lock", "members", "publisher", "ramp", "ring")
+
+    def __init__(self, slow_start: SlowStart, build: Build, publisher: Publisher[Any]) -> None:
+        self.ramp = _Ramp(slow_start)
+        self.build = build
+        self.publisher = publisher
+        self.ring = _Ring(None)
+        self.lock = threading.Lock()
+        self.members: Sequence[Any] = ()
+        self.instances: Sequence[Instance] = ()
+
+    def chain(self) -> Callable[[], Any]:
+        """The pick: the items of the passes ``next_pass`` hands out, one after another."""
+        passes = itertools.starmap(self.next_pass, itertools.repeat(()))
+        return itertools.chain.from_iterable(passes).__next__
+
+    def update(self, endpoints: EndpointSet[Any], members: Sequence[Any]) -> None:
+        with self.lock:
+            self.ramp.update(endpoints.instances)
+            self.members, self.instances = members, endpoints.instances
+            self._install(None if endpoints else _Empty(self.ring, self.publisher, endpoints))
+
+    def _install(self, items: object) -> None:
+        """Make ``items`` (or, if ``None``, a pass built now) current; end the pass in progress."""
+        if items is None:
+            items = self.build(self.members, self.instances, self.ramp.factors(self.instances))
+        old, self.ring.items = self.ring.items, items
+        if type(old) is list:
+            old.clear()
+
+    def next_pass(self) -> Any:
+        # Called by the chain, in C, between two picks: it must not raise (a raising source
+        # ends the chain for good), so an error keeps the pass it had.
+        try:
+            if self.ramp.due():
+                with self.lock:
+                    if self.ramp.due() and self.members:
+                        self._install(None)
+        except Exception:  # the clock or a build failed: keep picking from the last pass
+            pass
+        return self.ring.items
+
+
+class _RampedTable(_Ramped):
+    """The same for a table pick (``Random``, ``Weighted``): ``build`` makes the table, and each
+    pass is a batch of picks drawn from it with random bits at once (in C)."""
+
+    __slots__ = ("randbytes", "table")
+
+    def __init__(
+        self, slow_start: SlowStart, build: Build, publisher: Publisher[Any], randbytes: Callable[[int], bytes]
+    ) -> None:
+        super().__init__(slow_start, build, publisher)
+        self.randbytes = randbytes
+        self.table: Any = None
+
+    def _install(self, items: object) -> None:
+        if items is None:
+            self.table = self.build(self.members, self.instances, self.ramp.factors(self.instances))
+        else:
+            self.table = None
+        old, self.ring.items = self.ring.items, items
+        if type(old) is list:
+            old.clear()
+
+    def next_pass(self) -> Any:
+        try:
+            with self.lock:
+                if self.ramp.due() and self.members:
+                    self._install(None)
+                table = self.table
+                if table is None:
+                    return self.ring.items  # the _Empty of an empty set
+                bits = memoryview(self.randbytes(2 * _BATCH)).cast("H")  # 16-bit indices
+                batch = list(map(table.__getitem__, bits))
+                self.ring.items = batch
+                return batch
+        except Exception:  # see _Ramped.next_pass
+            return self.ring.items
+
+
+_BATCH = 256  # picks a table-pick balancer draws at once under slow start
+
+
+def _round_robin_pass(
+    rng: random.Random, members: Sequence[E], instances: Sequence[Instance], factors: Sequence[float] | None
+) -> list[E]:
+    """RoundRobin's pass: the members in turn from a random start (``factors``: a smooth
+    weighted cycle by them, while instances ramp)."""
+    if factors is not None:
+        cycle = _ramped_cycle([1.0] * len(members), factors)
+        start = rng.randrange(len(cycle))
+        return [members[i] for i in itertools.chain(cycle[start:], cycle[:start])]
+    start = rng.randrange(len(members))
+    ring = [*members[start:], *members[:start]]
+    if len(ring) < _PASS:
+        ring *= -(-_PASS // len(ring))  # the same order, repeated: fewer trips into Python
+    return ring
+
+
 class RoundRobin(Balancer[E]):
     """Hands out the endpoints in turn.
 
     Each new set starts at a random position, so that a fleet of clients that learns of a
     change together does not send its next requests to the same first endpoint.
+    ``slow_start`` (a ``SlowStart``; default ``None``, off): a new instance's turns ramp up
+    over its window, in a smooth weighted order (see ``loadbalancer.slowstart``).
 
     >>> from loadbalancer import static
     >>> lb = RoundRobin(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], str))
@@ -136,9 +321,16 @@ class RoundRobin(Balancer[E]):
     ['10.0.0.1:80', '10.0.0.2:80']
     """
 
-    def __init__(self, publisher: Publisher[E]) -> None:
-        self._ring = _Ring(None)
+    def __init__(self, publisher: Publisher[E], *, slow_start: SlowStart | None = None) -> None:
         self._offset = random.Random()
+        self._ramped: _Ramped | None = None
+        if slow_start is not None:
+            self._ramped = _Ramped(slow_start, functools.partial(_round_robin_pass, self._offset), publisher)
+            self._ring = self._ramped.ring
+            self.endpoint = self._ramped.chain()  # type: ignore[method-assign]
+            super().__init__(publisher)
+            return
+        self._ring = _Ring(None)
         # The pick is the hottest path in the library, so it runs entirely in C: a chain
         # over an endless repetition of the ring's current list. Python code runs only
         # when a pass ends (once per len(set) picks) or the set is empty. _update clears
@@ -153,12 +345,11 @@ class RoundRobin(Balancer[E]):
         raise NotImplementedError
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
+        if self._ramped is not None:
+            self._ramped.update(endpoints, endpoints)
+            return
         if endpoints:
-            start = self._offset.randrange(len(endpoints))
-            ring = [*endpoints[start:], *endpoints[:start]]
-            if len(ring) < _PASS:
-                ring *= -(-_PASS // len(ring))  # the same order, repeated: fewer trips into Python
-            items: object = ring
+            items: object = _round_robin_pass(self._offset, endpoints, endpoints.instances, None)
         else:
             items = _Empty(self._ring, self._publisher, endpoints)
         old, self._ring.items = self._ring.items, items
@@ -209,19 +400,46 @@ class _NoTable:
 
 
 class _TablePick(Balancer[E]):
-    """A balancer whose pick indexes ``self._table`` (set by ``_update``) with 16 random bits."""
+    """A balancer whose pick indexes ``self._table`` with 16 random bits.
 
-    def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
+    A subclass gives ``_tabulate(random, members, instances, factors)``, a plain function
+    that makes the table of a non-empty set (``factors``: the slow start factors, or
+    ``None``). With ``slow_start`` the pick is instead a chain over batches of picks drawn
+    from the table (``_RampedTable``), which rebuilds it while instances ramp.
+    """
+
+    _tabulate: Callable[[Callable[[], float], Sequence[Any], Sequence[Instance], Sequence[float] | None], Any]
+
+    def __init__(
+        self,
+        publisher: Publisher[E],
+        seed: int | float | str | bytes | None = None,
+        *,
+        slow_start: SlowStart | None = None,
+    ) -> None:
         rng = random.Random(seed)
         self._bits = rng.getrandbits
         self._random = rng.random
         self._table: Any = None
+        self._ramped: _RampedTable | None = None
+        if slow_start is not None:
+            build = functools.partial(type(self)._tabulate, rng.random)
+            self._ramped = _RampedTable(slow_start, build, publisher, rng.randbytes)
+            self.endpoint = self._ramped.chain()  # type: ignore[method-assign]
         super().__init__(publisher)
 
     def endpoint(self) -> E:
         """An endpoint at random; ``NoEndpointsError`` if the set is empty."""
         # One attribute read takes the whole snapshot, so a pick never mixes two sets.
         return self._table[self._bits(_TABLE_BITS)]  # type: ignore[no-any-return]
+
+    def _update(self, endpoints: EndpointSet[E]) -> None:
+        if self._ramped is not None:
+            self._ramped.update(endpoints, endpoints)
+        elif endpoints:
+            self._table = type(self)._tabulate(self._random, endpoints, endpoints.instances, None)
+        else:
+            self._table = _NoTable(self._publisher, endpoints)
 
 
 class Random(_TablePick[E]):
@@ -233,12 +451,15 @@ class Random(_TablePick[E]):
     True
     """
 
-    def _update(self, endpoints: EndpointSet[E]) -> None:
-        n = len(endpoints)
-        if not n:
-            self._table = _NoTable(self._publisher, endpoints)
-        elif n > _TABLE_MAX_ENDPOINTS:
-            self._table = _Exact(endpoints, self._random)
-        else:
-            share, extra = divmod(_TABLE_SIZE, n)
-            self._table = _spread(endpoints, [share + (i < extra) for i in range(n)])
+    def __init__(self, publisher: Publisher[E], seed: int | float | str | bytes | None = None) -> None:
+        super().__init__(publisher, seed)  # no slow start: Weighted over equal weights is Random with it
+
+    @staticmethod
+    def _tabulate(
+        random_: Callable[[], float], members: Sequence[E], instances: Sequence[Instance], factors: object
+    ) -> object:
+        n = len(members)
+        if n > _TABLE_MAX_ENDPOINTS:
+            return _Exact(members, random_)
+        share, extra = divmod(_TABLE_SIZE, n)
+        return _spread(members, [share + (i < extra) for i in range(n)])

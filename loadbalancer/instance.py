@@ -18,6 +18,9 @@ __all__ = ["Instance", "format_record", "parse_instance", "parse_record"]
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # RFC 3986: "http://", "grpc+tls://", ...
+# Where an instance's zone is read from, first found first (see Instance.zone).
+ZONE_KEYS = ("zone", "topology.kubernetes.io/zone", "availability-zone", "availabilityZone")
+_ZONE_TAG = "zone="
 
 
 def _check_host(host: str, value: object) -> str:
@@ -103,6 +106,33 @@ class Instance:
         if not isinstance(self.metadata, MappingProxyType):
             set_(self, "metadata", MappingProxyType(dict(self.metadata)))
         set_(self, "address", f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
+
+    @property
+    def zone(self) -> str | None:
+        """The zone (availability zone, failure domain) the instance runs in, if discovery said.
+
+        Read from ``metadata``: the first non-empty of ``zone``, ``topology.kubernetes.io/zone``,
+        ``availability-zone`` and ``availabilityZone``; else from a tag ``zone=<name>``; else
+        ``None``. The backends put their system's zone under ``zone``: Kubernetes the
+        EndpointSlice endpoint's ``zone``, Consul the service's (or else the node's) meta
+        ``zone``, Eureka the metadata ``zone`` (or else the AWS data center's
+        ``availability-zone``). Static and registry instances carry it as metadata or a tag.
+
+        >>> Instance("10.0.0.7", 80, tags=("zone=eu-1a",)).zone
+        'eu-1a'
+        >>> Instance("10.0.0.7", 80, metadata={"zone": "eu-1b"}).zone
+        'eu-1b'
+        """
+        metadata = self.metadata
+        if metadata:
+            for key in ZONE_KEYS:
+                value = metadata.get(key)
+                if value:
+                    return value
+        for tag in self.tags:
+            if tag.startswith(_ZONE_TAG) and len(tag) > len(_ZONE_TAG):
+                return tag[len(_ZONE_TAG) :]
+        return None
 
     def __str__(self) -> str:
         return self.address

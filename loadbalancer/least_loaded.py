@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ._feedback import FeedbackBalancer
 from ._util import seconds
 from .publisher import Publisher
+from .slowstart import SlowStart
 from .tracked import Clock, TrackedEndpoint
 
 __all__ = ["LeastLoaded", "PeakEwma"]
@@ -33,7 +34,10 @@ class LeastLoaded(FeedbackBalancer[E]):
     Finagle's "P2C least loaded", Envoy's "least request". Endpoints must be callable
     (sync or ``async``); ``endpoint()`` returns a ``TrackedEndpoint`` that calls through to
     the endpoint and counts the call while it runs (``.endpoint`` is the raw one). Ties go
-    either way at random. ``seed`` makes the sequence of pairs reproducible.
+    either way at random. ``seed`` (default ``None``) makes the sequence of pairs
+    reproducible. ``slow_start`` (a ``SlowStart``; default ``None``, off): a new endpoint
+    is offered as one of the two in proportion to its ramp factor, so its share ramps up
+    over the window (see ``loadbalancer.slowstart``).
 
     >>> from loadbalancer import static
     >>> lb = LeastLoaded(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}"))
@@ -41,8 +45,8 @@ class LeastLoaded(FeedbackBalancer[E]):
     True
     """
 
-    def __init__(self, publisher: Publisher[E], seed: Seed = None) -> None:
-        super().__init__(publisher, observer=None, seed=seed)
+    def __init__(self, publisher: Publisher[E], seed: Seed = None, *, slow_start: SlowStart | None = None) -> None:
+        super().__init__(publisher, observer=None, seed=seed, slow_start=slow_start)
 
 
 class _EwmaState:
@@ -152,7 +156,11 @@ class PeakEwma(FeedbackBalancer[E]):
     cancellation) counts as ``failure_penalty`` seconds slow (default 1 s), so that one that
     fails fast (a refused connection) does not look fastest. Endpoints must be callable
     (sync or ``async``); ``endpoint()`` returns a
-    ``TrackedEndpoint``. ``clock`` (seconds, monotonic) is for tests and simulations.
+    ``TrackedEndpoint``. ``clock`` (seconds, monotonic; default ``time.monotonic``) is for
+    tests and simulations (slow start reads its own ``SlowStart.clock``). ``half_life``
+    default 10 s; ``seed`` default ``None``. ``slow_start`` (a ``SlowStart``; default
+    ``None``, off): a new endpoint is offered as one of the two in proportion to its ramp
+    factor (see ``loadbalancer.slowstart``).
 
     >>> from loadbalancer import static
     >>> lb = PeakEwma(static.Publisher(["10.0.0.1:80", "10.0.0.2:80"], lambda hp: lambda req: f"{hp} got {req}"))
@@ -168,18 +176,20 @@ class PeakEwma(FeedbackBalancer[E]):
         failure_penalty: float | timedelta = 1.0,
         seed: Seed = None,
         clock: Clock = time.monotonic,
+        slow_start: SlowStart | None = None,
     ) -> None:
         self._half_life = seconds(half_life, "half_life", allow_zero=False)
         penalty = seconds(failure_penalty, "failure_penalty")
         model = _PeakEwmaModel(self._half_life, clock, penalty)
-        super().__init__(publisher, observer=model, seed=seed, clock=clock)
+        super().__init__(publisher, observer=model, seed=seed, clock=clock, slow_start=slow_start)
 
     @property
     def half_life(self) -> float:
         """Seconds after which a latency sample counts half as much."""
         return self._half_life
 
-    def _cost(self, tracked: TrackedEndpoint[E]) -> object:
+    @staticmethod
+    def _cost(tracked: TrackedEndpoint[Any]) -> object:
         state: _EwmaState = tracked._state
         return state.cell
 

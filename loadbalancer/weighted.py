@@ -19,10 +19,10 @@ very small chance; hence the fixed 0.01.)
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import math
-import operator
 import random
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -32,15 +32,20 @@ from .balancer import (
     _TABLE_SIZE,
     Balancer,
     _Empty,
-    _NoTable,
+    _Ramped,
+    _ramped_cycle,
     _Ring,
+    _smooth_cycle,
     _spread,
     _TablePick,
 )
 from .instance import Instance
 from .publisher import EndpointSet, Publisher
+from .slowstart import SlowStart
 
 __all__ = ["SmoothWeightedRoundRobin", "Weighted"]
+
+_ = _smooth_cycle  # imported for the tests and older callers: it lived here
 
 E = TypeVar("E")
 
@@ -50,9 +55,18 @@ _ZERO_WEIGHT_SCALE = 100  # a weight of 0 counts as 1/100 (see the module docstr
 
 def _priority_group(endpoints: EndpointSet[E]) -> tuple[list[E], list[Instance]]:
     """The endpoints (and instances) of the lowest priority value present; ``endpoints`` must not be empty."""
-    best = min(instance.priority for instance in endpoints.instances)
-    group = [(e, i) for e, i in zip(endpoints, endpoints.instances, strict=True) if i.priority == best]
-    return [e for e, _ in group], [i for _, i in group]
+    group, instances, _ = _ramped_group(endpoints, endpoints.instances, None)
+    return group, instances
+
+
+def _ramped_group(
+    members: Sequence[E], instances: Sequence[Instance], factors: Sequence[float] | None
+) -> tuple[list[E], list[Instance], list[float] | None]:
+    """``_priority_group`` of parallel sequences, with the slow start factors of the group."""
+    best = min(instance.priority for instance in instances)
+    keep = [k for k, instance in enumerate(instances) if instance.priority == best]
+    ramp = None if factors is None else [factors[k] for k in keep]
+    return [members[k] for k in keep], [instances[k] for k in keep], ramp
 
 
 def _effective_weights(instances: Sequence[Instance]) -> list[int]:
@@ -71,8 +85,10 @@ def _effective_weights(instances: Sequence[Instance]) -> list[int]:
 class Weighted(_TablePick[E]):
     """Picks at random within the lowest priority group, in proportion to the weights (RFC 2782).
 
-    See the module docstring for priority groups and weight 0. ``seed`` makes the sequence
-    of picks reproducible.
+    See the module docstring for priority groups and weight 0. ``seed`` (default ``None``)
+    makes the sequence of picks reproducible. ``slow_start`` (a ``SlowStart``; default
+    ``None``, off): a new instance's weight ramps up over the window (see
+    ``loadbalancer.slowstart``); picks are then drawn 256 at a time from the table.
 
     >>> from loadbalancer import Instance, static
     >>> publisher = static.Publisher(
@@ -86,19 +102,29 @@ class Weighted(_TablePick[E]):
     (True, False)
     """
 
-    def _update(self, endpoints: EndpointSet[E]) -> None:
-        if not endpoints:
-            self._table = _NoTable(self._publisher, endpoints)
-            return
-        group, instances = _priority_group(endpoints)
-        weights = _effective_weights(instances)
+    def __init__(
+        self,
+        publisher: Publisher[E],
+        seed: int | float | str | bytes | None = None,
+        *,
+        slow_start: SlowStart | None = None,
+    ) -> None:
+        super().__init__(publisher, seed, slow_start=slow_start)
+
+    @staticmethod
+    def _tabulate(
+        random_: Callable[[], float], members: Sequence[E], instances: Sequence[Instance], factors: object
+    ) -> object:
+        group, chosen, ramp = _ramped_group(members, instances, factors)  # type: ignore[arg-type]
+        weights: Sequence[float] = _effective_weights(chosen)
+        if ramp is not None:
+            weights = [w * f for w, f in zip(weights, ramp, strict=True)]
         if len(group) > _TABLE_MAX_ENDPOINTS:
-            self._table = _Cumulative(group, weights, self._random)
-        else:
-            self._table = _spread(group, _table_counts(weights, _TABLE_SIZE))
+            return _Cumulative(group, weights, random_)
+        return _spread(group, _table_counts(weights, _TABLE_SIZE))
 
 
-def _table_counts(weights: Sequence[int], size: int) -> list[int]:
+def _table_counts(weights: Sequence[float], size: int) -> list[int]:
     """Slots per weight in a pick table of ``size`` (more than ``len(weights)``), summing to ``size``.
 
     Each weight gets its share of the slots rounded by largest remainder, except that a
@@ -134,7 +160,7 @@ class _Cumulative(Generic[E]):
 
     __slots__ = ("_bounds", "_group", "_random")
 
-    def __init__(self, group: Sequence[E], weights: Sequence[int], random_: Callable[[], float]) -> None:
+    def __init__(self, group: Sequence[E], weights: Sequence[float], random_: Callable[[], float]) -> None:
         total = sum(weights)
         self._group = tuple(group)
         # Cumulative shares; the last is exactly 1.0 > random(), so bisect stays in range.
@@ -145,36 +171,16 @@ class _Cumulative(Generic[E]):
         return self._group[_bisect(self._bounds, self._random())]
 
 
-# The longest cycle SmoothWeightedRoundRobin precomputes, and a bound on the work to build
-# it (steps x endpoints); weights whose cycle is longer are scaled down to fit.
-_MAX_CYCLE = 1 << 16
-_MAX_WORK = 4_000_000
-
-
-def _smooth_cycle(weights: Sequence[int]) -> list[int]:
-    """nginx's smooth weighted round robin: one full cycle of indices into ``weights``.
-
-    Each step, every index gains its weight; the one with the most (the first on a tie)
-    is picked and loses the total. A cycle is ``sum(weights)`` steps long, after which the
-    state is back at zero; each index appears ``weight`` times, spread out.
-    """
-    n = len(weights)
-    limit = max(n, min(_MAX_CYCLE, _MAX_WORK // n))
-    total = sum(weights)
-    if total > limit:
-        weights = [max(1, w * limit // total) for w in weights]
-        divisor = math.gcd(*weights)
-        weights = [w // divisor for w in weights]
-        total = sum(weights)
-    current = [0] * n
-    cycle = []
-    add = operator.add
-    for _ in range(total):
-        current = list(map(add, current, weights))
-        chosen = current.index(max(current))
-        current[chosen] -= total
-        cycle.append(chosen)
-    return cycle
+def _smooth_pass(
+    rng: random.Random, members: Sequence[E], instances: Sequence[Instance], factors: Sequence[float] | None
+) -> list[E]:
+    """SmoothWeightedRoundRobin's pass: one cycle of the priority group from a random point
+    (weights times the slow start ``factors`` while instances ramp)."""
+    group, chosen, ramp = _ramped_group(members, instances, factors)
+    weights = _effective_weights(chosen)
+    order = _smooth_cycle(weights) if ramp is None else _ramped_cycle(weights, ramp)
+    start = rng.randrange(len(order))
+    return [group[i] for i in itertools.chain(order[start:], order[:start])]
 
 
 class SmoothWeightedRoundRobin(Balancer[E]):
@@ -185,7 +191,10 @@ class SmoothWeightedRoundRobin(Balancer[E]):
     Priority groups and weight 0 as in the module docstring. Like ``RoundRobin``, each new
     set starts at a random point of its cycle, so a fleet of clients does not move in step.
     Weights whose cycle (their sum, over their common divisor) would exceed 65,536 steps are
-    scaled down to fit, keeping every endpoint in.
+    scaled down to fit, keeping every endpoint in. ``slow_start`` (a ``SlowStart``; default
+    ``None``, off): a new instance's weight ramps up over the window (see
+    ``loadbalancer.slowstart``); while some instance ramps, the cycle is rebuilt from the
+    ramped weights (in 64ths of a weight, at most 4,096 steps or 16 per endpoint).
 
     >>> from loadbalancer import Instance, static
     >>> publisher = static.Publisher(
@@ -197,12 +206,18 @@ class SmoothWeightedRoundRobin(Balancer[E]):
     True
     """
 
-    def __init__(self, publisher: Publisher[E]) -> None:
-        self._ring = _Ring(None)
+    def __init__(self, publisher: Publisher[E], *, slow_start: SlowStart | None = None) -> None:
         self._offset = random.Random()
-        # As RoundRobin: a C-level chain over endless repetitions of the current cycle.
-        lists = itertools.starmap(getattr, itertools.repeat((self._ring, "items")))
-        self.endpoint = itertools.chain.from_iterable(lists).__next__  # type: ignore[method-assign]
+        self._ramped: _Ramped | None = None
+        if slow_start is not None:
+            self._ramped = _Ramped(slow_start, functools.partial(_smooth_pass, self._offset), publisher)
+            self._ring = self._ramped.ring
+            self.endpoint = self._ramped.chain()  # type: ignore[method-assign]
+        else:
+            self._ring = _Ring(None)
+            # As RoundRobin: a C-level chain over endless repetitions of the current cycle.
+            lists = itertools.starmap(getattr, itertools.repeat((self._ring, "items")))
+            self.endpoint = itertools.chain.from_iterable(lists).__next__  # type: ignore[method-assign]
         super().__init__(publisher)
         if self._ring.items is None:
             self._update(publisher.endpoints())
@@ -212,11 +227,11 @@ class SmoothWeightedRoundRobin(Balancer[E]):
         raise NotImplementedError
 
     def _update(self, endpoints: EndpointSet[E]) -> None:
+        if self._ramped is not None:
+            self._ramped.update(endpoints, endpoints)
+            return
         if endpoints:
-            group, instances = _priority_group(endpoints)
-            cycle = [group[i] for i in _smooth_cycle(_effective_weights(instances))]
-            start = self._offset.randrange(len(cycle))
-            items: object = cycle[start:] + cycle[:start]
+            items: object = _smooth_pass(self._offset, endpoints, endpoints.instances, None)
         else:
             items = _Empty(self._ring, self._publisher, endpoints)
         old, self._ring.items = self._ring.items, items

@@ -36,7 +36,8 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
 
     The address is ``Service.Address``, or the node's when the service has none; the weight
     is ``Weights.Warning`` while a check warns, else ``Weights.Passing``; ``Service.Tags``
-    and ``Service.Meta`` become tags and metadata.
+    and ``Service.Meta`` become tags and metadata, and ``Node.Meta.zone`` the metadata's
+    ``zone`` when the service's meta has none (``Instance.zone``).
 
     >>> instance_of({"Node": {"Address": "10.0.0.2"}, "Service": {"Port": 80, "Tags": ["v2"],
     ...              "Weights": {"Passing": 3, "Warning": 1}}, "Checks": []})
@@ -48,13 +49,16 @@ def instance_of(entry: Mapping[str, Any]) -> Instance:
     weights = service.get("Weights") or {}
     statuses = {check.get("Status") for check in entry.get("Checks") or ()}
     weight = weights.get("Warning" if "warning" in statuses and "critical" not in statuses else "Passing", 1)
-    meta = service.get("Meta") or {}
+    meta = {str(k): str(v) for k, v in (service.get("Meta") or {}).items()}
+    node_zone = (node.get("Meta") or {}).get("zone")
+    if node_zone and not meta.get("zone"):
+        meta["zone"] = str(node_zone)  # the node's zone, when the service does not name its own
     return Instance(
         host,
         service.get("Port", 0),
         weight=weight,
         tags=tuple(service.get("Tags") or ()),
-        metadata={str(k): str(v) for k, v in meta.items()},
+        metadata=meta,
     )
 
 

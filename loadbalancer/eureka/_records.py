@@ -73,7 +73,8 @@ def instance_of(record: Mapping[str, Any], *, secure: bool | None, address: str)
     ``secure``: ``None`` the non-secure port when enabled, else the secure one; ``True``
     only the secure port; ``False`` only the non-secure one. ``address``: ``"ip"``
     (``ipAddr``, falling back to ``hostName``) or ``"hostname"``. Metadata: the record's,
-    with ``weight``, ``priority`` and ``tags`` (comma-separated) read as the instance's.
+    with ``weight``, ``priority`` and ``tags`` (comma-separated) read as the instance's, and
+    ``zone`` set from ``dataCenterInfo.metadata.availability-zone`` (AWS) when absent.
     Raises ``InvalidInstanceError`` naming the record.
     """
     port, port_on = _port(record.get("port"))
@@ -102,6 +103,12 @@ def instance_of(record: Mapping[str, Any], *, secure: bool | None, address: str)
             attributes[name] = int(text)
     tags = metadata.pop("tags", "")
     attributes["tags"] = tuple(t.strip() for t in tags.split(",") if t.strip())
+    if not metadata.get("zone"):
+        # AWS: the data center's availability zone, when the metadata does not name a zone
+        center = record.get("dataCenterInfo")
+        zone = (center.get("metadata") or {}).get("availability-zone") if isinstance(center, dict) else None
+        if isinstance(zone, str) and zone:
+            metadata["zone"] = zone
     if is_secure:
         metadata[SECURE] = "true"
     try:

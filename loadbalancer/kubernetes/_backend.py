@@ -28,6 +28,7 @@ __all__ = ["SERVICE_LABEL", "Accept", "Backend"]
 SERVICE_LABEL = "kubernetes.io/service-name"
 Accept = Literal["ready", "serving", "all"]
 _PAGE = 500  # slices per list request
+_ZONE_LABEL = "topology.kubernetes.io/zone"  # an endpoint's zone in v1beta1 slices' topology map
 _Names = list[str]  # the method ``list`` shadows the builtin in the class
 _Slice = dict[Hashable, Instance]
 
@@ -65,9 +66,11 @@ class Backend(_Backend):
     - ``watch_timeout``: seconds the server keeps one watch open (it is then resumed from
       the last version, without a re-list).
 
-    Each instance's metadata holds ``zone``, ``node``, ``hostname``, ``pod`` (when the
-    endpoint says them), ``slice``, ``port_name`` and the ``ready``/``serving``/``terminating``
-    conditions (``"true"``/``"false"``).
+    Each instance's metadata holds ``zone`` (the endpoint's ``zone``, or in older
+    ``v1beta1`` slices its ``topology`` map's ``topology.kubernetes.io/zone``; read it as
+    ``Instance.zone``), ``node``, ``hostname``, ``pod`` (when the endpoint says them),
+    ``slice``, ``port_name`` and the ``ready``/``serving``/``terminating`` conditions
+    (``"true"``/``"false"``).
     """
 
     name = "kubernetes"
@@ -180,6 +183,10 @@ class Backend(_Backend):
                 value = endpoint.get(field)
                 if value:
                     metadata[key] = str(value)
+            if "zone" not in metadata:  # discovery.k8s.io/v1beta1 slices: the topology map
+                zone = (endpoint.get("topology") or {}).get(_ZONE_LABEL)
+                if zone:
+                    metadata["zone"] = str(zone)
             target = endpoint.get("targetRef") or {}
             if target.get("kind") == "Pod" and target.get("name"):
                 metadata["pod"] = str(target["name"])
