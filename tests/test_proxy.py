@@ -51,6 +51,16 @@ def get(url: str, **kwargs: object) -> requests.Response:
     return requests.get(url, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def restored(proxy: ProxyProcess, two: list[HttpBackend]) -> Iterator[None]:
+    """For a test that gives the module's proxy other backends: its two again after it (tests run in any order)."""
+    yield
+    assert proxy.admin(",".join(f"http://{backend.address}" for backend in two) + "\n").startswith("ok")
+    eventually(
+        lambda: {get(f"{proxy.url}/echo").json()["port"] for _ in range(8)} == {b.port for b in two}, 20, "both back"
+    )
+
+
 def test_balances_over_the_backends_and_forwards_what_a_proxy_should(
     proxy: ProxyProcess, two: list[HttpBackend]
 ) -> None:
@@ -67,6 +77,7 @@ def test_balances_over_the_backends_and_forwards_what_a_proxy_should(
     assert answer["host"] == f"127.0.0.1:{proxy.port}"  # the client's Host is kept
 
 
+@pytest.mark.usefixtures("restored")
 def test_forwarded_headers_and_hop_by_hop(proxy: ProxyProcess) -> None:
     seen: dict[str, str] = {}
 
@@ -137,6 +148,7 @@ def test_metrics_count_requests_by_backend_method_and_class(proxy: ProxyProcess,
     assert found[("loadbalancer_ejected", (("service", "proxy"),))] == 0
 
 
+@pytest.mark.usefixtures("restored")
 def test_cache_keys_on_the_full_url_keeps_headers_and_never_stores_post(
     proxy: ProxyProcess, two: list[HttpBackend]
 ) -> None:
