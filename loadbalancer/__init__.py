@@ -7,6 +7,7 @@ turns a balancer into a single endpoint that retries within a deadline::
 """
 
 from ._tls import TLSConfig
+from .aperture import Aperture, PeerSet
 from .balancer import Balancer, Random, RoundRobin
 from .budget import RetryBudget, retryable
 from .endpointer import Endpointer
@@ -36,8 +37,10 @@ from .retry import Retry, deadline, remaining
 from .slowstart import SlowStart
 from .tracked import TrackedEndpoint
 from .weighted import SmoothWeightedRoundRobin, Weighted
+from .zones import ZoneAware
 
 __all__ = [
+    "Aperture",
     "AttemptTimeoutError",
     "Balancer",
     "ConsistentHash",
@@ -57,6 +60,7 @@ __all__ = [
     "NotReadyError",
     "OutlierDetector",
     "PeakEwma",
+    "PeerSet",
     "Publisher",
     "PublisherClosedError",
     "Random",
@@ -73,6 +77,7 @@ __all__ = [
     "TrackedEndpoint",
     "UnhealthyError",
     "Weighted",
+    "ZoneAware",
     "deadline",
     "remaining",
     "retryable",

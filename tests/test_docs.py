@@ -291,6 +291,20 @@ def test_the_readmes_links_to_the_docs_resolve() -> None:
     assert not missing, f"the README links to files that do not exist: {missing}"
 
 
+def test_every_public_module_has_a_reference_page() -> None:
+    import pkgutil
+
+    import loadbalancer
+
+    modules = ["loadbalancer"] + [
+        info.name
+        for info in pkgutil.walk_packages(loadbalancer.__path__, "loadbalancer.")
+        if not any(part.startswith("_") for part in info.name.split(".")[1:])
+    ]
+    missing = [name for name in modules if not (DOCS / "reference" / f"{name}.md").exists()]
+    assert not missing, f"public modules without a page under docs/reference/: {missing}"
+
+
 def test_every_page_is_in_the_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = [str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if "_hooks" not in p.parts]
