@@ -83,8 +83,13 @@ class Downstream:
         """Write the answer's head; True when its body is to be sent chunked."""
         raise NotImplementedError
 
-    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+    def send_body(self, request: Request, chunk: bytes | memoryview, chunked: bool) -> None:
         raise NotImplementedError
+
+    def holds_body(self) -> bool:
+        """Whether the last chunk given to ``send_body`` may still be held (not yet written out):
+        a chunk read into a reused buffer must then not be overwritten."""
+        return True
 
     def send_end(self, request: Request, chunked: bool) -> None:
         raise NotImplementedError
@@ -437,14 +442,17 @@ class Attempt:
         dropped = _dropped(_DROPPED_FROM_RESPONSE, tokens) if tokens else _DROPPED_FROM_RESPONSE
         return [pair for pair, name in zip(connection.headers, connection.names, strict=True) if name not in dropped]
 
-    def body(self, chunk: bytes) -> None:
+    def body(self, chunk: bytes | memoryview) -> None:
         self.client.send_body(self.request, chunk, self.chunked_out)
         if self.buffer is not None:
-            self.buffer.append(chunk)
+            self.buffer.append(bytes(chunk))  # kept for the cache: a copy of a read buffer's bytes
             self.buffered += len(chunk)
             cache = self.client.proxy.cache
             if cache is not None and self.buffered > cache.max_entry:
                 self.buffer = None
+
+    def holds_body(self) -> bool:
+        return self.client.holds_body()
 
     def complete(self, keep_alive: bool) -> None:
         self.client.send_end(self.request, self.chunked_out)

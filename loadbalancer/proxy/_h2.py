@@ -405,7 +405,7 @@ class H2Connection(Downstream, asyncio.Protocol):
             return
         self._flush()
 
-    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
+    def send_body(self, request: Request, chunk: bytes | memoryview, chunked: bool) -> None:
         stream = self._live(request)
         if stream is None or not chunk:
             return

@@ -571,14 +571,18 @@ class ClientConnection(Downstream, asyncio.Protocol):
             lines += [b"%b: %b\r\n" % pair for pair in headers]
             self.write(b"".join(lines) + b"\r\n")
 
-    def send_body(self, request: Request, chunk: bytes, chunked: bool) -> None:
-        self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+    def send_body(self, request: Request, chunk: bytes | memoryview, chunked: bool) -> None:
+        self.write(b"%x\r\n%b\r\n" % (len(chunk), bytes(chunk)) if chunked else chunk)
+
+    def holds_body(self) -> bool:
+        # what the socket did not take at once, the transport holds (by reference) until it does
+        return self.transport is not None and self.transport.get_write_buffer_size() > 0
 
     def send_end(self, request: Request, chunked: bool) -> None:
         if chunked:
             self.write(b"0\r\n\r\n")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not self.closing and self.transport is not None:
             self.transport.write(data)
 

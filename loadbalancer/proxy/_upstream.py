@@ -35,7 +35,8 @@ class Exchange(Protocol):
 
     def informational(self, connection: UpstreamConnection) -> None: ...
     def head(self, connection: UpstreamConnection) -> bool: ...
-    def body(self, chunk: bytes) -> None: ...
+    def body(self, chunk: bytes | memoryview) -> None: ...
+    def holds_body(self) -> bool: ...
     def complete(self, keep_alive: bool) -> None: ...
     def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None: ...
     def failed(self, error: BaseException) -> None: ...
@@ -71,18 +72,20 @@ def parse_backend_url(text: str) -> tuple[str, Instance]:
 PARSED_BODY = 64 * 1024  # bodies up to this long go through the parser (one read or two: no gain past it)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.BufferedProtocol):
     """One keep-alive HTTP/1.1 connection to a backend; its answer goes to the current ``Exchange``.
 
     1xx answers before the final one are passed on as such; a 101 the exchange asked for makes
-    the connection a tunnel (``relay``), no longer parsed. ``last_read`` and
+    the connection a tunnel (``relay``), no longer parsed. Reads land in a buffer of its own
+    (a buffered protocol): a large body's bytes go on to an HTTP/1.1 client from there, with
+    no copy, and the buffer is used again unless the client's transport still holds them. ``last_read`` and
     ``write_paused_since`` (the loop's clock) let the exchange time the backend out.
     """
 
     __slots__ = (
         "backend", "closed", "connection", "exchange", "head_request", "headers", "informational", "keep_alive",
-        "last_read", "left", "length", "names", "parser", "reading_paused", "relay", "reusable", "status",
-        "switching", "transport", "until_close", "upgrade", "write_paused_since",
+        "last_read", "left", "length", "lent", "names", "parser", "reading_paused", "relay", "reusable", "status",
+        "switching", "transport", "until_close", "upgrade", "view", "write_paused_since",
     )  # fmt: skip
 
     def __init__(self, backend: Backend) -> None:
@@ -96,6 +99,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.length: bytes | None = None  # Content-Length
         self.left = 0  # bytes of a Content-Length body still to come, relayed past the parser (0: none)
         self.keep_alive = False  # the answer's, read at its head (for a body relayed past the parser)
+        self.view: memoryview | None = None  # the read buffer
+        self.lent = False  # its bytes were handed on and may still be held: the next read needs another
         self.connection = b""  # Connection (the headers it names are hop-by-hop)
         self.upgrade = b""
         self.status = 0
@@ -116,6 +121,24 @@ class UpstreamConnection(asyncio.Protocol):
         limit = self.backend.buffer_size
         self.transport.set_write_buffer_limits(high=limit, low=limit // 4)  # type: ignore[union-attr]
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self.view
+        if view is None or self.lent:
+            view = self.view = memoryview(bytearray(self.backend.buffer_size))
+            self.lent = False
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self.view is not None
+        read = self.view[:nbytes]
+        if self.left and self.relay is None:
+            self.last_read = self.backend.clock()
+            rest = self._body_past_parser(read)
+            if rest:
+                self.data_received(bytes(rest))
+            return
+        self.data_received(bytes(read))  # a head, a small body, a tunnel's bytes: as a Protocol gets them
+
     def data_received(self, data: bytes) -> None:
         relay = self.relay
         if relay is not None:
@@ -123,7 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.last_read = self.backend.clock()
         if self.left:
-            data = self._body_past_parser(data)
+            data = bytes(self._body_past_parser(data))
             if not data:
                 return
         try:
@@ -215,16 +238,19 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.body(chunk)
 
-    def _body_past_parser(self, data: bytes) -> bytes:
+    def _body_past_parser(self, data: bytes | memoryview) -> bytes | memoryview:
         """Relay the next bytes of a known-length body unparsed; the bytes after it, for the parser."""
         left = self.left
-        if len(data) <= left:
-            chunk, rest = data, b""
-        else:
+        chunk: bytes | memoryview = data
+        rest: bytes | memoryview = b""
+        if len(data) > left:
             chunk, rest = data[:left], data[left:]
         self.left = left - len(chunk)
-        if self.exchange is not None:
-            self.exchange.body(chunk)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.body(chunk)  # from the read buffer, uncopied
+            if type(chunk) is memoryview:
+                self.lent = exchange.holds_body()  # then the next read goes to a new buffer
         if not self.left:  # its end: the parser, which never saw the rest of it, starts afresh
             self.parser = httptools.HttpResponseParser(self)
             if self.exchange is not None and not self.switching:
