@@ -283,6 +283,24 @@ def test_every_block_is_found_and_complete() -> None:
 # -- links and the proxy's flags ------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
+def test_every_block_type_checks_as_a_users_program(tmp_path: Path) -> None:
+    """What the docs show a user writing passes ``mypy --strict`` (each block a module of its own)."""
+    names = {}
+    for number, block in enumerate(ALL_BLOCKS):
+        module = tmp_path / f"block_{number}.py"
+        module.write_text(block.code)
+        names[module.name] = block.id
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *sorted(names)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    report = result.stdout
+    for name, where in names.items():
+        report = report.replace(name, where)
+    assert result.returncode == 0, report
+
+
 def test_the_readmes_links_to_the_docs_resolve() -> None:
     readme = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\(((?:docs|examples|benchmarks)/[^)#\s]*)", readme)
