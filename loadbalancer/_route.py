@@ -7,9 +7,12 @@ instance appears, closes it when the instance leaves, and picks among them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import _metrics
 from .balancer import Balancer, RoundRobin
 from .endpointer import Endpointer
 from .errors import NoEndpointsError
@@ -17,10 +20,54 @@ from .instance import Instance
 from .outlier import OutlierDetector
 from .publisher import Publisher
 
-__all__ = ["Balancing", "Route", "instance_of"]
+__all__ = ["Balancing", "Connection", "Route", "instance_of"]
 
 Balancing = type[Balancer[Any]] | Callable[[Publisher[Any]], Balancer[Any]] | Balancer[Any]
 """A balancer class, a function of a publisher making one, or a balancer over the application's instances."""
+
+
+class Connection:
+    """One instance's connection (a pool, a sub-channel): counts its calls in flight, records each for
+    the metrics, and is shut (``_shut``) once its instance has left and its last call has ended."""
+
+    records_calls = True  # its calls are counted here (metrics): trackers need not count them again
+
+    def __init__(self, instance: Instance, service: str) -> None:
+        self.instance = instance
+        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._leaving = False
+
+    def acquire(self) -> float:
+        """A call starts: counted in flight; its start time."""
+        with self._lock:
+            self._inflight += 1
+        return time.monotonic()
+
+    def release(self, start: float, ok: bool) -> None:
+        """A call that started at ``start`` ended: recorded, and the connection shut after the last one if leaving."""
+        if self._stats is not None:
+            self._stats.record(time.monotonic() - start, ok)
+        with self._lock:
+            self._inflight -= 1
+            last = self._leaving and self._inflight == 0
+        if last:
+            self._shut()
+
+    def close(self) -> None:
+        """The instance left: shut now, or when its last call ends."""
+        with self._lock:
+            self._leaving = True
+            idle = self._inflight == 0
+        if idle:
+            self._shut()
+
+    def _shut(self) -> None:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.instance.address
 
 
 class Route:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
@@ -19,11 +18,10 @@ from typing import Any
 
 import grpc
 
-from .. import _metrics
 from .._engine import Call, Policy, summary
 from .._httppolicy import RetryPolicy
 from .._log import get_logger
-from .._route import Balancing, Route
+from .._route import Balancing, Connection, Route
 from .._util import seconds
 from ..errors import NoEndpointsError
 from ..instance import Instance
@@ -112,45 +110,17 @@ class _StatusFailure(Exception):
         super().__init__(code.name)
 
 
-class Sub:
+class Sub(Connection):
     """One instance's sub-channel, with its callables; closed once the instance left and its last call ended."""
 
-    records_calls = True  # counted here (metrics), not again by trackers
-
     def __init__(self, instance: Instance, service: str, shut: Callable[[Sub], None]) -> None:
-        self.instance = instance
-        self._shut = shut
-        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._leaving = False
+        super().__init__(instance, service)
+        self._shut_by = shut
         self.closed = False
         self.callables: dict[Key, Any] = {}
 
-    def acquire(self) -> float:
-        with self._lock:
-            self._inflight += 1
-        return time.monotonic()
-
-    def release(self, start: float, ok: bool) -> None:
-        if self._stats is not None:
-            self._stats.record(time.monotonic() - start, ok)
-        with self._lock:
-            self._inflight -= 1
-            last = self._leaving and self._inflight == 0
-        if last:
-            self._shut(self)
-
-    def close(self) -> None:
-        """The instance left: close now, or after its last call."""
-        with self._lock:
-            self._leaving = True
-            idle = self._inflight == 0
-        if idle:
-            self._shut(self)
-
-    def __str__(self) -> str:
-        return self.instance.address
+    def _shut(self) -> None:
+        self._shut_by(self)
 
     def __repr__(self) -> str:
         return f"sub-channel({self.instance.address}, in flight={self._inflight})"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
@@ -20,11 +19,10 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from .. import _metrics
 from .._engine import Attempt, Call, Verdict, adrive, drive, summary, told
 from .._httppolicy import RetryPolicy, options_of, policy_of
 from .._log import get_logger
-from .._route import Balancing, Route, instance_of
+from .._route import Balancing, Connection, Route, instance_of
 from ..balancer import RoundRobin
 from ..errors import AttemptTimeoutError, Error, NoEndpointsError, NotReadyError, RetryTimeoutError
 from ..instance import Instance
@@ -144,34 +142,13 @@ class _AsyncStream(httpx.AsyncByteStream):
                 attempt.closed(self._error)
 
 
-class _PoolBase(Generic[P]):
+class _PoolBase(Connection, Generic[P]):
     """One instance's connection pool; closed once the instance has left and its last response is closed."""
 
-    records_calls = True  # its attempts are counted here (metrics): trackers need not count them again
-
     def __init__(self, instance: Instance, transport: P, failures: Any, service: str) -> None:
-        self.instance = instance
+        super().__init__(instance, service)
         self.transport = transport
         self._failures = failures
-        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._leaving = False
-
-    def _acquire(self) -> float:
-        with self._lock:
-            self._inflight += 1
-        return time.monotonic()
-
-    def release(self, start: float, ok: bool) -> None:
-        """An attempt has ended (its body closed, or it failed): count it, and close a leaving pool after its last."""
-        if self._stats is not None:
-            self._stats.record(time.monotonic() - start, ok)
-        with self._lock:
-            self._inflight -= 1
-            last = self._leaving and self._inflight == 0
-        if last:
-            self._shut()
 
     def _answer(self, response: httpx.Response, stream: type[Any], start: float) -> _Attempt:
         failed = response.status_code in self._failures
@@ -181,27 +158,13 @@ class _PoolBase(Generic[P]):
             raise _FailedStatus(attempt)
         return attempt
 
-    def close(self) -> None:
-        """The instance left: close the pool now, or when its last response is closed."""
-        with self._lock:
-            self._leaving = True
-            idle = self._inflight == 0
-        if idle:
-            self._shut()
-
-    def _shut(self) -> None:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        return self.instance.address
-
     def __repr__(self) -> str:
         return f"pool({self.instance.address}, in flight={self._inflight})"
 
 
 class _SyncPool(_PoolBase[httpx.BaseTransport]):
     def __call__(self, request: httpx.Request) -> _Attempt:
-        start = self._acquire()
+        start = self.acquire()
         try:
             response = self.transport.handle_request(request)
         except BaseException:
@@ -219,7 +182,7 @@ class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
     loop: asyncio.AbstractEventLoop | None = None  # the loop of its connections (the first to use it)
 
     async def __call__(self, request: httpx.Request) -> _Attempt:
-        start = self._acquire()
+        start = self.acquire()
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         try:
