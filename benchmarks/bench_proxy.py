@@ -2,7 +2,7 @@
 
 Two nginx backends serve a 1 KiB file (and ``/health``) on 127.0.0.1; in front of them, in
 turn: ``loadbalancer proxy`` (its default workers), goaround (``-n 3``, its best setting
-measured) and nginx as a proxy (upstream keep-alive). Each is loaded with
+measured) and nginx as a proxy (upstream keep-alive, as many workers as the proxy). Each is loaded with
 ``wrk -t2 -c50 -d4s --latency`` (HTTP/1.1 keep-alive, 50 connections), ``--rounds`` times in
 a rotating order; the table shows each one's best round (req/s, p99) and the median
 per-round ratio of the proxy to each other. After every run the proxy must still answer
@@ -53,7 +53,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def nginx(conf_body: str, large: int = 0) -> Iterator[None]:
+def nginx(conf_body: str, large: int = 0, workers: int = 1) -> Iterator[None]:
     directory = tempfile.mkdtemp(prefix="bench-proxy-nginx-")
     with open(os.path.join(directory, "1k"), "wb") as file:
         file.write(b"x" * 1024)
@@ -62,7 +62,7 @@ def nginx(conf_body: str, large: int = 0) -> Iterator[None]:
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as file:
         file.write(
-            f"daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;\n"
+            f"daemon off; worker_processes {workers}; pid {directory}/nginx.pid; error_log {directory}/error.log;\n"
             "events { worker_connections 4096; }\n"
             f"http {{ access_log off; client_body_temp_path {directory}; proxy_temp_path {directory};\n"
             f"{conf_body.replace('ROOT', directory)} }}\n"
@@ -158,7 +158,8 @@ def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, di
             f" server {{ listen 127.0.0.1:{ports['h2-nginx']} ssl http2; ssl_certificate {cert};"
             f" ssl_certificate_key {key}; ssl_protocols TLSv1.3; keepalive_requests 1000000;"
             " location / { proxy_pass http://b; proxy_http_version 1.1;"
-            " proxy_set_header Connection ''; proxy_buffering off; } }"
+            " proxy_set_header Connection ''; proxy_buffering off; } }",
+            workers=args.workers,  # the proxy's worker count: the issue compares like with like
         ))  # fmt: skip
         start_proxy(stack, ports["up-proxy"], args, "--health-path", "none", "-b", f"http://127.0.0.1:{sink_port}")
         start_proxy(
@@ -286,7 +287,7 @@ def main() -> int:
     downloads: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2), args.large))
-        stack.enter_context(nginx(nginx_proxy))
+        stack.enter_context(nginx(nginx_proxy, workers=args.workers))
         subjects = ["proxy", "nginx"]
         trees = {"proxy": None}
         if args.baseline:
