@@ -6,6 +6,7 @@ Paths:
 - ``/cut/<n>``: a head promising ``n`` bytes, half of them, then the connection closed;
 - ``/early``: ``103 Early Hints`` with a ``Link``, then ``200 ok``;
 - ``/stall``: a head promising 10 bytes, 2 of them, then nothing;
+- ``/held``: a head promising 5 bytes, then ``hello`` once ``release`` is set (10 s at most);
 - ``/slow/<seconds>``: 200 after that long;
 - ``/sink``: reads none of the body and never answers;
 - ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased.
@@ -31,6 +32,7 @@ class RawBackend:
         self.seen: collections.Counter[str] = collections.Counter()
         self.written = 0
         self.accepted = 0
+        self.release = threading.Event()
         self._lock = threading.Lock()
         self._closing = False
         self._sockets: list[socket.socket] = []
@@ -126,6 +128,11 @@ class RawBackend:
             sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
             time.sleep(3600)
             return False
+        if path == "/held":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            self.release.wait(10)
+            sock.sendall(b"hello")
+            return True
         if path.startswith("/slow/"):
             time.sleep(float(path.rsplit("/", 1)[1]))
         if path == "/ws":

@@ -219,6 +219,22 @@ def test_a_backend_that_stalls_after_its_head_is_given_up(strict: ProxyProcess) 
     assert time.monotonic() - started < 15
 
 
+def test_a_head_goes_out_before_a_body_the_backend_holds_back(strict: ProxyProcess, backend: RawBackend) -> None:
+    # The proxy holds an answer's head to write it with the first of its body: one system call,
+    # not two. A head read alone must still go out at once (a client may act on it).
+    backend.release.clear()
+    try:
+        with connect(strict.port) as sock:
+            sock.sendall(get("/held"))
+            head = read_until(sock, b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"content-length: 5" in head.lower()
+            assert not backend.release.is_set()  # the body is still withheld
+            backend.release.set()
+            assert read_until_closed(sock).endswith(b"hello")
+    finally:
+        backend.release.set()
+
+
 def test_a_client_that_reads_nothing_is_closed_and_its_backend_connection_freed(
     backend: RawBackend, tmp_path: Path
 ) -> None:

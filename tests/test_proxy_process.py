@@ -113,6 +113,26 @@ def test_every_way_out_removes_what_the_proxy_made(tmp_path: Path) -> None:
             assert not metrics_dirs(pid, private)  # ... and removed by the next proxy to start
 
 
+def test_each_worker_writes_metrics_files_of_its_own(tmp_path: Path) -> None:
+    # The pid naming a worker's files is read once per process, at fork: each worker's own, or
+    # two workers would write one file and /metrics would lose counts.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    with (
+        HttpBackend() as backend,
+        ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, env={"TMPDIR": str(private)}) as proxy,
+    ):
+        workers = children(proxy.pid)
+        assert len(workers) == 2
+        (directory,) = metrics_dirs(proxy.pid, private)
+
+        def named() -> set[int]:
+            return {int(name.rsplit("_", 1)[1].split(".")[0]) for name in os.listdir(directory)}
+
+        eventually(lambda: workers <= named(), 10, "a metrics file named by each worker's pid")
+        assert proxy.pid not in named()
+
+
 def test_a_restarted_backend_serves_again_within_about_a_second(tmp_path: Path) -> None:
     with HttpBackend() as backend, ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, workers=1) as proxy:
         assert get(f"{proxy.url}/echo").status_code == 200

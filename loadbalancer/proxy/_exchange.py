@@ -94,6 +94,9 @@ class Downstream:
     def send_end(self, request: Request, chunked: bool) -> None:
         raise NotImplementedError
 
+    def send_held(self) -> None:
+        """Write out what the framing held back to join to the next write (the backend's read ended)."""
+
     def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """A 1xx answer ahead of the final one (103 Early Hints); dropped where the protocol cannot carry it."""
 
@@ -453,6 +456,9 @@ class Attempt:
 
     def holds_body(self) -> bool:
         return self.client.holds_body()
+
+    def read_ended(self) -> None:
+        self.client.send_held()
 
     def complete(self, keep_alive: bool) -> None:
         self.client.send_end(self.request, self.chunked_out)

@@ -31,6 +31,7 @@ _HEAD_END = b"\r\n\r\n"
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOO_LARGE = (431, b"request head too large\n")
+_JOINED = 16 * 1024  # a body chunk up to this long is joined to a held head (a copy); a longer one, not
 _NOTED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"})
 
 # Why reading from the client is paused (a bit each): reading resumes when no reason is left.
@@ -84,6 +85,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.feeding: UpstreamConnection | None = None  # the backend connection whose answer we relay
         self.read_pauses = 0
         self.last_read = 0.0
+        self.held = b""  # an answer's head not yet written: it goes out with the first of its body
 
     # -- asyncio.Protocol --
 
@@ -562,7 +564,11 @@ class ClientConnection(Downstream, asyncio.Protocol):
             elif request.version == b"1.0":
                 lines.append(b"connection: keep-alive\r\n")  # else an HTTP/1.0 client waits for the close
         lines.append(b"\r\n")
-        self.write(b"".join(lines))
+        if status == 101:
+            self.write(b"".join(lines))
+        elif not self.closing:
+            # held until the body's first bytes (or the end of the backend's read): one write, not two
+            self.held = b"".join(lines)
         return chunked
 
     def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -581,13 +587,29 @@ class ClientConnection(Downstream, asyncio.Protocol):
     def send_end(self, request: Request, chunked: bool) -> None:
         if chunked:
             self.write(b"0\r\n\r\n")
+        elif self.held:
+            self.send_held()
+
+    def send_held(self) -> None:
+        held, self.held = self.held, b""
+        if held and not self.closing and self.transport is not None:
+            self.transport.write(held)
 
     def write(self, data: bytes | memoryview) -> None:
         if not self.closing and self.transport is not None:
-            self.transport.write(data)
+            held = self.held
+            if not held:
+                self.transport.write(data)
+                return
+            self.held = b""
+            if len(data) <= _JOINED:
+                self.transport.write(held + data)
+            else:
+                self.transport.writelines((held, data))  # one writev, the body's bytes uncopied
 
     def close(self) -> None:
         if not self.closing and self.transport is not None:
+            self.send_held()
             self.closing = True
             self.divert = self._ignore
             self.transport.close()

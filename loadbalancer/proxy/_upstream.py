@@ -37,6 +37,7 @@ class Exchange(Protocol):
     def head(self, connection: UpstreamConnection) -> bool: ...
     def body(self, chunk: bytes | memoryview) -> None: ...
     def holds_body(self) -> bool: ...
+    def read_ended(self) -> None: ...
     def complete(self, keep_alive: bool) -> None: ...
     def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None: ...
     def failed(self, error: BaseException) -> None: ...
@@ -155,10 +156,14 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             if not self.switching or self.exchange is None:
                 self._fail(ConnectionError(f"{self.backend.url} switched protocols unasked"))
                 return
-            exchange, self.exchange = self.exchange, None
-            exchange.switched_protocols(self, data[upgrade.args[0] :])
+            switched, self.exchange = self.exchange, None
+            switched.switched_protocols(self, data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
             self._fail(ConnectionError(f"{self.backend.url} sent a malformed answer: {error}"))
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.read_ended()  # a head held to go out with its body's first bytes goes now
 
     def eof_received(self) -> bool | None:
         return None  # close
