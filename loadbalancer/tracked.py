@@ -143,6 +143,32 @@ class TrackedEndpoint(Generic[E]):
         observer.finished(self, clock() - start, None)
         return result
 
+    def begin(self) -> float:
+        """Count a call its caller drives itself (from callbacks, not as a call of this wrapper).
+
+        Give what it returns to ``end`` once the call is over, exactly once.
+
+        >>> from loadbalancer import static
+        >>> from loadbalancer.least_loaded import LeastLoaded
+        >>> tracked = LeastLoaded(static.Publisher(["10.0.0.1:80"], lambda address: print)).endpoint()
+        >>> start = tracked.begin()
+        >>> tracked.outstanding
+        1
+        >>> tracked.end(start, None)
+        >>> tracked.outstanding
+        0
+        """
+        self._inflight.append(None)
+        observer = self._observer
+        if observer is None:
+            return 0.0
+        observer.started(self)
+        return self._clock()
+
+    def end(self, start: float, error: BaseException | None) -> None:
+        """The call ``begin`` counted is over: ``error`` if it failed (the balancer learns from it)."""
+        self._finished(start, error)
+
     def _finished(self, start: float, error: BaseException | None) -> None:
         """A call that went on after it returned (``finish_later``) has ended."""
         self._inflight.pop()

@@ -263,9 +263,12 @@ def test_aborted_clients_lose_no_slot(tmp_path: Path) -> None:
         ProxyProcess([*urls([backend]), "-n", "2", "--health-path", "none"], tmp_path, workers=1) as proxy,
     ):
         for n in range(6):  # each holds a backend connection when it goes away
+            if n % 2:
+                # a kept-alive backend connection is idle: the next request is served on callbacks, not in a task
+                assert get(f"{proxy.url}/echo/warm/{n}").status_code == 200
             with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
-                sock.sendall(f"GET /slow/3/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                eventually(lambda n=n: backend.counts().get(f"GET /slow/3/{n}") == 1, 10, "the request")
+                sock.sendall(f"GET /slow/30/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                eventually(lambda n=n: backend.counts().get(f"GET /slow/30/{n}") == 1, 10, "the request")
         connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
         for n in range(1000):
             connection.request("GET", f"/echo/{n}")
@@ -273,6 +276,29 @@ def test_aborted_clients_lose_no_slot(tmp_path: Path) -> None:
             assert response.status == 200, (n, response.status)
             response.read()
         connection.close()
+
+
+def test_least_loaded_stops_counting_the_requests_clients_gave_up(tmp_path: Path) -> None:
+    # The balancer counts each request in flight on its backend; one a client gives up must stop
+    # counting, or the backend looks busy for ever and least-loaded sends it nothing.
+    with (
+        HttpBackend() as a,
+        HttpBackend() as b,
+        ProxyProcess(
+            [*urls([a]), "--balancer", "least-loaded", "--eject-after", "0", "--health-path", "none"],
+            tmp_path,
+            workers=1,
+        ) as proxy,
+    ):
+        for n in range(4):
+            assert get(f"{proxy.url}/echo/warm/{n}").status_code == 200  # a kept-alive connection: callbacks
+            with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+                sock.sendall(f"GET /slow/30/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                eventually(lambda n=n: a.counts().get(f"GET /slow/30/{n}") == 1, 10, "the request")
+        assert proxy.admin(f"http://{a.address},http://{b.address}\n").startswith("ok: ")
+        eventually(lambda: get(f"{proxy.url}/echo/b").json()["port"] == b.port, 10, "the second backend")
+        ports = [get(f"{proxy.url}/echo/{n}").json()["port"] for n in range(200)]
+        assert ports.count(a.port) > 40, ports.count(a.port)  # one at a time: an even split, were nothing left counted
 
 
 def test_a_killed_backend_under_load_fails_no_request(tmp_path: Path) -> None:
@@ -477,9 +503,11 @@ async def test_http2_streams_the_client_resets_lose_no_slot(tmp_path: Path) -> N
     ):
         trusting = ssl.create_default_context(cafile=str(cert))
         async with httpx.AsyncClient(http2=True, verify=trusting, timeout=10) as client:
-            slow = [asyncio.ensure_future(client.get(f"{proxy.url}/slow/3/{n}")) for n in range(4)]
+            # two kept-alive backend connections first: the slow requests take them on callbacks, not in tasks
+            await asyncio.gather(*(client.get(f"{proxy.url}/slow/0.2/{n}") for n in range(2)))
+            slow = [asyncio.ensure_future(client.get(f"{proxy.url}/slow/30/{n}")) for n in range(4)]
             await asyncio.to_thread(
-                eventually, lambda: backend.counts().get("GET /slow/3/1") == 1, 10, "slow requests at the backend"
+                eventually, lambda: backend.counts().get("GET /slow/30/1") == 1, 10, "slow requests at the backend"
             )
             for request in slow:
                 request.cancel()  # httpx resets the streams

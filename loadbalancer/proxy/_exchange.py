@@ -6,6 +6,13 @@ protocol supplies the framing (``send_head``, ``send_body``, ...). An ``Attempt`
 on one backend; its upstream connection reports the answer to it, and one timer per attempt
 bounds the waits on the backend (``--timeout`` from the end of the request to the answer's
 head, then ``--read-timeout`` between reads, and for the backend to take the body).
+
+The common case runs on callbacks alone: a first attempt on a kept-alive backend connection
+starts when the request's head is read and ends in the backend's read callback, with no task,
+coroutine or future (they cost a fifth of a request's time). A request that must wait for a
+connection, or whose first attempt failed and may be retried, goes on in a task, on the retry
+engine. Either way the request's ``serving`` is what cancels it (the client left or timed
+out), and the client is told ``served(request)`` when its answer is complete.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import asyncio
 import http
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._engine import Attempt as Try
@@ -23,6 +30,7 @@ from .._httpspec import IDEMPOTENT, RETRY_STATUSES
 from .._log import get_logger
 from .._util import describe
 from ..errors import NoEndpointsError
+from ..tracked import TrackedEndpoint
 from ._cache import CACHEABLE_METHODS, Cache, Entry
 from ._request import HOP_BY_HOP, Request
 from ._upstream import Backend, ConnectFailedError, QueueTimeoutError, UpstreamConnection
@@ -119,19 +127,28 @@ class Downstream:
     def abort(self) -> None:
         raise NotImplementedError
 
+    def served(self, request: Request) -> None:
+        """A request ``handle()`` forwarded has its answer (or the proxy's own) complete."""
+        raise NotImplementedError
+
+    def broken(self, request: Request, error: Exception) -> None:
+        """Serving ``request`` raised (a bug): it must cost this request or connection only."""
+        raise NotImplementedError
+
     # -- serving ------------------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Coroutine[Any, Any, None] | None:
-        """Answer ``request`` from the cache or refuse it (None), or the coroutine forwarding it to a backend.
+    def handle(self, request: Request) -> bool:
+        """Answer ``request`` now (True: refused, from the cache, or no backend), or forward it (False).
 
-        Not a coroutine itself: most requests need one level of coroutine, not two.
+        A forwarded request is carried by ``request.serving`` (cancel it to give the request
+        up) and ends with ``served(request)``, which may come before this returns.
         """
         proxy = self.proxy
         if request.refusal is not None:
             status, body = request.refusal
             self.answer(request, status, body)
             proxy.metrics.rejected.labels(str(status)).inc()
-            return None
+            return True
         cache = proxy.cache
         cache_base: bytes | None = None
         lookup: dict[bytes, bytes] = {}
@@ -146,27 +163,83 @@ class Downstream:
                 if entry is not None:
                     self._send_cached(request, entry)
                     proxy.metrics.answered("cache", request.method.decode(), entry.status)
-                    return None
+                    return True
         return self._forward(request, cache_base, lookup)
 
-    async def _forward(self, request: Request, cache_base: bytes | None, lookup: dict[bytes, bytes]) -> None:
+    def _forward(self, request: Request, cache_base: bytes | None, lookup: dict[bytes, bytes]) -> bool:
         proxy = self.proxy
         proxy.budget.deposit()
-        idempotent = request.method in _IDEMPOTENT and not request.has_body and not request.upgrade
-        attempt = Attempt(self, request, retry_statuses=idempotent and proxy.attempts > 1, cache_base=cache_base)
-        attempt.lookup = lookup
         try:
-            tracked = proxy.balancer.endpoint()
-            await tracked(attempt)  # the first attempt: the retry engine only after a failure
-            return
+            endpoint = proxy.balancer.endpoint()
         except NoEndpointsError as error:
             self._failed(request, error, None)
+            return True
+        trackers: list[TrackedEndpoint[Any]] = []
+        backend = endpoint
+        while isinstance(backend, TrackedEndpoint):  # the balancer's and the ejection's trackers
+            trackers.append(backend)
+            backend = backend.endpoint
+        attempt = Attempt(self, request, retry_statuses=self._retries_statuses(request, 1), cache_base=cache_base)
+        attempt.lookup = lookup
+        connection = backend.take() if isinstance(backend, Backend) else None
+        if connection is None:  # a connection to open or wait for: a task
+            request.serving = self.loop.create_task(self._carry(request, self._forward_slowly(attempt, endpoint)))
+            return False
+        attempt.endpoint = endpoint
+        request.serving = attempt
+        attempt.begin(trackers, backend, connection, self._first_ended)
+        return False
+
+    def _retries_statuses(self, request: Request, number: int) -> bool:
+        """Whether attempt ``number`` may drop a 502/503/504 answer to retry elsewhere."""
+        idempotent = request.method in _IDEMPOTENT and not request.has_body and not request.upgrade
+        return idempotent and number < self.proxy.attempts
+
+    def _first_ended(self, attempt: Attempt, error: BaseException | None) -> None:
+        """A first attempt run on callbacks has ended: the request is served, failed, or retried in a task."""
+        request = attempt.request
+        try:
+            if isinstance(error, ConnectFailedError | DiscardedAnswerError | UpstreamError):
+                retry = self._retry(attempt, error, attempt.endpoint)
+                request.serving = self.loop.create_task(self._carry(request, retry))
+                return
+            request.serving = None
+            if error is not None:
+                self._failed(request, error, attempt.backend)
+        except Exception as bug:
+            request.serving = None
+            self.broken(request, bug)
+            return
+        self.served(request)
+
+    async def _carry(self, request: Request, forwarding: Coroutine[Any, Any, None]) -> None:
+        """Run a forwarding coroutine in its task; ``served`` once it ends (not if cancelled)."""
+        try:
+            await forwarding
+        except Exception as error:
+            request.serving = None
+            self.broken(request, error)
+            return
+        request.serving = None
+        self.served(request)
+
+    async def _forward_slowly(self, attempt: Attempt, endpoint: Any) -> None:
+        """The first attempt, when it must wait for a backend connection: as the retry engine's attempts run."""
+        request = attempt.request
+        try:
+            await endpoint(attempt)
             return
         except (ConnectFailedError, DiscardedAnswerError, UpstreamError) as error:
-            first: Exception = error
+            await self._retry(attempt, error, endpoint)
         except (QueueTimeoutError, FailedAnswerError, AnswerTimeoutError) as error:
             self._failed(request, error, attempt.backend)
-            return
+
+    async def _retry(self, attempt: Attempt, first: BaseException, tracked: Any) -> None:
+        """Retry a request whose first attempt failed, as the proxy's rules and the retry budget allow."""
+        request = attempt.request
+        cache_base, lookup = attempt.cache_base, attempt.lookup
+        proxy = self.proxy
+        idempotent = request.method in _IDEMPOTENT and not request.has_body and not request.upgrade
         backends: list[Backend | None] = [attempt.backend]
 
         def retryable(error: BaseException) -> bool:
@@ -190,7 +263,7 @@ class Downstream:
         async def run(next_try: Try) -> None:
             proxy.metrics.retries.labels(_RETRY_REASONS.get(type(call.errors[-1]), "upstream")).inc()
             again = Attempt(
-                self, request, retry_statuses=idempotent and next_try.number < proxy.attempts, cache_base=cache_base
+                self, request, retry_statuses=self._retries_statuses(request, next_try.number), cache_base=cache_base
             )
             again.lookup = lookup
             try:
@@ -255,11 +328,17 @@ class Downstream:
 
 
 class Attempt:
-    """One try of a request on one backend; also the ``Exchange`` its upstream connection reports to."""
+    """One try of a request on one backend; also the ``Exchange`` its upstream connection reports to.
+
+    Run either as a coroutine (``run``: the retry engine's attempts, and a first attempt that
+    waits for a connection) or on callbacks (``begin``: a first attempt on a kept-alive
+    connection), which end in ``ended(attempt, error)``; ``cancel`` gives it up.
+    """
 
     __slots__ = (
-        "answer_due", "backend", "buffer", "buffered", "cache_base", "chunked_out", "client", "connection", "future",
-        "head_seen", "lookup", "request", "retry_statuses", "status", "switched", "timer", "upstream_headers",
+        "answer_due", "backend", "buffer", "buffered", "cache_base", "chunked_out", "client", "connection", "ended",
+        "endpoint", "future", "head_seen", "lookup", "request", "retry_statuses", "settled", "started", "starts",
+        "status", "switched", "timer", "trackers", "upstream_headers",
     )  # fmt: skip
 
     def __init__(self, client: Downstream, request: Request, *, retry_statuses: bool, cache_base: bytes | None):
@@ -270,10 +349,16 @@ class Attempt:
         self.backend: Backend | None = None
         self.connection: UpstreamConnection | None = None
         self.future: asyncio.Future[None] | None = None
+        self.ended: Callable[[Attempt, BaseException | None], None] | None = None  # on callbacks: told the end
+        self.endpoint: Any = None  # what the balancer handed out (to be avoided by a retry)
+        self.trackers: list[TrackedEndpoint[Any]] = []
+        self.starts: list[float] = []
+        self.settled = False
         self.head_seen = False
         self.switched = False
         self.chunked_out = False
         self.status = 0
+        self.started = 0.0
         self.answer_due = math.inf
         self.buffer: list[bytes] | None = None
         self.buffered = 0
@@ -283,52 +368,126 @@ class Attempt:
 
     async def run(self, backend: Backend) -> None:
         self.backend = backend
+        connection = await backend.acquire()
+        self.future = self.client.loop.create_future()
+        completed = False
+        try:
+            self._start(connection)
+            await self.future
+            completed = True
+        finally:
+            self._finish(connection, completed)
+        if self.status >= 500:
+            raise FailedAnswerError(f"{backend.url} answered {self.status}")
+
+    def begin(
+        self,
+        trackers: list[TrackedEndpoint[Any]],
+        backend: Backend,
+        connection: UpstreamConnection,
+        ended: Callable[[Attempt, BaseException | None], None],
+    ) -> None:
+        """Start on ``connection`` (from ``backend``'s pool), counted by ``trackers``; ``ended`` is told the end."""
+        self.backend = backend
+        self.ended = ended
+        self.trackers = trackers
+        self.starts = [tracker.begin() for tracker in trackers]
+        try:
+            self._start(connection)
+        except BaseException as error:  # a bug: undone here, the caller reports it
+            self.settled = True
+            self._finish(connection, False)
+            self._untrack(error)
+            raise
+
+    def cancel(self) -> None:
+        """Give up an attempt run on callbacks (the client left or timed out): its connection is closed.
+
+        (One run by a task ends when its task is cancelled.)
+        """
+        if self.settled or self.ended is None or self.connection is None:
+            return
+        self.settled = True
+        self._finish(self.connection, False)
+        self._untrack(asyncio.CancelledError())
+
+    def _start(self, connection: UpstreamConnection) -> None:
         client = self.client
         request = self.request
-        connection = await backend.acquire()
         loop = client.loop
-        future = self.future = loop.create_future()
         self.connection = connection
         proxy = client.proxy
-        started = loop.time()
+        started = self.started = loop.time()
         if request.body_done:
             self.answer_due = started + proxy.limits.timeout
             self.timer = loop.call_at(started + proxy.first_wait, self._watch)
         else:
             self.timer = loop.call_at(started + proxy.limits.read_timeout, self._watch)
-        completed = False
-        try:
-            head = self._request_head(backend)
-            connection.start(
-                self, head + b"".join(self._pending()) if request.pending else head, request.method == b"HEAD"
-            )
-            request.attempt = self
-            if request.body_done:
-                if request.chunked and request.has_body:
-                    connection.write(b"0\r\n\r\n")
-            else:
-                request.upstream = connection
-            client.attach(request, connection)
-            await future
-            completed = True
-        finally:
-            if self.timer is not None:
-                self.timer.cancel()
-            request.upstream = None
-            request.attempt = None
-            client.detach(request)
-            if not self.switched:  # a tunnel owns the connection and its slot from now on
-                if not completed:
-                    connection.exchange = None
-                    connection.close()
-                backend.release(connection)
+        assert self.backend is not None
+        head = self._request_head(self.backend)
+        connection.start(self, head + b"".join(self._pending()) if request.pending else head, request.method == b"HEAD")
+        request.attempt = self
+        if request.body_done:
+            if request.chunked and request.has_body:
+                connection.write(b"0\r\n\r\n")
+        else:
+            request.upstream = connection
+        client.attach(request, connection)
+
+    def _finish(self, connection: UpstreamConnection, completed: bool) -> None:
+        """The attempt is over: its timer, its connection back to the pool (or closed), its figures."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        client = self.client
+        request = self.request
+        backend = self.backend
+        assert backend is not None
+        request.upstream = None
+        request.attempt = None
+        client.detach(request)
+        if not self.switched:  # a tunnel owns the connection and its slot from now on
+            if not completed:
+                connection.exchange = None
+                connection.close()
+            backend.release(connection)
+        if not completed:
+            return
+        proxy = client.proxy
         name = str(backend)
-        proxy.observe(name, loop.time() - started)
+        proxy.observe(name, client.loop.time() - self.started)
         proxy.metrics.answered(name, request.method.decode(), self.status)
         if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
             proxy.cache.store(self.cache_base, self.lookup, self.status, self.upstream_headers, b"".join(self.buffer))
-        if self.status >= 500:
-            raise FailedAnswerError(f"{backend.url} answered {self.status}")
+
+    def _settle(self, error: BaseException | None) -> None:
+        """The answer is complete (``error`` None) or the attempt failed: end it, once."""
+        if self.settled:
+            return
+        future = self.future
+        if future is not None:
+            if not future.done():  # run() goes on from here
+                self.settled = True
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+            return
+        ended = self.ended
+        if ended is None or self.connection is None:
+            return
+        self.settled = True
+        self._finish(self.connection, error is None)
+        if error is None and self.status >= 500:
+            assert self.backend is not None
+            error = FailedAnswerError(f"{self.backend.url} answered {self.status}")
+        self._untrack(error)
+        ended(self, error)
+
+    def _untrack(self, error: BaseException | None) -> None:
+        for tracker, start in zip(reversed(self.trackers), reversed(self.starts), strict=True):
+            tracker.end(start, error)
+        self.trackers = []
 
     def _pending(self) -> list[bytes]:
         request = self.request
@@ -368,9 +527,8 @@ class Attempt:
     def _watch(self) -> None:
         """The attempt's one timer: 504 before the answer's head, abort on a stall after it."""
         self.timer = None
-        future = self.future
         connection = self.connection
-        if future is None or future.done() or connection is None:
+        if self.settled or connection is None or (self.future is not None and self.future.done()):
             return
         client = self.client
         limits = client.proxy.limits
@@ -379,25 +537,25 @@ class Attempt:
         due = now + limits.read_timeout
         if not self.head_seen:
             if now >= self.answer_due:
-                future.set_exception(AnswerTimeoutError(f"{url} did not begin its answer within {limits.timeout:g}s"))
+                self._settle(AnswerTimeoutError(f"{url} did not begin its answer within {limits.timeout:g}s"))
                 return
             due = min(due, self.answer_due)
         elif not connection.reading_paused:  # while the client holds it back, the wait is the client's
             if now - connection.last_read >= limits.read_timeout:
-                future.set_exception(StalledError(f"{url} sent nothing for {limits.read_timeout:g}s"))
+                self._settle(StalledError(f"{url} sent nothing for {limits.read_timeout:g}s"))
                 return
             due = connection.last_read + limits.read_timeout
         stalled = connection.write_paused_since
         if stalled is not None:
             if now - stalled >= limits.read_timeout:
-                future.set_exception(StalledError(f"{url} took none of the request for {limits.read_timeout:g}s"))
+                self._settle(StalledError(f"{url} took none of the request for {limits.read_timeout:g}s"))
                 return
             due = min(due, stalled + limits.read_timeout)
         self.timer = client.loop.call_at(due, self._watch)
 
     def request_ended(self) -> None:
         """The client finished sending the request: ``--timeout`` counts from now."""
-        if self.head_seen or self.future is None:
+        if self.head_seen or self.connection is None or self.settled:
             return
         loop = self.client.loop
         self.answer_due = loop.time() + self.client.proxy.limits.timeout
@@ -462,25 +620,19 @@ class Attempt:
 
     def complete(self, keep_alive: bool) -> None:
         self.client.send_end(self.request, self.chunked_out)
-        future = self.future
-        if future is not None and not future.done():
-            future.set_result(None)
+        self._settle(None)
 
     def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None:
         assert self.backend is not None
         self.switched = True
         self.client.switch(self.request, connection, self.backend, rest)
-        future = self.future
-        if future is not None and not future.done():
-            future.set_result(None)
+        self._settle(None)
 
     def failed(self, error: BaseException) -> None:
         self._fail(UpstreamError(str(error) or type(error).__name__))
 
     def _fail(self, error: BaseException) -> None:
-        future = self.future
-        if future is not None and not future.done():
-            future.set_exception(error)
+        self._settle(error)
 
     def upload_paused(self) -> None:
         self.client.upload_paused(self.request)

@@ -1,4 +1,4 @@
-"""HTTP/2 clients (ALPN ``h2``, or h2c with prior knowledge), with the h2 library: a task per stream.
+"""HTTP/2 clients (ALPN ``h2``, or h2c with prior knowledge), with the h2 library.
 
 Bounded as HTTP/1.1 is, and against HTTP/2's own abuses:
 
@@ -54,7 +54,7 @@ _CONFIG = h2.config.H2Configuration(
 
 class _Stream:
     __slots__ = (
-        "blocked_since", "ending", "id", "last_read", "pending", "pending_bytes", "request", "task", "unacked",
+        "blocked_since", "ending", "id", "last_read", "pending", "pending_bytes", "request", "unacked",
         "upload_paused",
     )  # fmt: skip
 
@@ -64,7 +64,6 @@ class _Stream:
         self.pending: collections.deque[memoryview] = collections.deque()  # answer bytes not yet framed
         self.pending_bytes = 0
         self.ending = False  # the answer is complete once ``pending`` is sent
-        self.task: asyncio.Task[None] | None = None
         self.unacked = 0  # request body bytes received but not yet acknowledged to the client
         self.upload_paused = False
         self.last_read = now
@@ -72,7 +71,7 @@ class _Stream:
 
 
 class H2Connection(Downstream, asyncio.Protocol):
-    """One HTTP/2 client connection: a task per stream, answers framed by h2 within the flow-control windows."""
+    """One HTTP/2 client connection: streams served as they open, answers framed by h2 within the windows."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
@@ -80,6 +79,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.h2 = h2.connection.H2Connection(_CONFIG)
         self.streams: dict[int, _Stream] = {}
+        self.opened_now: list[_Stream] = []  # streams opened in this read, served once it is all read
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.closing = False
@@ -153,6 +153,10 @@ class H2Connection(Downstream, asyncio.Protocol):
         if self._flooding():
             self._calm()
             return
+        opened, self.opened_now = self.opened_now, []
+        for stream in opened:  # served after the flood check: a stream reset in the same read never is
+            if self.streams.get(stream.id) is stream:
+                self._serve(stream)
         self._flush()
 
     def _flooding(self) -> bool:
@@ -165,8 +169,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         """GOAWAY (ENHANCE_YOUR_CALM) to a client that floods, and close."""
         self.proxy.metrics.refused.labels("h2_flood").inc()
         for stream in list(self.streams.values()):
-            if stream.task is not None:
-                stream.task.cancel()
+            _give_up(stream)
         self.streams.clear()
         self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self._flush_now()
@@ -176,9 +179,8 @@ class H2Connection(Downstream, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        for stream in self.streams.values():
-            if stream.task is not None:
-                stream.task.cancel()
+        for stream in list(self.streams.values()):
+            _give_up(stream)
         self.streams.clear()
         self.proxy.gone(self)
 
@@ -222,21 +224,29 @@ class H2Connection(Downstream, asyncio.Protocol):
         stream = request.stream = self.streams[stream_id] = _Stream(stream_id, request, now)
         self.proxy.idle.pop(self, None)
         self.proxy.watched[self] = None
-        stream.task = self.loop.create_task(self._serve(stream))
+        self.opened_now.append(stream)
 
-    async def _serve(self, stream: _Stream) -> None:
+    def _serve(self, stream: _Stream) -> None:
+        request = stream.request
         try:
-            forwarding = self.handle(stream.request)
-            if forwarding is not None:
-                await forwarding
-        except Exception as error:  # a bug costs this stream only
-            log_failure(error)
-            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
-        finally:
-            stream.task = None
-            if self.streams.get(stream.id) is stream and not stream.ending:
-                self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            self._flush()
+            answered = self.handle(request)
+        except Exception as error:
+            self.broken(request, error)
+            return
+        if answered:
+            self.served(request)
+
+    def served(self, request: Request) -> None:
+        stream: _Stream | None = request.stream
+        if stream is not None and self.streams.get(stream.id) is stream and not stream.ending:
+            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)  # ended without a whole answer
+        self._flush()
+
+    def broken(self, request: Request, error: Exception) -> None:
+        log_failure(error)  # a bug costs this stream only
+        if request.stream is not None:
+            self._reset_stream(request.stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self._flush()
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0
@@ -288,8 +298,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.premature += 1
         self.buffered -= stream.pending_bytes
         self.held.discard(stream)
-        if stream.task is not None:
-            stream.task.cancel()  # the client gave up on it: release the backend connection
+        _give_up(stream)  # the client gave up on it: release the backend connection
 
     def _reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
         if self.streams.pop(stream.id, None) is None:
@@ -300,8 +309,7 @@ class H2Connection(Downstream, asyncio.Protocol):
             self.h2.reset_stream(stream.id, code)
         except h2.exceptions.H2Error:
             pass
-        if stream.task is not None and stream.task is not asyncio.current_task():
-            stream.task.cancel()
+        _give_up(stream)
         self._maybe_idle()
 
     # -- the waits --
@@ -328,8 +336,7 @@ class H2Connection(Downstream, asyncio.Protocol):
                 if request.answered:
                     self._reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
                 else:
-                    if stream.task is not None:
-                        stream.task.cancel()
+                    _give_up(stream)
                     self.answer(request, 408, b"the request body did not arrive in time\n")
         self._flush()
         return bool(self.streams) or self.blocked_since is not None
@@ -540,6 +547,15 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             reset(self.transport)
+
+
+def _give_up(stream: _Stream) -> None:
+    """Cancel what forwards the stream's request (its backend connection and slot are let go)."""
+    request = stream.request
+    serving = request.serving
+    if serving is not None and serving is not asyncio.current_task():
+        request.serving = None
+        serving.cancel()
 
 
 def _request_from(headers: list[tuple[bytes, bytes]], max_headers: int) -> Request:

@@ -62,7 +62,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.client_ip = b""
         self.queue: collections.deque[Request] = collections.deque()
         self.parsing: Request | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.current: Request | None = None  # the request being served (the first in ``queue``)
         self.closing = False  # closed or being closed: nothing more is served or written
         self.divert: Callable[[bytes], None] | None = None  # where bytes go when not to the parser
         self.in_head = True  # the next bytes are a request head's (not a body's)
@@ -162,6 +162,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.tail = data[-3:]
             if self not in self.proxy.heads:
                 self.proxy.heads[self] = self.proxy.now
+        if self.current is None and self.queue:
+            self._dispatch()  # after the parser returned: a body read with its head is in the request
 
     def _gather_head(self, data: bytes) -> bytes | None:
         """Hold a head's bytes until its end is seen: the head then, whole (None until then)."""
@@ -212,8 +214,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.proxy.gone(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
-        if self.task is not None:
-            self.task.cancel()  # releases the backend connection and slot it held
+        self._give_up()  # releases the backend connection and slot it held
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -299,7 +300,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.in_head = self.mid_head = self.fresh = False
         proxy = self.proxy
         proxy.heads.pop(self, None)
-        self.queue.append(request)
+        self.queue.append(request)  # served once the parser returns (data_received)
         if request.has_body:
             proxy.watched[self] = None  # the body's reads are timed
             if not request.chunked and not self.manual_body:
@@ -307,8 +308,6 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 if length.isdigit() and int(length) > PARSED_BODY:
                     # a large body goes to the backend as read, past the parser (which copies each chunk)
                     self.body_left = int(length)
-        if self.task is None:
-            self.task = self.loop.create_task(self._serve())
 
     def _upgrade(self, request: Request) -> Refusal | None:
         """An upgrade request: WebSocket is relayed once the backend switches; any other is declined."""
@@ -414,8 +413,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
         request.body_done = True
         self.parsing = None
         self.queue.append(request)
-        if self.task is None:
-            self.task = self.loop.create_task(self._serve())
+        if self.current is None:
+            self._dispatch()
 
     def head_timed_out(self) -> None:
         if self.closing or self.refused:
@@ -456,9 +455,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         if request.answered or not self.queue or self.queue[0] is not request:
             self.abort()
             return
-        if self.task is not None:
-            self.task.cancel()  # the attempt, if any, lets its backend connection go
-            self.task = None
+        self._give_up()  # the attempt, if any, lets its backend connection go
         self.queue.clear()
         self.refused = True
         self.divert = self._ignore
@@ -480,28 +477,59 @@ class ClientConnection(Downstream, asyncio.Protocol):
 
     # -- serving --
 
-    async def _serve(self) -> None:
-        try:
-            while self.queue and not self.closing:
-                request = self.queue[0]
-                try:
-                    forwarding = self.handle(request)
-                    if forwarding is not None:
-                        await forwarding
-                except Exception as error:  # a bug must cost this connection only, never a slot or a hang
-                    log_failure(error)
-                    self.abort()
-                    return
-                if not request.keep_alive or not request.body_done or self.proxy.draining:
-                    if self.tunnel is None:
-                        self.close()  # (a body not read to its end leaves the stream out of step)
-                    return
-                if self.queue and self.queue[0] is request:
-                    self.queue.popleft()
-        finally:
-            self.task = None
-            if self.in_head and not self.mid_head and self.divert is None and not self.head_buffer:
-                self.proxy.idle[self] = self.proxy.now
+    def _dispatch(self) -> None:
+        """Serve the queued requests in turn, until one is forwarded (``served`` goes on from there)."""
+        while self.queue and self.current is None and not self.closing:
+            request = self.current = self.queue[0]
+            try:
+                if not self.handle(request):
+                    return  # forwarded: served() follows, maybe already has
+            except Exception as error:
+                self.current = None
+                self.broken(request, error)
+                return
+            self.current = None
+            if not self._carry_on(request):
+                return
+        self._rest()
+
+    def served(self, request: Request) -> None:
+        if self.current is not request:
+            return  # given up meanwhile
+        self.current = None
+        if not self._carry_on(request):
+            return
+        if self.queue:
+            # pipelined: served on the next turn of the loop, not inside the backend's read callback
+            self.loop.call_soon(self._dispatch)
+        else:
+            self._rest()
+
+    def broken(self, request: Request, error: Exception) -> None:
+        log_failure(error)  # a bug costs this connection only, never a slot or a hang
+        self.abort()
+
+    def _carry_on(self, request: Request) -> bool:
+        """After ``request``'s answer: whether the connection goes on to the next request."""
+        if not request.keep_alive or not request.body_done or self.proxy.draining:
+            if self.tunnel is None:
+                self.close()  # (a body not read to its end leaves the stream out of step)
+            return False
+        if self.queue and self.queue[0] is request:
+            self.queue.popleft()
+        return True
+
+    def _rest(self) -> None:
+        """Nothing to serve: a connection between requests waits as an idle one."""
+        if self.in_head and not self.mid_head and self.divert is None and not self.head_buffer and not self.closing:
+            self.proxy.idle[self] = self.proxy.now
+
+    def _give_up(self) -> None:
+        """Cancel the request being served: its backend connection and slot are let go."""
+        request, self.current = self.current, None
+        if request is not None and request.serving is not None:
+            serving, request.serving = request.serving, None
+            serving.cancel()
 
     # -- Downstream --
 

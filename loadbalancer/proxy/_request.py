@@ -24,8 +24,8 @@ class Request:
 
     __slots__ = (
         "answered", "attempt", "body_done", "chunked", "connection", "expect", "has_body", "headers", "host",
-        "hosts", "keep_alive", "method", "pending", "pending_bytes", "refusal", "stream", "upgrade", "upstream",
-        "url", "version",
+        "hosts", "keep_alive", "method", "pending", "pending_bytes", "refusal", "serving", "stream", "upgrade",
+        "upstream", "url", "version",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -47,6 +47,7 @@ class Request:
         self.pending_bytes = 0
         self.upstream: Any = None  # the backend connection taking the body as it arrives
         self.attempt: Any = None  # the attempt serving it now
+        self.serving: Any = None  # what carries it while forwarded (an attempt or a task): cancel() gives it up
         self.stream: Any = None  # HTTP/2: its stream
         self.refusal: Refusal | None = None  # answered by the proxy itself, never forwarded
 

@@ -381,14 +381,21 @@ class Backend:
     async def __call__(self, attempt: Any) -> Any:
         return await attempt.run(self)
 
-    async def acquire(self) -> UpstreamConnection:
-        """A connection to this backend: an idle one, a new one, or (at the limit) the next freed, in turn."""
+    def take(self) -> UpstreamConnection | None:
+        """An idle kept-alive connection, now, if there is one (its slot taken); else None."""
         idle = self.idle
         while idle:
             connection = idle.pop()
             if not connection.closed:
                 self.busy += 1
                 return connection
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        """A connection to this backend: an idle one, a new one, or (at the limit) the next freed, in turn."""
+        connection = self.take()
+        if connection is not None:
+            return connection
         if self.limit is not None and self.busy >= self.limit:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[UpstreamConnection | None] = loop.create_future()
