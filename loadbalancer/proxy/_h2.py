@@ -29,6 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from ._exchange import Downstream, log_failure
+from ._hpack import FieldCache
 from ._proxy import Proxy, reset
 from ._request import Request, check
 from ._upstream import Backend, UpstreamConnection
@@ -54,7 +55,7 @@ _CONFIG = h2.config.H2Configuration(
 
 class _Stream:
     __slots__ = (
-        "blocked_since", "ending", "id", "last_read", "pending", "pending_bytes", "request", "unacked",
+        "blocked_since", "due", "ending", "id", "last_read", "pending", "pending_bytes", "request", "unacked",
         "upload_paused",
     )  # fmt: skip
 
@@ -64,6 +65,7 @@ class _Stream:
         self.pending: collections.deque[memoryview] = collections.deque()  # answer bytes not yet framed
         self.pending_bytes = 0
         self.ending = False  # the answer is complete once ``pending`` is sent
+        self.due = False  # in the connection's ``due``: framed at the next flush
         self.unacked = 0  # request body bytes received but not yet acknowledged to the client
         self.upload_paused = False
         self.last_read = now
@@ -78,8 +80,10 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.limits = proxy.limits
         self.loop = asyncio.get_running_loop()
         self.h2 = h2.connection.H2Connection(_CONFIG)
+        self.h2.encoder = FieldCache()  # type: ignore[assignment]  # answer heads from cached field encodings
         self.streams: dict[int, _Stream] = {}
         self.opened_now: list[_Stream] = []  # streams opened in this read, served once it is all read
+        self.due: list[_Stream] = []  # streams with answer bytes (or their end) to frame at the flush
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.closing = False
@@ -171,6 +175,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         for stream in list(self.streams.values()):
             _give_up(stream)
         self.streams.clear()
+        self.due.clear()
         self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         self._flush_now()
         self.closing = True
@@ -419,18 +424,32 @@ class H2Connection(Downstream, asyncio.Protocol):
         stream.pending.append(memoryview(chunk))
         stream.pending_bytes += len(chunk)
         self.buffered += len(chunk)
-        self._send_pending(stream)
-        if self.write_paused or stream.pending_bytes > _STREAM_HIGH or self.buffered > self.limits.buffer_size:
-            self._pause_upstream(stream)
-        self._flush()
+        if self.write_paused or self.buffered > self.limits.buffer_size:
+            self._pause_upstream(stream)  # (a stream over its own mark is paused once framed: _send_due)
+        # Framed at the flush, the end of this turn of the loop: an answer read whole goes out as
+        # HEADERS and one DATA frame carrying END_STREAM, not an empty DATA frame more.
+        self._due(stream)
 
     def send_end(self, request: Request, chunked: bool) -> None:
         stream = self._live(request)
         if stream is None:
             return
         stream.ending = True
-        self._send_pending(stream)
+        self._due(stream)
+
+    def _due(self, stream: _Stream) -> None:
+        if not stream.due:
+            stream.due = True
+            self.due.append(stream)
         self._flush()
+
+    def _send_due(self) -> None:
+        due, self.due = self.due, []
+        for stream in due:
+            stream.due = False
+            self._send_pending(stream)
+            if stream.pending_bytes > _STREAM_HIGH and self.streams.get(stream.id) is stream:
+                self._pause_upstream(stream)  # what its window did not take: its backend waits
 
     def _live(self, request: Request) -> _Stream | None:
         """The request's stream, unless it ended or was reset."""
@@ -461,12 +480,18 @@ class H2Connection(Downstream, asyncio.Protocol):
                     pending.popleft()
                 stream.pending_bytes -= len(chunk)
                 self.buffered -= len(chunk)
-                connection.send_data(stream.id, chunk)
+                last = stream.ending and not pending
+                connection.send_data(stream.id, chunk, end_stream=last)
                 self.useful += 1
-            stream.blocked_since = None
-            if stream.ending:
-                connection.end_stream(stream.id)
-                self._finished(stream)
+                if last:
+                    stream.blocked_since = None
+                    self._finished(stream)
+                    break
+            else:
+                stream.blocked_since = None
+                if stream.ending:
+                    connection.end_stream(stream.id)
+                    self._finished(stream)
         except h2.exceptions.H2Error:
             self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self._release_held()
@@ -527,6 +552,8 @@ class H2Connection(Downstream, asyncio.Protocol):
 
     def _flush_now(self) -> None:
         self.flush_due = False
+        if self.due:
+            self._send_due()
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -535,6 +562,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         """Close gracefully: GOAWAY first, then the socket once what was written is sent."""
         if self.closing or self.transport is None:
             return
+        self._send_due()  # the answers framed before the GOAWAY
         try:
             self.h2.close_connection()
         except h2.exceptions.H2Error:
