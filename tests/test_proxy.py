@@ -127,6 +127,16 @@ def test_metrics_count_requests_by_backend_method_and_class(proxy: ProxyProcess,
             return str(answer.read().decode())
 
     eventually(lambda: "loadbalancer_proxy_healthy_backends 2.0" in text(), 10, "the healthy gauge")
+
+    def answered_404() -> float:  # the workers write their tallies at each sweep, a second apart at most
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text())
+            for sample in family.samples
+            if sample.name == "loadbalancer_proxy_requests_total" and sample.labels.get("status") == "4xx"
+        )
+
+    eventually(lambda: answered_404() == 4, 10, "the four 404s counted, across the workers")
     body = text()
     assert 'loadbalancer_proxy_requests_total{backend="' in body and 'status="4xx"' in body
     assert "loadbalancer_proxy_upstream_latency_seconds_bucket" in body

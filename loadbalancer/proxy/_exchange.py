@@ -162,7 +162,7 @@ class Downstream:
                 proxy.metrics.cache.labels("hit" if entry is not None else "miss").inc()
                 if entry is not None:
                     self._send_cached(request, entry)
-                    proxy.metrics.answered("cache", request.method.decode(), entry.status)
+                    proxy.metrics.answered("cache", request.method, entry.status)
                     return True
         return self._forward(request, cache_base, lookup)
 
@@ -324,7 +324,7 @@ class Downstream:
         if not head_only:
             self.send_body(request, body, False)
         self.send_end(request, False)
-        self.proxy.metrics.answered(str(backend) if backend else "none", request.method.decode() or "-", status)
+        self.proxy.metrics.answered(str(backend) if backend else "none", request.method, status)
 
 
 class Attempt:
@@ -455,8 +455,9 @@ class Attempt:
             return
         proxy = client.proxy
         name = str(backend)
-        proxy.observe(name, client.loop.time() - self.started)
-        proxy.metrics.answered(name, request.method.decode(), self.status)
+        metrics = proxy.metrics
+        metrics.observe(name, client.loop.time() - self.started)
+        metrics.answered(name, request.method, self.status)
         if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
             proxy.cache.store(self.cache_base, self.lookup, self.status, self.upstream_headers, b"".join(self.buffer))
 

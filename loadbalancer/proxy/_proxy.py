@@ -95,13 +95,6 @@ class Proxy:
         self.now = _clock()  # the loop's time, as of the last sweep: what client waits are measured with
         self.draining = False
         self.drained = asyncio.Event()  # set when draining and the last client connection closed
-        self._latency: dict[str, Any] = {}
-
-    def observe(self, backend: str, seconds: float) -> None:
-        child = self._latency.get(backend)
-        if child is None:
-            child = self._latency[backend] = self.metrics.latency.labels(backend)
-        child.observe(seconds)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -168,6 +161,7 @@ class Proxy:
             await asyncio.sleep(tick)
             self.now = loop.time()
             self.sweep(self.now)
+            self.metrics.flush()
             if self.now - trimmed >= _GIVE_BACK:
                 trimmed = self.now
                 heap.give_back()

@@ -124,6 +124,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         connection.abort()
     for task in tasks:
         task.cancel()
+    metrics.flush()  # the last answers' counts
     stack.top.close()
     return 0
 

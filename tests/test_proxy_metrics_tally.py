@@ -1,0 +1,52 @@
+"""The proxy's per-request counts: tallied in the worker, written to prometheus at each sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+
+from loadbalancer.proxy._metrics import Metrics
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    made = Metrics()
+    try:
+        yield made
+    finally:
+        for value in vars(made).values():
+            if isinstance(value, MetricWrapperBase):
+                REGISTRY.unregister(value)
+
+
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_answers_and_latencies_are_written_at_each_flush(metrics: Metrics) -> None:
+    for _ in range(3):
+        metrics.answered("10.0.0.1:80", b"GET", 200)
+    metrics.answered("none", b"", 503)
+    for seconds in (0.0007, 0.003, 0.003, 20.0):
+        metrics.observe("10.0.0.1:80", seconds)
+    ok = {"backend": "10.0.0.1:80", "method": "GET", "status": "2xx"}
+    assert sample("loadbalancer_proxy_requests_total", **ok) is None  # not until the flush
+    metrics.flush()
+    metrics.flush()  # nothing new: nothing added twice
+    assert sample("loadbalancer_proxy_requests_total", **ok) == 3
+    assert sample("loadbalancer_proxy_requests_total", backend="none", method="-", status="5xx") == 1
+    bucket = "loadbalancer_proxy_upstream_latency_seconds_bucket"
+    assert sample(bucket, backend="10.0.0.1:80", le="0.0005") == 0
+    assert sample(bucket, backend="10.0.0.1:80", le="0.001") == 1  # cumulative, as observe() would count
+    assert sample(bucket, backend="10.0.0.1:80", le="0.005") == 3
+    assert sample(bucket, backend="10.0.0.1:80", le="10.0") == 3
+    assert sample(bucket, backend="10.0.0.1:80", le="+Inf") == 4
+    assert sample("loadbalancer_proxy_upstream_latency_seconds_count", backend="10.0.0.1:80") == 4
+    total = sample("loadbalancer_proxy_upstream_latency_seconds_sum", backend="10.0.0.1:80")
+    assert total == pytest.approx(20.0067)
+    metrics.observe("10.0.0.1:80", 0.001)  # on a bound: counted in that bucket, as prometheus does
+    metrics.flush()
+    assert sample(bucket, backend="10.0.0.1:80", le="0.001") == 2
