@@ -139,6 +139,37 @@ def test_streams_past_the_advertised_limit_are_refused_one_by_one(proxy: ProxyPr
     c.close()
 
 
+def test_malformed_requests_are_reset_unforwarded_and_the_connection_lives_on(
+    proxy: ProxyProcess, cert: tuple[Path, Path], backend: RawBackend
+) -> None:
+    c = client(proxy, cert)
+    c.h2.config.validate_outbound_headers = False  # a client that sends what it should not
+    c.h2.config.normalize_outbound_headers = False
+    bad = {
+        "uppercase name": [(b"X-Upper", b"1")],
+        "newline in a value": [(b"x-split", b"a\r\nx-injected: 1")],
+        "connection-specific": [(b"connection", b"close")],
+        "TE": [(b"te", b"gzip")],
+    }
+    streams = {}
+    for why, extra in bad.items():
+        stream_id = c.h2.get_next_available_stream_id()
+        path = b"/echo/malformed/" + why.replace(" ", "-").encode()
+        headers = [(b":method", b"GET"), (b":path", path), (b":scheme", b"https"), (b":authority", b"a"), *extra]
+        c.h2.send_headers(stream_id, headers, end_stream=True)
+        streams[stream_id] = why
+    c.flush()
+    c.until(lambda: len(c.of(h2.events.StreamReset)) >= len(bad))
+    reset = {e.stream_id: e.error_code for e in c.of(h2.events.StreamReset)}  # type: ignore[attr-defined]
+    assert {reset.get(stream_id) for stream_id in streams} == {h2.errors.ErrorCodes.PROTOCOL_ERROR}, reset
+    assert not any(key.startswith("GET /echo/malformed/") for key in backend.seen)  # none forwarded
+    good = c.request("/echo/well-formed")  # the connection lives on
+    c.flush()
+    c.until(lambda: any(e.stream_id == good for e in c.of(h2.events.StreamEnded)))  # type: ignore[attr-defined]
+    assert c.goaway() is None
+    c.close()
+
+
 def test_rapid_reset_ends_in_goaway_enhance_your_calm(
     proxy: ProxyProcess, cert: tuple[Path, Path], backend: RawBackend
 ) -> None:
