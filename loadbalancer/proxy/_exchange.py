@@ -3,7 +3,7 @@
 ``Downstream`` is what HTTP/1.1 and HTTP/2 client connections share: ``handle()`` answers a
 request from the cache or through the balancer, retrying as the proxy's rules allow, and the
 protocol supplies the framing (``send_head``, ``send_body``, ...). An ``Attempt`` is one try
-on one backend; its upstream connection reports the answer to it, and one timer per attempt
+on one backend; its upstream connection reports the answer to it, and that connection's timer
 bounds the waits on the backend (``--timeout`` from the end of the request to the answer's
 head, then ``--read-timeout`` between reads, and for the backend to take the body).
 
@@ -338,7 +338,7 @@ class Attempt:
     __slots__ = (
         "answer_due", "backend", "buffer", "buffered", "cache_base", "chunked_out", "client", "connection", "ended",
         "endpoint", "future", "head_seen", "lookup", "request", "retry_statuses", "settled", "started", "starts",
-        "status", "switched", "timer", "trackers", "upstream_headers",
+        "status", "switched", "trackers", "upstream_headers",
     )  # fmt: skip
 
     def __init__(self, client: Downstream, request: Request, *, retry_statuses: bool, cache_base: bytes | None):
@@ -364,7 +364,6 @@ class Attempt:
         self.buffered = 0
         self.upstream_headers: list[tuple[bytes, bytes]] = []
         self.lookup: dict[bytes, bytes] = {}
-        self.timer: asyncio.TimerHandle | None = None
 
     async def run(self, backend: Backend) -> None:
         self.backend = backend
@@ -420,9 +419,9 @@ class Attempt:
         started = self.started = loop.time()
         if request.body_done:
             self.answer_due = started + proxy.limits.timeout
-            self.timer = loop.call_at(started + proxy.first_wait, self._watch)
+            connection.watch(started + proxy.first_wait)
         else:
-            self.timer = loop.call_at(started + proxy.limits.read_timeout, self._watch)
+            connection.watch(started + proxy.limits.read_timeout)
         assert self.backend is not None
         head = self._request_head(self.backend)
         connection.start(self, head + b"".join(self._pending()) if request.pending else head, request.method == b"HEAD")
@@ -435,10 +434,7 @@ class Attempt:
         client.attach(request, connection)
 
     def _finish(self, connection: UpstreamConnection, completed: bool) -> None:
-        """The attempt is over: its timer, its connection back to the pool (or closed), its figures."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """The attempt is over: its connection back to the pool (or closed), its figures."""
         client = self.client
         request = self.request
         backend = self.backend
@@ -525,9 +521,8 @@ class Attempt:
 
     # -- the waits on the backend --
 
-    def _watch(self) -> None:
-        """The attempt's one timer: 504 before the answer's head, abort on a stall after it."""
-        self.timer = None
+    def deadline(self) -> None:
+        """A wait on the backend may have run out: 504 before the answer's head, abort on a stall after it."""
         connection = self.connection
         if self.settled or connection is None or (self.future is not None and self.future.done()):
             return
@@ -552,17 +547,15 @@ class Attempt:
                 self._settle(StalledError(f"{url} took none of the request for {limits.read_timeout:g}s"))
                 return
             due = min(due, stalled + limits.read_timeout)
-        self.timer = client.loop.call_at(due, self._watch)
+        connection.watch(due)
 
     def request_ended(self) -> None:
         """The client finished sending the request: ``--timeout`` counts from now."""
         if self.head_seen or self.connection is None or self.settled:
             return
-        loop = self.client.loop
-        self.answer_due = loop.time() + self.client.proxy.limits.timeout
-        if self.timer is not None and self.timer.when() > self.answer_due:
-            self.timer.cancel()
-            self.timer = loop.call_at(self.answer_due, self._watch)
+        self.answer_due = self.client.loop.time() + self.client.proxy.limits.timeout
+        if self.answer_due < self.connection.due:
+            self.connection.watch(self.answer_due)
 
     # -- Exchange --
 

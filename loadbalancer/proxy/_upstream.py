@@ -38,6 +38,7 @@ class Exchange(Protocol):
     def body(self, chunk: bytes | memoryview) -> None: ...
     def holds_body(self) -> bool: ...
     def read_ended(self) -> None: ...
+    def deadline(self) -> None: ...
     def complete(self, keep_alive: bool) -> None: ...
     def switched_protocols(self, connection: UpstreamConnection, rest: bytes) -> None: ...
     def failed(self, error: BaseException) -> None: ...
@@ -84,9 +85,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
-        "backend", "closed", "connection", "exchange", "head_request", "headers", "informational", "keep_alive",
-        "last_read", "left", "length", "lent", "names", "parser", "reading_paused", "relay", "reusable", "status",
-        "switching", "transport", "until_close", "upgrade", "view", "write_paused_since",
+        "backend", "closed", "connection", "due", "exchange", "head_request", "headers", "informational",
+        "keep_alive", "last_read", "left", "length", "lent", "loop", "names", "parser", "reading_paused", "relay",
+        "reusable", "status", "switching", "timer", "transport", "until_close", "upgrade", "view",
+        "write_paused_since",
     )  # fmt: skip
 
     def __init__(self, backend: Backend) -> None:
@@ -114,6 +116,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.reading_paused = False  # held back by the client's backpressure
         self.last_read = 0.0
         self.write_paused_since: float | None = None  # the backend takes no more of the request
+        self.loop = asyncio.get_running_loop()
+        self.due = 0.0  # when the exchange's deadline() is due (the loop's clock)
+        self.timer: asyncio.TimerHandle | None = None  # fires at or before ``due``
 
     # -- asyncio.Protocol --
 
@@ -170,6 +175,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.backend.lost(self)
         if self.relay is not None:
             self.relay.backend_lost()
@@ -296,6 +304,31 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.transport.write(data)
+
+    def watch(self, due: float) -> None:
+        """Call the exchange's ``deadline()`` at ``due`` (the loop's clock) or a little after.
+
+        One timer per connection, kept from one exchange to the next: an attempt that ends in
+        time, as nearly all do, costs no timer of its own. One due later than the timer's waits
+        for it to fire and moves on from there; an earlier one sets the timer anew.
+        """
+        self.due = due
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        exchange = self.exchange
+        if exchange is None:
+            return  # idle, or a tunnel's: nothing to time
+        if self.loop.time() < self.due:
+            self.timer = self.loop.call_at(self.due, self._expire)
+            return
+        exchange.deadline()
 
     def pause_reading(self) -> None:
         """Hold the backend's answer back (the client is not taking it)."""
