@@ -30,6 +30,8 @@ def test_answers_and_latencies_are_written_at_each_flush(metrics: Metrics) -> No
     for _ in range(3):
         metrics.answered("10.0.0.1:80", b"GET", 200)
     metrics.answered("none", b"", 503)
+    for n in range(3):
+        metrics.answered("10.0.0.1:80", b"X-%d" % n, 200)  # any token an HTTP/2 client sends: one series
     for seconds in (0.0007, 0.003, 0.003, 20.0):
         metrics.observe("10.0.0.1:80", seconds)
     ok = {"backend": "10.0.0.1:80", "method": "GET", "status": "2xx"}
@@ -38,6 +40,7 @@ def test_answers_and_latencies_are_written_at_each_flush(metrics: Metrics) -> No
     metrics.flush()  # nothing new: nothing added twice
     assert sample("loadbalancer_proxy_requests_total", **ok) == 3
     assert sample("loadbalancer_proxy_requests_total", backend="none", method="-", status="5xx") == 1
+    assert sample("loadbalancer_proxy_requests_total", backend="10.0.0.1:80", method="other", status="2xx") == 3
     bucket = "loadbalancer_proxy_upstream_latency_seconds_bucket"
     assert sample(bucket, backend="10.0.0.1:80", le="0.0005") == 0
     assert sample(bucket, backend="10.0.0.1:80", le="0.001") == 1  # cumulative, as observe() would count

@@ -87,7 +87,9 @@ class Metrics:
         """Write the tallies since the last flush to prometheus' values."""
         answers, self._answers = self._answers, {}
         for (backend, method, kind), count in answers.items():
-            labels = (backend, method.decode("latin-1") or "-", _CLASSES.get(kind, "other"))
+            # an HTTP/2 client may send any token as its method: the series stay bounded
+            name = method.decode("latin-1") if method in _METHODS else "other" if method else "-"
+            labels = (backend, name, _CLASSES.get(kind, "other"))
             self.requests.labels(*labels).inc(count)
         latencies, self._latencies = self._latencies, {}
         for backend, tally in latencies.items():
@@ -101,3 +103,4 @@ class Metrics:
 
 
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"})
