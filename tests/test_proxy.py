@@ -90,6 +90,8 @@ def test_forwarded_headers_and_hop_by_hop(proxy: ProxyProcess) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.send_header("Keep-Alive", "timeout=5")
+            self.send_header("Connection", "keep-alive, X-Hop")  # names a hop-by-hop field of its own
+            self.send_header("X-Hop", "this hop only")
             self.send_header("X-End", "to-end")
             self.end_headers()
             self.wfile.write(body)
@@ -112,6 +114,7 @@ def test_forwarded_headers_and_hop_by_hop(proxy: ProxyProcess) -> None:
         assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] == f"127.0.0.1:{proxy.port}"
         assert "x-secret" not in seen and "te" not in seen
         assert response.headers["X-End"] == "to-end" and "Keep-Alive" not in response.headers
+        assert "X-Hop" not in response.headers
     finally:
         server.shutdown()
         server.server_close()

@@ -42,6 +42,7 @@ __all__ = ["REASONS", "Attempt", "Downstream"]
 
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
 _DROPPED_FROM_RESPONSE = HOP_BY_HOP | {b"content-length"}
+_DROPPED_LENGTHS = frozenset(len(name) for name in _DROPPED_FROM_RESPONSE)
 _IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
 REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _log = get_logger(name=__name__)
@@ -73,7 +74,9 @@ class FailedAnswerError(Exception):
 
 def _dropped(base: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
     """``base`` and the headers a Connection header names (hop-by-hop too)."""
-    return base.union([token.strip().lower() for token in connection.split(b",")])
+    named = [token.strip().lower() for token in connection.split(b",")]
+    extra = [name for name in named if name not in base and name != b"close"]
+    return base.union(extra) if extra else base  # "keep-alive" and "close", nearly always: nothing to add
 
 
 class Downstream:
@@ -595,7 +598,9 @@ class Attempt:
     def _end_to_end(connection: UpstreamConnection) -> list[tuple[bytes, bytes]]:
         tokens = connection.connection
         dropped = _dropped(_DROPPED_FROM_RESPONSE, tokens) if tokens else _DROPPED_FROM_RESPONSE
-        return [pair for pair, name in zip(connection.headers, connection.names, strict=True) if name not in dropped]
+        # only names as long as one dropped are lowered and looked up (most are not)
+        lengths = _DROPPED_LENGTHS if dropped is _DROPPED_FROM_RESPONSE else {len(name) for name in dropped}
+        return [pair for pair in connection.headers if len(pair[0]) not in lengths or pair[0].lower() not in dropped]
 
     def body(self, chunk: bytes | memoryview) -> None:
         self.client.send_body(self.request, chunk, self.chunked_out)

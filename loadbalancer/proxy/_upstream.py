@@ -20,6 +20,7 @@ __all__ = [
 
 _MAX_IDLE = 256  # idle keep-alive connections kept per backend
 _NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
+_NOTED_LENGTHS = frozenset(len(name) for name in _NOTED)
 
 
 class ConnectFailedError(ConnectionError):
@@ -86,7 +87,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = (
         "backend", "closed", "connection", "due", "exchange", "head_request", "headers", "informational",
-        "keep_alive", "last_read", "left", "length", "lent", "loop", "names", "parser", "reading_paused", "relay",
+        "keep_alive", "last_read", "left", "length", "lent", "loop", "parser", "reading_paused", "relay",
         "reusable", "status", "switching", "timer", "transport", "until_close", "upgrade", "view",
         "write_paused_since",
     )  # fmt: skip
@@ -98,7 +99,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.exchange: Exchange | None = None
         self.relay: Relay | None = None
         self.headers: list[tuple[bytes, bytes]] = []  # the answer's, as sent
-        self.names: list[bytes] = []  # their names, lowered
         self.length: bytes | None = None  # Content-Length
         self.left = 0  # bytes of a Content-Length body still to come, relayed past the parser (0: none)
         self.keep_alive = False  # the answer's, read at its head (for a body relayed past the parser)
@@ -206,9 +206,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     # -- httptools callbacks --
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = name.lower()
         self.headers.append((name, value))
-        self.names.append(lowered)
+        if len(name) not in _NOTED_LENGTHS:
+            return  # (most names: lowering them to look them up costs more than this test)
+        lowered = name.lower()
         if lowered in _NOTED:
             if lowered == b"content-length":
                 self.length = value
@@ -280,7 +281,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def _clear(self) -> None:
         self.headers = []
-        self.names = []
         self.length = None
         self.connection = self.upgrade = b""
         self.until_close = True  # unless it says how long it is
@@ -289,7 +289,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.exchange = exchange
         self.left = 0
         self.headers = []
-        self.names = []
         self.length = None
         self.connection = self.upgrade = b""
         self.until_close = True
