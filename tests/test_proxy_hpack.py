@@ -37,3 +37,32 @@ def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     long = [(b"x-long", b"v" * 300)]
     encoder.encode(long)
     assert long[0] not in encoder._fields
+
+
+def test_the_decode_cache_agrees_with_hpack_through_table_changes() -> None:
+    # A client's encoder indexing fields in a small table (entries added and evicted), a size
+    # update on the way, and blocks repeated: the cached decoder must read what hpack reads.
+    client, plain, cached = hpack.Encoder(), hpack.Decoder(), _hpack.DecodeCache(65536)
+    heads = [
+        [(b":method", b"GET"), (b":path", b"/a"), (b":scheme", b"https"), (b":authority", b"x")],
+        [(b":method", b"GET"), (b":path", b"/b"), (b":scheme", b"https"), (b"x-n", b"1")],
+        [(b":method", b"POST"), (b":path", b"/a"), (b"x-n", b"2"), (b"x-long", b"v" * 90)],
+    ]
+    blocks = []
+    for n in range(60):
+        if n == 30:
+            client.header_table_size = 128  # the client shrinks its table: a size update in the next block
+        blocks.append(client.encode(heads[n % 3] if n % 7 else heads[n % 2]))
+    for block in blocks:
+        expected = plain.decode(block, raw=True)
+        try:
+            got = cached.decode(block, raw=True)
+        except hpack.HPACKDecodingError:
+            pytest.fail("the cached decoder failed where hpack did not")
+        assert got == expected
+    repeated = client.encode(heads[0])
+    assert cached.decode(repeated, raw=True) == plain.decode(repeated, raw=True)
+    again = client.encode(heads[0])  # all indexed now: a block that changes nothing
+    first = cached.decode(again, raw=True)
+    assert cached.decode(again, raw=True) == first == plain.decode(again, raw=True)
+    assert bytes(again) in cached._blocks  # kept, and given again

@@ -30,7 +30,7 @@ import h2.settings
 
 from ._exchange import Downstream, log_failure
 from ._h2fields import malformed
-from ._hpack import FieldCache
+from ._hpack import DecodeCache, FieldCache
 from ._proxy import Proxy, reset
 from ._request import Request, check
 from ._upstream import Backend, UpstreamConnection
@@ -87,6 +87,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.h2 = h2.connection.H2Connection(_CONFIG)
         self.h2.encoder = FieldCache()  # type: ignore[assignment]  # answer heads from cached field encodings
+        self.h2.decoder = DecodeCache(self.h2.decoder.max_header_list_size)  # a block seen before: its fields
         self.streams: dict[int, _Stream] = {}
         self.opened_now: list[_Stream] = []  # streams opened in this read, served once it is all read
         self.due: list[_Stream] = []  # streams with answer bytes (or their end) to frame at the flush
