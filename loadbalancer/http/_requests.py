@@ -10,7 +10,6 @@ The rules are ``RetryPolicy``'s, as for the httpx transports.
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -27,10 +26,10 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "loadbalancer.http.RequestsAdapter needs requests, which is not installed: pip install requests"
     ) from error
 
-from .. import _metrics
 from .._engine import Attempt, Call, Verdict, drive, summary, told
 from .._httppolicy import RetryPolicy
 from .._log import get_logger
+from .._route import Connection
 from ..balancer import Balancer, RoundRobin
 from ..endpointer import Endpointer
 from ..errors import NoEndpointsError, RetryTimeoutError
@@ -91,30 +90,22 @@ class _Call:
             callback(None)
 
 
-class _Pool:
+class _Pool(Connection):
     """One instance's ``HTTPAdapter``; closed once the instance has left and its last response is closed."""
 
-    records_calls = True  # its attempts are counted here (metrics): trackers need not count them again
-
     def __init__(self, instance: Instance, maxsize: int, failures: Any, service: str) -> None:
-        self.instance = instance
+        super().__init__(instance, service)
         self.adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=maxsize, max_retries=0)
         self._failures = failures
-        self._stats = _metrics.stats(service, instance.address) if _metrics.enabled() else None
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._leaving = False
 
     def __call__(self, request: requests.PreparedRequest, stream: bool, **options: Any) -> _Call | _Answered:
-        with self._lock:
-            self._inflight += 1
-        start = time.monotonic()
+        start = self.acquire()
         try:
             response = self.adapter.send(request, stream=stream, **options)
             if not stream:
                 response.content  # noqa: B018 - read the body now: the call lasts until it is in
         except BaseException:
-            self._release(start, False)
+            self.release(start, False)
             raise
         ok = response.status_code not in self._failures
         call: _Call | _Answered
@@ -127,34 +118,18 @@ class _Pool:
                     close()
                 finally:
                     streamed.finish()
-                    self._release(start, ok)
+                    self.release(start, ok)
 
             response.close = closing  # type: ignore[method-assign]
         else:
             call = _Answered(response)
-            self._release(start, ok)
+            self.release(start, ok)
         if not ok:
             raise _Failed(response)
         return call
 
-    def _release(self, start: float, ok: bool) -> None:
-        if self._stats is not None:
-            self._stats.record(time.monotonic() - start, ok)
-        with self._lock:
-            self._inflight -= 1
-            last = self._leaving and self._inflight == 0
-        if last:
-            self.adapter.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._leaving = True
-            idle = self._inflight == 0
-        if idle:
-            self.adapter.close()
-
-    def __str__(self) -> str:
-        return self.instance.address
+    def _shut(self) -> None:
+        self.adapter.close()
 
 
 class RequestsAdapter(requests.adapters.BaseAdapter):
