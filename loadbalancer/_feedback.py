@@ -125,11 +125,7 @@ def deck(
     # list iterator) spans many picks even for one or two endpoints.
     pairs *= -(-_DECK_MIN // len(pairs))
     rng.shuffle(pairs)
-    costs = [cost(t) for t in trackers]
-    items: list[Any] = []
-    for i, j in pairs:
-        items += ((trackers[i], trackers[j]), costs[i], costs[j])
-    return items
+    return _items(pairs, trackers, cost)
 
 
 def ramped_deck(
@@ -163,11 +159,7 @@ def ramped_deck(
     firsts, seconds = slots[::2], slots[1::2]
     pairs = [*zip(firsts, seconds, strict=True), *zip(seconds, firsts, strict=True)]
     rng.shuffle(pairs)
-    costs = [cost(t) for t in trackers]
-    items: list[Any] = []
-    for i, j in pairs:
-        items += ((trackers[i], trackers[j]), costs[i], costs[j])
-    return items
+    return _items(pairs, trackers, cost)
 
 
 class FeedbackBalancer(Balancer[E]):
@@ -269,3 +261,16 @@ class FeedbackBalancer(Balancer[E]):
     def tracked(self) -> list[TrackedEndpoint[E]]:
         """The current set's wrappers, in the publisher's order (to read ``outstanding``)."""
         return list(self._trackers.values())
+
+
+def _items(
+    pairs: Sequence[tuple[int, int]],
+    trackers: Sequence[TrackedEndpoint[E]],
+    cost: Callable[[TrackedEndpoint[E]], object],
+) -> list[Any]:
+    """A deck's flat items from its pairs of tracker indexes: each pair, then both costs."""
+    costs = [cost(t) for t in trackers]
+    items: list[Any] = []
+    for i, j in pairs:
+        items += ((trackers[i], trackers[j]), costs[i], costs[j])
+    return items
