@@ -102,15 +102,6 @@ class Weighted(_TablePick[E]):
     (True, False)
     """
 
-    def __init__(
-        self,
-        publisher: Publisher[E],
-        seed: int | float | str | bytes | None = None,
-        *,
-        slow_start: SlowStart | None = None,
-    ) -> None:
-        super().__init__(publisher, seed, slow_start=slow_start)
-
     @staticmethod
     def _tabulate(
         random_: Callable[[], float], members: Sequence[E], instances: Sequence[Instance], factors: object
