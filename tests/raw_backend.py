@@ -124,6 +124,21 @@ class RawBackend:
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
             )
             return True
+        if path == "/dribble":  # a 103 and the final head, a byte a write: the proxy reads them in pieces
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            answer = (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nCONNECTION: keep-alive, X-Hop\r\nX-Hop: this hop only\r\n"
+                b"Keep-Alive: timeout=5\r\nX-End: to-end\r\nContent-Length: 2\r\n\r\nok"
+            )
+            for at in range(len(answer)):
+                sock.sendall(answer[at : at + 1])
+                time.sleep(0.001)
+            return True
+        if path.startswith("/big-head/"):
+            size = int(path.rsplit("/", 1)[1])
+            sock.sendall(b"HTTP/1.1 200 OK\r\nx-big: %b\r\ncontent-length: 2\r\n\r\nok" % (b"b" * size))
+            return True
         if path == "/stall":
             sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab")
             time.sleep(3600)

@@ -301,6 +301,22 @@ def test_early_hints_are_relayed_and_the_final_answer_kept(strict: ProxyProcess)
     assert old.startswith(b"HTTP/1.1 200") and old.endswith(b"ok")  # 1xx is not for HTTP/1.0
 
 
+def test_an_answer_head_read_in_pieces_loses_its_hop_by_hop_fields(strict: ProxyProcess) -> None:
+    answer = ask(strict.port, get("/dribble"))
+    hints, final = answer.split(b"\r\n\r\n", 1)
+    assert hints == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload"
+    head, body = final.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 200 OK" and body == b"ok"
+    assert sorted(lines[1:]) == [b"X-End: to-end", b"connection: close", b"content-length: 2"]
+
+
+def test_an_answer_head_over_the_buffer_size_is_refused(strict: ProxyProcess) -> None:
+    assert status_of(ask(strict.port, get(f"/big-head/{200 * 1024}"))) == 200
+    assert status_of(ask(strict.port, get(f"/big-head/{300 * 1024}"))) == 502  # over --buffer-size (256k)
+    assert status_of(ask(strict.port, get("/echo"))) == 200
+
+
 def test_a_large_answer_passes_whole_and_its_backend_connection_serves_the_next(
     strict: ProxyProcess, backend: RawBackend
 ) -> None:

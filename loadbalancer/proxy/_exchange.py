@@ -32,7 +32,8 @@ from .._util import describe
 from ..errors import NoEndpointsError
 from ..tracked import TrackedEndpoint
 from ._cache import CACHEABLE_METHODS, Cache, Entry
-from ._request import HOP_BY_HOP, Request
+from ._fields import EMPTY, Fields
+from ._request import HOP_BY_HOP, Request, dropped
 from ._upstream import Backend, ConnectFailedError, QueueTimeoutError, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["REASONS", "Attempt", "Downstream"]
 
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
-_DROPPED_FROM_RESPONSE = HOP_BY_HOP | {b"content-length"}
-_DROPPED_LENGTHS = frozenset(len(name) for name in _DROPPED_FROM_RESPONSE)
+_PLAIN_TEXT = Fields.of([(b"content-type", b"text/plain; charset=utf-8")])  # the proxy's own answers
 _IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
 REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _log = get_logger(name=__name__)
@@ -72,13 +72,6 @@ class FailedAnswerError(Exception):
     """The backend answered 5xx (relayed to the client): counts as its failure for ejection and feedback."""
 
 
-def _dropped(base: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
-    """``base`` and the headers a Connection header names (hop-by-hop too)."""
-    named = [token.strip().lower() for token in connection.split(b",")]
-    extra = [name for name in named if name not in base and name != b"close"]
-    return base.union(extra) if extra else base  # "keep-alive" and "close", nearly always: nothing to add
-
-
 class Downstream:
     """A client connection's protocol-independent half: serves requests, answers in the protocol's framing."""
 
@@ -88,9 +81,7 @@ class Downstream:
 
     # -- the framing each protocol provides ------------------------------------------------------
 
-    def send_head(
-        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
-    ) -> bool:
+    def send_head(self, request: Request, status: int, headers: Fields, length: bytes | None, no_body: bool) -> bool:
         """Write the answer's head; True when its body is to be sent chunked."""
         raise NotImplementedError
 
@@ -108,7 +99,7 @@ class Downstream:
     def send_held(self) -> None:
         """Write out what the framing held back to join to the next write (the backend's read ended)."""
 
-    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_informational(self, request: Request, status: int, headers: Fields) -> None:
         """A 1xx answer ahead of the final one (103 Early Hints); dropped where the protocol cannot carry it."""
 
     def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
@@ -310,7 +301,7 @@ class Downstream:
 
     def _send_cached(self, request: Request, entry: Entry) -> None:
         age = int(time.monotonic() - entry.stored)  # the cache's clock
-        headers = [*entry.headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")]
+        headers = Fields.of([*entry.headers, (b"age", b"%d" % age), (b"x-cache", b"HIT")])
         head_only = request.method == b"HEAD"
         self.send_head(request, entry.status, headers, b"%d" % len(entry.body), head_only)
         if not head_only and entry.body:
@@ -322,8 +313,7 @@ class Downstream:
         if not request.body_done:
             request.keep_alive = False  # the rest of the body is not read: the connection cannot go on
         head_only = request.method == b"HEAD"
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        self.send_head(request, status, headers, b"%d" % len(body), head_only)
+        self.send_head(request, status, _PLAIN_TEXT, b"%d" % len(body), head_only)
         if not head_only:
             self.send_body(request, body, False)
         self.send_end(request, False)
@@ -365,7 +355,7 @@ class Attempt:
         self.answer_due = math.inf
         self.buffer: list[bytes] | None = None
         self.buffered = 0
-        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.upstream_headers = EMPTY
         self.lookup: dict[bytes, bytes] = {}
 
     async def run(self, backend: Backend) -> None:
@@ -458,7 +448,9 @@ class Attempt:
         metrics.observe(name, client.loop.time() - self.started)
         metrics.answered(name, request.method, self.status)
         if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
-            proxy.cache.store(self.cache_base, self.lookup, self.status, self.upstream_headers, b"".join(self.buffer))
+            proxy.cache.store(
+                self.cache_base, self.lookup, self.status, self.upstream_headers.pairs(), b"".join(self.buffer)
+            )
 
     def _settle(self, error: BaseException | None) -> None:
         """The answer is complete (``error`` None) or the attempt failed: end it, once."""
@@ -499,12 +491,12 @@ class Attempt:
     def _request_head(self, backend: Backend) -> bytes:
         request = self.request
         client = self.client
-        dropped = _dropped(_DROPPED_FROM_REQUEST, request.connection) if request.connection else _DROPPED_FROM_REQUEST
+        cut = dropped(_DROPPED_FROM_REQUEST, request.connection) if request.connection else _DROPPED_FROM_REQUEST
         lines = [b"%b %b HTTP/1.1\r\n" % (request.method, request.url)]
         forwarded_for = client.client_ip
         host = request.host or backend.host_header
         for name, value in request.headers:
-            if name in dropped:
+            if name in cut:
                 if name == b"content-length" and not request.chunked:
                     lines.append(b"content-length: %b\r\n" % value)
                 continue
@@ -564,7 +556,7 @@ class Attempt:
 
     def informational(self, connection: UpstreamConnection) -> None:
         if connection.status != 100:  # Expect is answered by the proxy itself; 103 and others are relayed
-            self.client.send_informational(self.request, connection.status, self._end_to_end(connection))
+            self.client.send_informational(self.request, connection.status, connection.fields)
 
     def head(self, connection: UpstreamConnection) -> bool:
         self.head_seen = True
@@ -575,7 +567,7 @@ class Attempt:
         if self.retry_statuses and status in RETRY_STATUSES:
             self._fail(DiscardedAnswerError(f"{url} answered {status}", status))
             return False
-        headers = self._end_to_end(connection)
+        headers = connection.fields
         client = self.client
         if status == 101:
             upgrade = connection.upgrade
@@ -583,7 +575,9 @@ class Attempt:
                 self._fail(UpstreamError(f"{url} switched protocols unasked"))
                 return False
             request.answered = True
-            client.send_head(request, 101, [*headers, (b"connection", b"upgrade"), (b"upgrade", upgrade)], None, True)
+            client.send_head(
+                request, 101, headers.plus(((b"connection", b"upgrade"), (b"upgrade", upgrade))), None, True
+            )
             return True
         length = connection.length
         no_body = request.method == b"HEAD" or status in (204, 304)
@@ -593,14 +587,6 @@ class Attempt:
             self.buffer = []
             self.upstream_headers = headers
         return True
-
-    @staticmethod
-    def _end_to_end(connection: UpstreamConnection) -> list[tuple[bytes, bytes]]:
-        tokens = connection.connection
-        dropped = _dropped(_DROPPED_FROM_RESPONSE, tokens) if tokens else _DROPPED_FROM_RESPONSE
-        # only names as long as one dropped are lowered and looked up (most are not)
-        lengths = _DROPPED_LENGTHS if dropped is _DROPPED_FROM_RESPONSE else {len(name) for name in dropped}
-        return [pair for pair in connection.headers if len(pair[0]) not in lengths or pair[0].lower() not in dropped]
 
     def body(self, chunk: bytes | memoryview) -> None:
         self.client.send_body(self.request, chunk, self.chunked_out)

@@ -29,6 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from ._exchange import Downstream, log_failure
+from ._fields import Fields
 from ._h2fields import malformed
 from ._hpack import DecodeCache, FieldCache
 from ._proxy import Proxy, reset
@@ -393,15 +394,13 @@ class H2Connection(Downstream, asyncio.Protocol):
     def switch(self, request: Request, connection: UpstreamConnection, backend: Backend, rest: bytes) -> None:
         raise AssertionError("HTTP/2 requests never ask to switch protocols")
 
-    def send_head(
-        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
-    ) -> bool:
+    def send_head(self, request: Request, status: int, headers: Fields, length: bytes | None, no_body: bool) -> bool:
         request.answered = True
         stream = self._live(request)
         if stream is None:
             return False
         fields = [(b":status", b"%d" % status)]
-        fields += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
+        fields += [(name.lower(), value) for name, value in headers.pairs() if name.lower() not in _CONNECTION_SPECIFIC]
         if length is not None:
             fields.append((b"content-length", length))
         try:
@@ -416,12 +415,12 @@ class H2Connection(Downstream, asyncio.Protocol):
         self._flush()
         return False
 
-    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_informational(self, request: Request, status: int, headers: Fields) -> None:
         stream = self._live(request)
         if stream is None:
             return
         fields = [(b":status", b"%d" % status)]
-        fields += [(name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
+        fields += [(name.lower(), value) for name, value in headers.pairs() if name.lower() not in _CONNECTION_SPECIFIC]
         try:
             self.h2.send_headers(stream.id, fields)
         except h2.exceptions.H2Error:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import httptools
 
 from ._exchange import REASONS, Downstream, log_failure
+from ._fields import Fields
 from ._h2 import H2Connection
 from ._proxy import Proxy, reset
 from ._request import Refusal, Request, check
@@ -571,12 +572,9 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.queue.clear()
         self.proxy.watched[self] = None  # the tunnel's idle wait
 
-    def send_head(
-        self, request: Request, status: int, headers: list[tuple[bytes, bytes]], length: bytes | None, no_body: bool
-    ) -> bool:
+    def send_head(self, request: Request, status: int, headers: Fields, length: bytes | None, no_body: bool) -> bool:
         request.answered = True
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown"))]
-        lines += [b"%b: %b\r\n" % pair for pair in headers]
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown")), headers.block]
         chunked = False
         if status != 101:
             if length is not None:
@@ -599,11 +597,10 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.held = b"".join(lines)
         return chunked
 
-    def send_informational(self, request: Request, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_informational(self, request: Request, status: int, headers: Fields) -> None:
         if request.version == b"1.1":
-            lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Informational"))]
-            lines += [b"%b: %b\r\n" % pair for pair in headers]
-            self.write(b"".join(lines) + b"\r\n")
+            reason = REASONS.get(status, b"Informational")
+            self.write(b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, reason, headers.block))
 
     def send_body(self, request: Request, chunk: bytes | memoryview, chunked: bool) -> None:
         self.write(b"%x\r\n%b\r\n" % (len(chunk), bytes(chunk)) if chunked else chunk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["HOP_BY_HOP", "Refusal", "Request", "check"]
+__all__ = ["HOP_BY_HOP", "Refusal", "Request", "check", "dropped"]
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -14,6 +14,14 @@ HOP_BY_HOP = frozenset(
 
 # RFC 3986's host (an IP literal in brackets, or a reg-name/IPv4 address) and an optional port.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{1,5})?")
+
+
+def dropped(base: frozenset[bytes], connection: bytes) -> frozenset[bytes]:
+    """``base`` and the fields a Connection field's value names (hop-by-hop too)."""
+    named = [token.strip().lower() for token in connection.split(b",")]
+    extra = [name for name in named if name not in base and name != b"close"]
+    return base.union(extra) if extra else base  # "keep-alive" and "close", nearly always: nothing to add
+
 
 Refusal = tuple[int, bytes]
 """An answer of the proxy's own instead of a backend's: status and plain-text body."""

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from ..instance import Instance
+from ._fields import EMPTY, Fields, read_answer_head
 
 __all__ = [
     "PARSED_BODY", "Backend", "ConnectFailedError", "QueueTimeoutError", "Relay", "UpstreamConnection",
@@ -19,8 +20,6 @@ __all__ = [
 ]  # fmt: skip
 
 _MAX_IDLE = 256  # idle keep-alive connections kept per backend
-_NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
-_NOTED_LENGTHS = frozenset(len(name) for name in _NOTED)
 
 
 class ConnectFailedError(ConnectionError):
@@ -86,7 +85,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
-        "backend", "closed", "connection", "due", "exchange", "head_request", "headers", "informational",
+        "backend", "closed", "connection", "due", "exchange", "fields", "head", "head_request", "informational",
         "keep_alive", "last_read", "left", "length", "lent", "loop", "parser", "reading_paused", "relay",
         "reusable", "status", "switching", "timer", "transport", "until_close", "upgrade", "view",
         "write_paused_since",
@@ -98,7 +97,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.relay: Relay | None = None
-        self.headers: list[tuple[bytes, bytes]] = []  # the answer's, as sent
+        self.fields: Fields = EMPTY  # the answer's end-to-end fields
+        self.head: bytes | bytearray | None = None  # the answer's bytes since its head began, until it is complete
         self.length: bytes | None = None  # Content-Length
         self.left = 0  # bytes of a Content-Length body still to come, relayed past the parser (0: none)
         self.keep_alive = False  # the answer's, read at its head (for a body relayed past the parser)
@@ -155,6 +155,20 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             data = bytes(self._body_past_parser(data))
             if not data:
                 return
+        head = self.head
+        if head is not None:  # the head is read off these bytes once the parser has checked it
+            if not head:
+                self.head = head = data  # nearly always the whole head, in one read
+            else:
+                if type(head) is bytes:
+                    self.head = head = bytearray(head)  # added to in place: linear in the bytes, however split
+                head += data
+            if len(head) > self.backend.buffer_size:
+                limit = self.backend.buffer_size
+                self._fail(
+                    ConnectionError(f"{self.backend.url} sent an answer head over --buffer-size ({limit} bytes)")
+                )
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -205,32 +219,28 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     # -- httptools callbacks --
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(name) not in _NOTED_LENGTHS:
-            return  # (most names: lowering them to look them up costs more than this test)
-        lowered = name.lower()
-        if lowered in _NOTED:
-            if lowered == b"content-length":
-                self.length = value
-            elif lowered == b"transfer-encoding":
-                self.until_close = False
-            elif lowered == b"connection":
-                self.connection = value if not self.connection else self.connection + b"," + value
-            else:
-                self.upgrade = value
+    # No on_header: the parser checks the head's fields and calls no Python for each; they are
+    # read off the head's bytes at its end (``read_answer_head``), a few C calls for any number.
 
     def on_headers_complete(self) -> None:
         status = self.status = self.parser.get_status_code()
         exchange = self.exchange
+        head = self.head
+        if head is None:  # bytes nobody asked for
+            self.close()
+            return
+        end = head.find(b"\r\n\r\n")
+        self.fields, self.length, chunked, self.connection, self.upgrade = read_answer_head(
+            bytes(head[head.find(b"\r\n") : end + 2])
+        )
         if 100 <= status < 200 and status != 101:
+            self.head = head[end + 4 :]  # the final answer's head follows
             self.informational = True
             if exchange is not None:
                 exchange.informational(self)
-            self._clear()
             return
-        if self.length is not None:
-            self.until_close = False
+        self.head = None
+        self.until_close = self.length is None and not chunked
         if exchange is None or not exchange.head(self):
             self.exchange = None  # discarded (to be retried elsewhere): this connection is spent
             self.close()
@@ -279,19 +289,14 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     # -- use --
 
-    def _clear(self) -> None:
-        self.headers = []
-        self.length = None
-        self.connection = self.upgrade = b""
-        self.until_close = True  # unless it says how long it is
-
     def start(self, exchange: Exchange, data: bytes, head_request: bool) -> None:
         self.exchange = exchange
         self.left = 0
-        self.headers = []
+        self.head = b""
+        self.fields = EMPTY
         self.length = None
         self.connection = self.upgrade = b""
-        self.until_close = True
+        self.until_close = True  # unless it says how long it is
         self.status = 0
         self.head_request = head_request
         self.last_read = self.backend.clock()
