@@ -7,7 +7,7 @@ import random
 import httptools
 import pytest
 
-from loadbalancer.proxy._fields import Fields, read_answer_head
+from loadbalancer.proxy._fields import EMPTY, Fields, LoweredLines, read_answer_head
 from loadbalancer.proxy._request import HOP_BY_HOP, dropped
 
 NGINX = (
@@ -146,3 +146,19 @@ def test_random_heads_read_as_httptools_reads_them(seed: int) -> None:
     cut_by_connection = set(want[4]) - {b"keep-alive", b"close"} - HOP_BY_HOP
     if not cut_by_connection:
         assert got[0] == want[0]  # the backend's own bytes
+
+
+def test_http2_pairs_are_lowered_read_once_a_line_and_bounded() -> None:
+    lowered = LoweredLines()
+    fields, *_ = read_answer_head(lines_of(NGINX))
+    want = [(name.lower(), value) for name, value in fields.pairs()]
+    assert lowered.pairs(fields) == want
+    again, *_ = read_answer_head(lines_of(NGINX.replace(b"21:00:00", b"21:00:01")))  # one line new
+    assert lowered.pairs(again) == [(n, v.replace(b"21:00:00", b"21:00:01")) for n, v in want]
+    assert lowered.pairs(Fields(b"X-Pad:   a b  \r\n")) == [(b"x-pad", b"a b")]
+    assert lowered.pairs(EMPTY) == []
+    long = Fields(b"Set-Cookie: " + b"c" * 300 + b"\r\n")
+    assert lowered.pairs(long) == [(b"set-cookie", b"c" * 300)]
+    for index in range(2000):  # every line new: the cache stays bounded
+        assert lowered.pairs(Fields(b"X-N: %d\r\n" % index)) == [(b"x-n", b"%d" % index)]
+    assert len(lowered._pairs) <= 512

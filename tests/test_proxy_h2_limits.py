@@ -271,3 +271,18 @@ def test_early_hints_reach_an_h2_client_before_the_answer(proxy: ProxyProcess, c
     assert dict(hint.headers)[b":status"] == b"103" and dict(final.headers)[b":status"] == b"200"  # type: ignore[attr-defined]
     assert c.events.index(hint) < c.events.index(final)
     c.close()
+
+
+def test_an_h2_client_gets_the_end_to_end_fields_of_an_answer_read_in_pieces(
+    proxy: ProxyProcess, cert: tuple[Path, Path]
+) -> None:
+    c = client(proxy, cert)
+    c.request("/dribble")  # CONNECTION: keep-alive, X-Hop; X-Hop; Keep-Alive; X-End; Content-Length
+    c.flush()
+    c.until(lambda: bool(c.of(h2.events.StreamEnded)))
+    (hint,) = c.of(h2.events.InformationalResponseReceived)
+    (final,) = c.of(h2.events.ResponseReceived)
+    assert hint.headers == [(b":status", b"103"), (b"link", b"</a.css>; rel=preload")]  # type: ignore[attr-defined]
+    assert final.headers == [(b":status", b"200"), (b"x-end", b"to-end"), (b"content-length", b"2")]  # type: ignore[attr-defined]
+    assert b"".join(e.data for e in c.of(h2.events.DataReceived)) == b"ok"  # type: ignore[attr-defined]
+    c.close()

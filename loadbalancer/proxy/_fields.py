@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from ._request import HOP_BY_HOP, dropped
 
-__all__ = ["EMPTY", "Fields", "read_answer_head"]
+__all__ = ["EMPTY", "AnswerHead", "Fields", "LoweredLines", "read_answer_head"]
 
 Pair = tuple[bytes, bytes]
 
@@ -53,6 +53,44 @@ class Fields:
 
 
 EMPTY = Fields(b"", [])
+
+_CACHED_LINE = 256  # longer lines are read each time (a cookie, a token: seldom the same twice)
+_CACHED_LINES = 512
+
+
+class LoweredLines:
+    """HTTP/2's pairs for fields' lines, names lowered: each distinct line read once, then looked up.
+
+    Most lines of a backend's answers recur (Server, Content-Type, Cache-Control, ...): an answer
+    whose lines were all seen before costs a split and one lookup a line. Bounded: emptied when full.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self) -> None:
+        self._pairs: dict[bytes, Pair] = {}
+
+    def pairs(self, fields: Fields) -> list[Pair]:
+        lines = fields.block.split(b"\r\n")
+        lines.pop()  # (the block ends in CRLF)
+        known = self._pairs
+        try:
+            return [known[line] for line in lines]
+        except KeyError:
+            pass
+        found = []
+        for line in lines:
+            pair = known.get(line)
+            if pair is None:
+                name, _, value = line.partition(b":")
+                pair = (name.lower(), value.strip(b" \t"))
+                if len(line) <= _CACHED_LINE:
+                    if len(known) >= _CACHED_LINES:
+                        known.clear()
+                    known[line] = pair
+            found.append(pair)
+        return found
+
 
 _DROPPED = HOP_BY_HOP | {b"content-length"}  # the proxy frames the answer itself
 # Every line naming a field the proxy acts on or drops, with its value. The

@@ -29,7 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from ._exchange import Downstream, log_failure
-from ._fields import Fields
+from ._fields import Fields, LoweredLines
 from ._h2fields import malformed
 from ._hpack import DecodeCache, FieldCache
 from ._proxy import Proxy, reset
@@ -38,7 +38,6 @@ from ._upstream import Backend, UpstreamConnection
 
 __all__ = ["H2Connection"]
 
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _CONNECTION_WINDOW = 1 << 20  # request body bytes a client may have in flight on one connection
 _STREAM_HIGH = 64 * 1024  # answer bytes held for one stream before its backend is paused
 _FLOOD_FLOOR = 200  # control frames allowed before any useful work
@@ -89,6 +88,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.h2 = h2.connection.H2Connection(_CONFIG)
         self.h2.encoder = FieldCache()  # type: ignore[assignment]  # answer heads from cached field encodings
         self.h2.decoder = DecodeCache(self.h2.decoder.max_header_list_size)  # a block seen before: its fields
+        self.lowered = LoweredLines()  # answers' field lines as HTTP/2 pairs, each line read once
         self.streams: dict[int, _Stream] = {}
         self.opened_now: list[_Stream] = []  # streams opened in this read, served once it is all read
         self.due: list[_Stream] = []  # streams with answer bytes (or their end) to frame at the flush
@@ -400,7 +400,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         if stream is None:
             return False
         fields = [(b":status", b"%d" % status)]
-        fields += [(name.lower(), value) for name, value in headers.pairs() if name.lower() not in _CONNECTION_SPECIFIC]
+        fields += self.lowered.pairs(headers)  # (end-to-end by construction: no connection-specific field)
         if length is not None:
             fields.append((b"content-length", length))
         try:
@@ -420,7 +420,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         if stream is None:
             return
         fields = [(b":status", b"%d" % status)]
-        fields += [(name.lower(), value) for name, value in headers.pairs() if name.lower() not in _CONNECTION_SPECIFIC]
+        fields += self.lowered.pairs(headers)  # (end-to-end by construction: no connection-specific field)
         try:
             self.h2.send_headers(stream.id, fields)
         except h2.exceptions.H2Error:
