@@ -309,25 +309,35 @@ class H2Connection(Downstream, asyncio.Protocol):
             request.attempt.request_ended()
 
     def _reset(self, stream_id: int) -> None:
-        stream = self.streams.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
         if stream is None:
             return
         self.premature += 1
-        self.buffered -= stream.pending_bytes
-        self.held.discard(stream)
+        self._forget(stream)
         _give_up(stream)  # the client gave up on it: release the backend connection
 
     def _reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
-        if self.streams.pop(stream.id, None) is None:
+        if self.streams.get(stream.id) is not stream:
             return
-        self.buffered -= stream.pending_bytes
-        self.held.discard(stream)
         try:
             self.h2.reset_stream(stream.id, code)
         except h2.exceptions.H2Error:
             pass
+        self._forget(stream)
         _give_up(stream)
         self._maybe_idle()
+
+    def _forget(self, stream: _Stream) -> None:
+        """Take an ended or reset stream out of the connection (after any RST_STREAM of its own)."""
+        del self.streams[stream.id]
+        self.buffered -= stream.pending_bytes
+        self.held.discard(stream)
+        if stream.unacked:  # body bytes it will never pass on: the connection's window gets them back
+            self._acknowledge(stream.unacked, stream.id)
+            stream.unacked = 0
+        # The request may outlive its stream (in an attempt's hands): without its way back, the two
+        # are no cycle, freed as soon as they are let go, not left to the garbage collector.
+        stream.request.stream = None
 
     # -- the waits --
 
@@ -524,15 +534,14 @@ class H2Connection(Downstream, asyncio.Protocol):
                     attempt.connection.resume_reading()
 
     def _finished(self, stream: _Stream) -> None:
-        if self.streams.pop(stream.id, None) is None:
+        if self.streams.get(stream.id) is not stream:
             return
-        self.buffered -= stream.pending_bytes
-        self.held.discard(stream)
         if not stream.request.body_done:  # answered before the body ended: the client may stop sending it
             try:
                 self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.H2Error:
                 pass
+        self._forget(stream)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
