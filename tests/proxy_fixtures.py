@@ -1,7 +1,8 @@
-"""``loadbalancer proxy`` as a user runs it: a child process on free loopback ports."""
+"""``loadbalancer proxy`` as a user runs it: a child process on free loopback ports (and its metrics, in process)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,10 +10,29 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+
+from loadbalancer.proxy._metrics import Metrics
 
 from .daemon import free_tcp_port, missing
 from .http_fixtures import ROOT
+
+
+@contextlib.contextmanager
+def fresh_metrics() -> Iterator[Metrics]:
+    """The proxy's metrics for one test, taken out of prometheus' registry after it (names are unique there)."""
+    made = Metrics()
+    try:
+        yield made
+    finally:
+        for value in vars(made).values():
+            if isinstance(value, MetricWrapperBase):
+                REGISTRY.unregister(value)
+
 
 _LISTENING = re.compile(r"listening on (\w+)://[^:]+:(\d+)")
 

@@ -16,8 +16,6 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from prometheus_client import REGISTRY
-from prometheus_client.metrics import MetricWrapperBase
 
 from loadbalancer import RoundRobin, static
 from loadbalancer.instance import Instance
@@ -26,6 +24,8 @@ from loadbalancer.proxy._metrics import Metrics
 from loadbalancer.proxy._proxy import Proxy
 from loadbalancer.proxy._request import Request
 from loadbalancer.proxy._upstream import Backend, UpstreamConnection
+
+from .proxy_fixtures import fresh_metrics
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -65,13 +65,8 @@ class Transport:
 
 @pytest.fixture
 def metrics() -> Iterator[Metrics]:
-    made = Metrics()
-    try:
+    with fresh_metrics() as made:
         yield made
-    finally:
-        for value in vars(made).values():
-            if isinstance(value, MetricWrapperBase):
-                REGISTRY.unregister(value)
 
 
 @pytest.fixture

@@ -6,20 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
-from prometheus_client.metrics import MetricWrapperBase
 
 from loadbalancer.proxy._metrics import Metrics
+
+from .proxy_fixtures import fresh_metrics
 
 
 @pytest.fixture
 def metrics() -> Iterator[Metrics]:
-    made = Metrics()
-    try:
+    with fresh_metrics() as made:
         yield made
-    finally:
-        for value in vars(made).values():
-            if isinstance(value, MetricWrapperBase):
-                REGISTRY.unregister(value)
 
 
 def sample(name: str, **labels: str) -> float | None:

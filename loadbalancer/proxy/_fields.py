@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ._request import HOP_BY_HOP, dropped
 
-__all__ = ["EMPTY", "AnswerHead", "Fields", "LoweredLines", "read_answer_head"]
+__all__ = ["EMPTY", "AnswerHead", "Fields", "LoweredLines", "look_up_all", "read_answer_head", "remember"]
 
 Pair = tuple[bytes, bytes]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Fields:
@@ -58,6 +61,34 @@ _CACHED_LINE = 256  # longer lines are read each time (a cookie, a token: seldom
 _CACHED_LINES = 512
 
 
+def remember(cache: dict[Any, Any], key: object, value: object, limit: int) -> None:
+    """Keep ``value`` under ``key`` in a cache bounded to ``limit`` entries: emptied when full,
+    the entries in use come back at their next miss (cheaper than tracking which are old)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
+
+def look_up_all(
+    cache: dict[K, V], keys: list[K], make: Callable[[K], V], worth: Callable[[K], bool], limit: int
+) -> list[V]:
+    """The values of ``keys``, from ``cache`` (one comprehension when all are there), or made
+    and kept (those ``worth`` keeping, in at most ``limit`` entries)."""
+    try:
+        return [cache[key] for key in keys]
+    except KeyError:
+        pass
+    found = []
+    for key in keys:
+        value = cache.get(key)
+        if value is None:
+            value = make(key)
+            if worth(key):
+                remember(cache, key, value, limit)
+        found.append(value)
+    return found
+
+
 class LoweredLines:
     """HTTP/2's pairs for fields' lines, names lowered: each distinct line read once, then looked up.
 
@@ -73,23 +104,16 @@ class LoweredLines:
     def pairs(self, fields: Fields) -> list[Pair]:
         lines = fields.block.split(b"\r\n")
         lines.pop()  # (the block ends in CRLF)
-        known = self._pairs
-        try:
-            return [known[line] for line in lines]
-        except KeyError:
-            pass
-        found = []
-        for line in lines:
-            pair = known.get(line)
-            if pair is None:
-                name, _, value = line.partition(b":")
-                pair = (name.lower(), value.strip(b" \t"))
-                if len(line) <= _CACHED_LINE:
-                    if len(known) >= _CACHED_LINES:
-                        known.clear()
-                    known[line] = pair
-            found.append(pair)
-        return found
+        return look_up_all(self._pairs, lines, _lowered, _short_line, _CACHED_LINES)
+
+
+def _lowered(line: bytes) -> Pair:
+    name, _, value = line.partition(b":")
+    return name.lower(), value.strip(b" \t")
+
+
+def _short_line(line: bytes) -> bool:
+    return len(line) <= _CACHED_LINE
 
 
 _DROPPED = HOP_BY_HOP | {b"content-length"}  # the proxy frames the answer itself

@@ -27,6 +27,8 @@ from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
+from ._fields import look_up_all, remember
+
 __all__ = ["DecodeCache", "FieldCache"]
 
 _CACHED_BLOCKS = 64  # distinct request blocks kept per connection
@@ -54,24 +56,12 @@ class FieldCache:
         self.header_table_size = 4096  # set by h2 from the client's settings; no entry is ever added
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
-        if not isinstance(headers, list):
-            headers = list(headers)
-        fields = self._fields
-        try:
-            return b"".join([fields[field] for field in headers])
-        except KeyError:
-            pass
-        block = []
-        for field in headers:
-            encoded = fields.get(field)
-            if encoded is None:
-                encoded = self._field(field[0], field[1])
-                if len(field[1]) <= _CACHED_VALUE:
-                    if len(fields) >= _CACHED_FIELDS:
-                        fields.clear()
-                    fields[field[0], field[1]] = encoded
-            block.append(encoded)
-        return b"".join(block)
+        fields = headers if isinstance(headers, list) else list(headers)
+        encoded: list[bytes] = look_up_all(self._fields, fields, self._encoded, _short_value, _CACHED_FIELDS)
+        return b"".join(encoded)
+
+    def _encoded(self, field: tuple[bytes, bytes]) -> bytes:
+        return self._field(field[0], field[1])
 
     def _field(self, name: bytes, value: bytes) -> bytes:
         index = _FULL.get((name, value))
@@ -92,6 +82,10 @@ class FieldCache:
             length[0] |= 0x80
             return bytes(length) + coded
         return bytes(encode_integer(len(text), 7)) + text
+
+
+def _short_value(field: tuple[bytes, bytes]) -> bool:
+    return len(field[1]) <= _CACHED_VALUE
 
 
 class _CountedTable(HeaderTable):
@@ -137,7 +131,5 @@ class DecodeCache(Decoder):
             return list(fields)
         decoded = super().decode(data, raw)
         if raw and table.changes == self._changes and len(key) <= _CACHED_BLOCK:  # it changed nothing
-            if len(blocks) >= _CACHED_BLOCKS:
-                blocks.clear()
-            blocks[key] = tuple(decoded)
+            remember(blocks, key, tuple(decoded), _CACHED_BLOCKS)
         return decoded
