@@ -7,17 +7,21 @@ measured) and nginx as a proxy (upstream keep-alive, as many workers as the prox
 a rotating order; the table shows each one's best round (req/s, p99) and the median
 per-round ratio of the proxy to each other. After every run the proxy must still answer
 (no lock-up). Then a large download (``--large``, 1 GiB by default) through the proxy and
-through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s; and a
-large upload the other way, to an upload sink (``benchmarks/_sink.py``) behind each, streamed both (nginx with
-``proxy_request_buffering off``). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for
-``--seconds`` on a 1 KiB answer, through the proxy (``-cacert``/``-privkey``) and through
-nginx (``ssl http2``, the same certificate and backends, upstream keep-alive): req/s and p99
-(from h2load's per-request log), and the ratios. ``h2load`` is Debian's ``nghttp2-client``.
-``--baseline TREE`` runs the proxy of another checkout beside this one (before and after a
-change, in one run). Needs Debian's ``wrk``, ``curl`` and ``nginx-light``; goaround is
-optional (the path in ``--goaround``; skipped when absent).
+through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s; and a large
+upload the other way, to an upload sink (``benchmarks/_sink.py``) behind each, streamed both
+(nginx with ``proxy_request_buffering off``), ``--large-rounds`` times each (9 by default: a
+transfer takes well under a second, and the rate of one swings by a third with the scheduling of
+the four busy processes on two cores, so a run's median needs more rounds than the 4 s load
+runs). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for ``--seconds`` on a 1 KiB answer,
+through the proxy (``-cacert``/``-privkey``) and through nginx (``ssl http2``, the same
+certificate and backends, upstream keep-alive): req/s and p99 (from h2load's per-request log),
+and the ratios. ``h2load`` is Debian's ``nghttp2-client``. ``--baseline TREE`` runs the proxy of
+another checkout beside this one (before and after a change, in one run). Needs Debian's
+``wrk``, ``curl`` and ``nginx-light``; goaround is optional (the path in ``--goaround``; skipped
+when absent).
 
-    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--seconds 4] [--baseline TREE]
+    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--large-rounds 9] [--seconds 4]
+        [--baseline TREE]
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ def start_proxy(stack: contextlib.ExitStack, port: int, args: argparse.Namespace
 
 
 def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, dict[str, list[tuple[float, ...]]]]:
-    """The large upload and HTTP/2 phases: proxy against nginx, each in turn, ``args.rounds`` times."""
+    """The large upload and HTTP/2 phases: proxy against nginx in turn (``--large-rounds``, then ``--rounds``)."""
     results: dict[str, dict[str, list[tuple[float, ...]]]] = {"upload": {}, "h2": {}}
     directory = tempfile.mkdtemp(prefix="bench-proxy-more-")
     sink_port, ports = free_port(), {name: free_port() for name in ("up-proxy", "up-nginx", "h2-proxy", "h2-nginx")}
@@ -174,9 +178,11 @@ def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, di
         for subject in ("proxy", "nginx"):
             upload(ports[f"up-{subject}"], big)  # warm-up
             h2load(ports[f"h2-{subject}"], 1, log)
-        for round_ in range(args.rounds):
+        for round_ in range(args.large_rounds):
             for subject in ("proxy", "nginx")[round_ % 2 :] + ("proxy", "nginx")[: round_ % 2]:
                 results["upload"].setdefault(subject, []).append((upload(ports[f"up-{subject}"], big),))
+        for round_ in range(args.rounds):
+            for subject in ("proxy", "nginx")[round_ % 2 :] + ("proxy", "nginx")[: round_ % 2]:
                 results["h2"].setdefault(subject, []).append(h2load(ports[f"h2-{subject}"], args.seconds, log))
     return results
 
@@ -184,7 +190,7 @@ def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, di
 def print_more(results: dict[str, dict[str, list[tuple[float, ...]]]], args: argparse.Namespace) -> None:
     names = {"proxy": f"loadbalancer proxy ({args.workers}w)", "nginx": "nginx"}
     uploads = results["upload"]
-    print(f"\n{args.large / 2**30:g} GiB upload by curl to a sink, {args.rounds} rounds (MB/s):")
+    print(f"\n{args.large / 2**30:g} GiB upload by curl to a sink, {args.large_rounds} rounds (MB/s):")
     for subject, rows in uploads.items():
         rates = [row[0] for row in rows]
         print(f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})")
@@ -264,6 +270,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--large-rounds", type=int, default=9, help="rounds of the large download and upload")
     parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download and upload (0: none)")
     parser.add_argument("--skip-more", action="store_true", help="no upload and HTTP/2 phases")
     parser.add_argument(
@@ -334,7 +341,7 @@ def main() -> int:
             downloads = {subject: [] for subject in streamed}
             for subject in streamed:  # warm-up: the first read of the file fills the page cache
                 download(ports[subject])
-            for round_ in range(args.rounds):
+            for round_ in range(args.large_rounds):
                 for subject in streamed[round_ % len(streamed) :] + streamed[: round_ % len(streamed)]:
                     downloads[subject].append(download(ports[subject]))
         more = None  # measured while the backends run
@@ -369,7 +376,7 @@ def main() -> int:
         )
     print(f"proxy lock-ups after a run: {lockups}")
     if downloads:
-        print(f"\n{args.large / 2**30:g} GiB download by curl, {args.rounds} rounds (MB/s):")
+        print(f"\n{args.large / 2**30:g} GiB download by curl, {args.large_rounds} rounds (MB/s):")
         for subject, rates in downloads.items():
             print(
                 f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})"
