@@ -57,11 +57,14 @@ class Connection:
 
     def close(self) -> None:
         """The instance left: shut now, or when its last call ends."""
+        if self._leave():
+            self._shut()
+
+    def _leave(self) -> bool:
+        """Mark it leaving; whether it is idle (to be shut now)."""
         with self._lock:
             self._leaving = True
-            idle = self._inflight == 0
-        if idle:
-            self._shut()
+            return self._inflight == 0
 
     def _shut(self) -> None:
         raise NotImplementedError

@@ -192,6 +192,15 @@ class _AsyncPool(_PoolBase[httpx.AsyncBaseTransport]):
             raise
         return self._answer(response, _AsyncStream, start)
 
+    async def aclose(self) -> None:
+        """The instance left, or the transport closes: in its own loop, its connections closed before this returns."""
+        if not self._leave():
+            return  # shut when its last call ends
+        if self.loop is not None and self.loop is asyncio.get_running_loop():
+            await self.transport.aclose()
+        else:
+            self._shut()
+
     def _shut(self) -> None:
         loop = self.loop
         if loop is None or loop.is_closed():
