@@ -185,6 +185,7 @@ def sync_factory(address: str) -> Any:
             with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as answer:
                 return str(answer.read().decode())
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the answer's socket, else left for the collector to report
             raise HttpStatusError(f"{address}: status {error.code}") from None
 
     return call

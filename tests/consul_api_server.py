@@ -481,6 +481,7 @@ def run_http_check(state: State, check: dict[str, Any]) -> None:
         with urllib.request.urlopen(check["_http"], timeout=min(check["_interval"], 10.0)) as reply:
             code, output = reply.status, f"HTTP GET {check['_http']}: {reply.status}"
     except urllib.error.HTTPError as error:
+        error.close()  # it holds the answer's socket
         code, output = error.code, f"HTTP GET {check['_http']}: {error.code}"
     except OSError as error:
         code, output = 0, f"Get {check['_http']}: {error}"
