@@ -32,9 +32,18 @@ from .._util import describe
 from ..errors import NoEndpointsError
 from ..tracked import TrackedEndpoint
 from ._cache import CACHEABLE_METHODS, Cache, Entry
+from ._errors import (
+    AnswerTimeoutError,
+    ConnectFailedError,
+    DiscardedAnswerError,
+    FailedAnswerError,
+    QueueTimeoutError,
+    StalledError,
+    UpstreamError,
+)
 from ._fields import EMPTY, Fields
 from ._request import HOP_BY_HOP, Request, dropped
-from ._upstream import Backend, ConnectFailedError, QueueTimeoutError, UpstreamConnection
+from ._upstream import Backend, UpstreamConnection
 
 if TYPE_CHECKING:
     from ._proxy import Proxy
@@ -46,30 +55,6 @@ _PLAIN_TEXT = Fields.of([(b"content-type", b"text/plain; charset=utf-8")])  # th
 _IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
 REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _log = get_logger(name=__name__)
-
-
-class UpstreamError(Exception):
-    """The backend's connection failed or sent a malformed answer."""
-
-
-class StalledError(UpstreamError):
-    """The backend sent nothing, or took none of the body, for ``--read-timeout``."""
-
-
-class AnswerTimeoutError(TimeoutError):
-    """The backend's answer did not begin within ``--timeout`` of the end of the request."""
-
-
-class DiscardedAnswerError(Exception):
-    """The backend answered with a status worth retrying elsewhere; the answer was dropped."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class FailedAnswerError(Exception):
-    """The backend answered 5xx (relayed to the client): counts as its failure for ejection and feedback."""
 
 
 class Downstream:
@@ -250,7 +235,7 @@ class Downstream:
             end=math.inf,
             candidates=proxy.balancer.candidates,
             retryable=lambda error: not request.answered and retryable(error),
-            conclude=lambda reason, errors, *_: errors[-1],
+            conclude=_last_error,
             events="proxy",
         )
 
@@ -624,6 +609,13 @@ class Attempt:
 
     def upload_resumed(self) -> None:
         self.client.upload_resumed(self.request)
+
+
+def _last_error(
+    reason: str, errors: list[BaseException], elapsed: float, why: str, timeout: float | None
+) -> BaseException:
+    """A retried request that cannot go on ends with its last attempt's error (the proxy answers for it)."""
+    return errors[-1]
 
 
 def log_failure(error: BaseException) -> None:

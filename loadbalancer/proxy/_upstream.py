@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from ..instance import Instance
+from ._errors import ConnectFailedError, QueueTimeoutError
 from ._fields import EMPTY, Fields, read_answer_head
 
 __all__ = [
@@ -23,14 +24,6 @@ _MAX_IDLE = 256  # idle keep-alive connections kept per backend
 # A backend connection reads into a buffer this large until a read fills it, then into buffers
 # of --buffer-size: an idle connection, or one carrying small answers, holds 16 KiB, not 256.
 _FIRST_READS = 16 * 1024
-
-
-class ConnectFailedError(ConnectionError):
-    """The connection to a backend could not be made (the request never left: any method may go elsewhere)."""
-
-
-class QueueTimeoutError(Exception):
-    """Every connection a backend may have (``-n``) stayed busy for the whole bounded wait."""
 
 
 class Exchange(Protocol):
