@@ -62,6 +62,7 @@ class ProxyProcess:
         self.port = 0
         self.scheme = "http"
         self.stderr: list[str] = []
+        self.banner = ""  # its first line: where it listens, its workers, whether it is the compiled build
 
     def start(self) -> ProxyProcess:
         self.process = subprocess.Popen(
@@ -75,7 +76,7 @@ class ProxyProcess:
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True).start()
-        line = self.process.stdout.readline()
+        line = self.banner = self.process.stdout.readline()
         found = _LISTENING.search(line)
         if found is None:
             self.process.wait(10)

@@ -52,6 +52,14 @@ def test_a_second_proxy_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> Non
             assert all(get(f"{first.url}/echo").status_code == 200 for _ in range(10))  # the first serves alone
 
 
+def test_the_banner_says_whether_the_build_is_compiled(tmp_path: Path) -> None:
+    # scripts/test-compiled runs these tests on the compiled build, and says so; a checkout is pure Python
+    expected = os.environ.get("LOADBALANCER_EXPECT_COMPILED") == "1"
+    with HttpBackend() as backend, ProxyProcess(["-b", f"http://{backend.address}"], tmp_path) as proxy:
+        assert ("compiled" in proxy.banner) is expected, proxy.banner
+        assert get(f"{proxy.url}/echo").status_code == 200
+
+
 def test_the_admin_socket_is_private_and_takes_only_complete_lines(tmp_path: Path) -> None:
     with running(2) as (a, b), ProxyProcess(["-b", f"http://{a.address}"], tmp_path, umask=0) as proxy:
         assert stat.S_IMODE(os.stat(proxy.socket).st_mode) == 0o600  # under umask 000 too

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from . import _heap as heap
+from . import _http1
 from ._limits import raise_open_files
 from ._sockets import claim_port
 from ._status import BackendStates, forget_state
@@ -28,6 +29,11 @@ class _Worker:
     def __init__(self, pid: int, control: int) -> None:
         self.pid = pid
         self.control = control  # write end of the worker's control pipe
+
+
+def compiled() -> bool:
+    """Whether this is the compiled build (``LOADBALANCER_COMPILE=1`` at install): its per-request modules are C."""
+    return not _http1.__file__.endswith(".py")
 
 
 def _fork_worker(args: argparse.Namespace, port: int, index: int) -> tuple[_Worker, int]:
@@ -216,6 +222,8 @@ async def _run(args: argparse.Namespace, port: int, workers: list[_Worker]) -> i
         scheme = "https" if args.cacert else "http"
         where = f"{scheme}://{args.bind}:{port}"
         extras = [f"{len(workers)} worker{'s' if len(workers) != 1 else ''}"]
+        if compiled():
+            extras.append("compiled")
         if args.prometheus_port:
             extras.append(f"metrics on :{servers[0].sockets[0].getsockname()[1]}/metrics")
         if socket_path is not None:
