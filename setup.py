@@ -21,6 +21,8 @@ COMPILED = [
     "loadbalancer/proxy/_h2fields.py",
     "loadbalancer/proxy/_hpack.py",
     "loadbalancer/proxy/_http1.py",
+    "loadbalancer/proxy/_metrics.py",
+    "loadbalancer/proxy/_proxy.py",
     "loadbalancer/proxy/_request.py",
     "loadbalancer/proxy/_upstream.py",
 ]

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import REGISTRY
-from prometheus_client.metrics import MetricWrapperBase
 
 from loadbalancer.proxy._metrics import Metrics
 
@@ -29,9 +28,8 @@ def fresh_metrics() -> Iterator[Metrics]:
     try:
         yield made
     finally:
-        for value in vars(made).values():
-            if isinstance(value, MetricWrapperBase):
-                REGISTRY.unregister(value)
+        for collector in made.collectors():
+            REGISTRY.unregister(collector)
 
 
 _LISTENING = re.compile(r"listening on (\w+)://[^:]+:(\d+)")
