@@ -16,17 +16,21 @@ runs). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for ``--seconds`` on a 1 
 through the proxy (``-cacert``/``-privkey``) and through nginx (``ssl http2``, the same
 certificate and backends, upstream keep-alive): req/s and p99 (from h2load's per-request log),
 and the ratios. ``h2load`` is Debian's ``nghttp2-client``. ``--baseline TREE`` runs the proxy of
-another checkout beside this one (before and after a change, in one run). Needs Debian's
+another checkout beside this one (before and after a change, in one run). ``--compiled``
+measures the compiled build of this checkout (``scripts/build_compiled.py``, as
+``LOADBALANCER_COMPILE=1`` installs it) as the proxy in every phase; with ``--baseline .``
+beside the pure one. Needs Debian's
 ``wrk``, ``curl`` and ``nginx-light``; goaround is optional (the path in ``--goaround``; skipped
 when absent).
 
     .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--large-rounds 9] [--seconds 4]
-        [--baseline TREE]
+        [--baseline TREE] [--compiled]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import re
@@ -125,22 +129,42 @@ def certificate(directory: str) -> tuple[str, str]:
     return cert, key
 
 
-def start_proxy(stack: contextlib.ExitStack, port: int, args: argparse.Namespace, *more: str) -> None:
+_NAME = 33  # the width of the first column: the longest name, the compiled proxy's
+
+
+def rates_line(name: str, rates: list[float]) -> str:
+    """One subject's median MB/s over its rounds, and their range."""
+    return f"  {name:<{_NAME}} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})"
+
+
+def proxy_name(args: argparse.Namespace) -> str:
+    return f"loadbalancer proxy{', compiled' if args.compiled else ''} ({args.workers}w)"
+
+
+def start_proxy(
+    stack: contextlib.ExitStack, port: int, args: argparse.Namespace, *more: str, tree: str | None = None
+) -> None:
+    """The proxy of ``tree`` (default: this checkout) on ``port``, stopped with ``stack``."""
     socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
     proxy = subprocess.Popen(
         [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(port), "--bind", "127.0.0.1",
          "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers), *more],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, cwd=tree, env={**os.environ, "PYTHONPATH": tree} if tree else None,
     )  # fmt: skip
     stack.callback(proxy.wait)
     stack.callback(proxy.terminate)
 
 
 def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, dict[str, list[tuple[float, ...]]]]:
-    """The large upload and HTTP/2 phases: proxy against nginx in turn (``--large-rounds``, then ``--rounds``)."""
+    """The large upload and HTTP/2 phases: proxy against nginx in turn (``--large-rounds``, then ``--rounds``).
+
+    HTTP/2 runs the ``--baseline`` proxy too, when there is one.
+    """
     results: dict[str, dict[str, list[tuple[float, ...]]]] = {"upload": {}, "h2": {}}
     directory = tempfile.mkdtemp(prefix="bench-proxy-more-")
-    sink_port, ports = free_port(), {name: free_port() for name in ("up-proxy", "up-nginx", "h2-proxy", "h2-nginx")}
+    h2_subjects = ("proxy", "nginx", "baseline") if args.baseline else ("proxy", "nginx")
+    names = ("up-proxy", "up-nginx", *(f"h2-{subject}" for subject in h2_subjects))
+    sink_port, ports = free_port(), {name: free_port() for name in names}
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, directory, ignore_errors=True)
         sink = subprocess.Popen(
@@ -165,10 +189,17 @@ def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, di
             " proxy_set_header Connection ''; proxy_buffering off; } }",
             workers=args.workers,  # the proxy's worker count: the issue compares like with like
         ))  # fmt: skip
-        start_proxy(stack, ports["up-proxy"], args, "--health-path", "none", "-b", f"http://127.0.0.1:{sink_port}")
+        sink_url = f"http://127.0.0.1:{sink_port}"
+        start_proxy(stack, ports["up-proxy"], args, "--health-path", "none", "-b", sink_url, tree=args.tree)
         start_proxy(
-            stack, ports["h2-proxy"], args, "-cacert", cert, "-privkey", key, *(a for u in urls for a in ("-b", u))
-        )
+            stack, ports["h2-proxy"], args, "-cacert", cert, "-privkey", key, *(a for u in urls for a in ("-b", u)),
+            tree=args.tree,
+        )  # fmt: skip
+        if args.baseline:
+            start_proxy(
+                stack, ports["h2-baseline"], args, "-cacert", cert, "-privkey", key,
+                *(a for u in urls for a in ("-b", u)), tree=os.path.abspath(args.baseline),
+            )  # fmt: skip
         for port in ports.values():
             wait_port(port)
         big = os.path.join(directory, "upload")
@@ -177,23 +208,25 @@ def uploads_and_http2(args: argparse.Namespace, urls: list[str]) -> dict[str, di
         log = os.path.join(directory, "h2load.log")
         for subject in ("proxy", "nginx"):
             upload(ports[f"up-{subject}"], big)  # warm-up
+        for subject in h2_subjects:
             h2load(ports[f"h2-{subject}"], 1, log)
         for round_ in range(args.large_rounds):
             for subject in ("proxy", "nginx")[round_ % 2 :] + ("proxy", "nginx")[: round_ % 2]:
                 results["upload"].setdefault(subject, []).append((upload(ports[f"up-{subject}"], big),))
         for round_ in range(args.rounds):
-            for subject in ("proxy", "nginx")[round_ % 2 :] + ("proxy", "nginx")[: round_ % 2]:
+            turn = round_ % len(h2_subjects)
+            for subject in h2_subjects[turn:] + h2_subjects[:turn]:
                 results["h2"].setdefault(subject, []).append(h2load(ports[f"h2-{subject}"], args.seconds, log))
     return results
 
 
 def print_more(results: dict[str, dict[str, list[tuple[float, ...]]]], args: argparse.Namespace) -> None:
-    names = {"proxy": f"loadbalancer proxy ({args.workers}w)", "nginx": "nginx"}
+    names = {"proxy": proxy_name(args), "nginx": "nginx", "baseline": f"baseline proxy ({args.workers}w)"}
     uploads = results["upload"]
     print(f"\n{args.large / 2**30:g} GiB upload by curl to a sink, {args.large_rounds} rounds (MB/s):")
     for subject, rows in uploads.items():
         rates = [row[0] for row in rows]
-        print(f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})")
+        print(rates_line(names[subject], rates))
     ratios = [a[0] / b[0] for a, b in zip(uploads["proxy"], uploads["nginx"], strict=True)]
     print(f"  proxy / nginx: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
     h2 = results["h2"]
@@ -202,14 +235,15 @@ def print_more(results: dict[str, dict[str, list[tuple[float, ...]]]], args: arg
     )
     for subject, rows in h2.items():
         print(
-            f"  {names[subject]:<24} {max(r[0] for r in rows):>9,.0f} req/s (best)"
+            f"  {names[subject]:<{_NAME}} {max(r[0] for r in rows):>9,.0f} req/s (best)"
             f"  p99 {min(r[1] for r in rows):7.2f} ms"
             f"  failed {sum(int(r[2]) for r in rows)}"
         )
-    rate = [a[0] / b[0] for a, b in zip(h2["proxy"], h2["nginx"], strict=True)]
-    p99 = [a[1] / b[1] for a, b in zip(h2["proxy"], h2["nginx"], strict=True)]
-    print(f"  proxy / nginx: throughput {statistics.median(rate):.2f}x ({min(rate):.2f}-{max(rate):.2f}),"
-          f" p99 {statistics.median(p99):.2f}x")  # fmt: skip
+    for other in (subject for subject in h2 if subject != "proxy"):
+        rate = [a[0] / b[0] for a, b in zip(h2["proxy"], h2[other], strict=True)]
+        p99 = [a[1] / b[1] for a, b in zip(h2["proxy"], h2[other], strict=True)]
+        print(f"  proxy / {other}: throughput {statistics.median(rate):.2f}x ({min(rate):.2f}-{max(rate):.2f}),"
+              f" p99 {statistics.median(p99):.2f}x")  # fmt: skip
 
 
 def download(port: int) -> float:
@@ -277,10 +311,17 @@ def main() -> int:
         "--baseline", metavar="TREE",
         help="also run the proxy from another checkout of the project (such as an older commit), to compare",
     )  # fmt: skip
+    parser.add_argument("--compiled", action="store_true", help="measure the compiled build of this checkout")
     args = parser.parse_args()
     if not (shutil.which("wrk") and shutil.which("nginx")):
         print("needs wrk and nginx (Debian: apt-get install wrk nginx-light)")
         return 1
+    args.tree = None
+    if args.compiled:
+        args.tree = tempfile.mkdtemp(prefix="bench-proxy-compiled-")
+        atexit.register(shutil.rmtree, args.tree, ignore_errors=True)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run([sys.executable, os.path.join(root, "scripts", "build_compiled.py"), args.tree], check=True)
     b1, b2 = free_port(), free_port()
     urls = [f"http://127.0.0.1:{b1}", f"http://127.0.0.1:{b2}"]
     ports = {"proxy": free_port(), "baseline": free_port(), "goaround": free_port(), "nginx": free_port()}
@@ -296,20 +337,12 @@ def main() -> int:
         stack.enter_context(nginx(backend_conf(b1) + backend_conf(b2), args.large))
         stack.enter_context(nginx(nginx_proxy, workers=args.workers))
         subjects = ["proxy", "nginx"]
-        trees = {"proxy": None}
+        trees = {"proxy": args.tree}
         if args.baseline:
             trees["baseline"] = os.path.abspath(args.baseline)
             subjects.insert(1, "baseline")
         for subject, tree in trees.items():
-            socket_path = os.path.join(tempfile.mkdtemp(prefix="bench-proxy-"), "admin.sock")
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "loadbalancer", "proxy", "-p", str(ports[subject]), "--bind", "127.0.0.1",
-                 "-prometheus-port", "0", "--socket", socket_path, "--workers", str(args.workers),
-                 *(arg for url in urls for arg in ("-b", url))],
-                stdout=subprocess.DEVNULL, cwd=tree, env={**os.environ, "PYTHONPATH": tree} if tree else None,
-            )  # fmt: skip
-            stack.callback(proxy.wait)
-            stack.callback(proxy.terminate)
+            start_proxy(stack, ports[subject], args, *(arg for url in urls for arg in ("-b", url)), tree=tree)
         goaround_command: list[str] = []
         if os.access(args.goaround, os.X_OK) and not os.path.exists("/tmp/goaround.sock"):
             goaround_command = [
@@ -348,10 +381,10 @@ def main() -> int:
         if not args.skip_more and args.large and shutil.which("curl") and shutil.which("h2load"):
             more = uploads_and_http2(args, urls)
     print(f"wrk -t2 -c50 -d{args.seconds:g}s --latency, 1 KiB answers, two nginx backends, {args.rounds} rounds")
-    print(f"| {'proxy':<24} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
-    print(f"|{'-' * 26}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
+    print(f"| {'proxy':<{_NAME}} | {'req/s (best)':>12} | {'p99 (best)':>10} | {'req/s range':>15} | errors |")
+    print(f"|{'-' * (_NAME + 2)}|{'-' * 14}:|{'-' * 11}:|{'-' * 16}:|-------:|")
     names = {
-        "proxy": f"loadbalancer proxy ({args.workers}w)",
+        "proxy": proxy_name(args),
         "baseline": f"baseline proxy ({args.workers}w)",
         "goaround": "goaround -n 3",
         "nginx": "nginx (keepalive)",
@@ -360,7 +393,7 @@ def main() -> int:
         rows = results[subject]
         rates = [rate for rate, _, _ in rows]
         print(
-            f"| {names[subject]:<24} | {max(rates):>12,.0f} | {min(p99 for _, p99, _ in rows):>8.2f} ms |"
+            f"| {names[subject]:<{_NAME}} | {max(rates):>12,.0f} | {min(p99 for _, p99, _ in rows):>8.2f} ms |"
             f" {min(rates):>6,.0f}-{max(rates):<7,.0f} | {sum(e for _, _, e in rows):>6} |"
         )
     for other in subjects[1:]:
@@ -378,9 +411,7 @@ def main() -> int:
     if downloads:
         print(f"\n{args.large / 2**30:g} GiB download by curl, {args.large_rounds} rounds (MB/s):")
         for subject, rates in downloads.items():
-            print(
-                f"  {names[subject]:<24} {statistics.median(rates):8,.0f} (range {min(rates):,.0f}-{max(rates):,.0f})"
-            )
+            print(rates_line(names[subject], rates))
         for other in (subject for subject in downloads if subject != "proxy"):
             ratios = [a / b for a, b in zip(downloads["proxy"], downloads[other], strict=True)]
             print(f"  proxy / {other}: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
