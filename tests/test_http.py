@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import requests
 
 from loadbalancer import Instance, LeastLoaded, NoEndpointsError, PeakEwma, RetryTimeoutError, static
 from loadbalancer import http as lbhttp
-from tests.helpers import aeventually, eventually
+from tests.helpers import aeventually, connections_to, eventually
 from tests.http_fixtures import HttpBackend, answer, running, under_load
 
 pytestmark = pytest.mark.server
@@ -180,15 +179,15 @@ def test_5xx_answers_feed_peak_ewma(backends: list[HttpBackend]) -> None:
 
 def test_pools_are_closed_when_instances_leave(backends: list[HttpBackend]) -> None:
     publisher = static.Publisher([b.address for b in backends], close_delay=0)
+    ports = {b.port for b in backends}
     with httpx.Client(transport=lbhttp.Transport({"api": publisher})) as c:
-        before = len(os.listdir("/proc/self/fd"))
         for _ in range(30):
             c.get("http://api/echo")
-        opened = len(os.listdir("/proc/self/fd"))
-        assert opened >= before + 3  # a kept-alive connection to each instance
+        assert connections_to(ports) == 3  # a kept-alive connection to each instance
         publisher.replace([backends[0].address])
-        eventually(lambda: len(os.listdir("/proc/self/fd")) <= opened - 2, what="two pools closed")
+        eventually(lambda: connections_to(ports) == 1, what="two pools closed")
         assert c.get("http://api/echo").status_code == 200
+        assert connections_to({backends[0].port}) == 1
 
 
 def test_instances_added_and_removed_under_load_fail_no_request(backends: list[HttpBackend]) -> None:
