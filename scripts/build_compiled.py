@@ -34,7 +34,7 @@ def build(target: str) -> None:
     )  # fmt: skip
     if built.returncode != 0:
         raise SystemExit(f"the compiled build failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}")
-    check = "import loadbalancer.proxy._http1 as m, sys; sys.exit(m.__file__.endswith('.py'))"
+    check = "import sys; from loadbalancer.proxy._supervisor import compiled; sys.exit(not compiled())"
     if subprocess.run([sys.executable, "-c", check], cwd=target).returncode != 0:
         raise SystemExit(f"the build in {target} did not compile the proxy's modules")
 
