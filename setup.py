@@ -18,6 +18,7 @@ COMPILED = [
     "loadbalancer/proxy/_exchange.py",
     "loadbalancer/proxy/_fields.py",
     "loadbalancer/proxy/_h2.py",
+    "loadbalancer/proxy/_h2core.py",
     "loadbalancer/proxy/_h2fields.py",
     "loadbalancer/proxy/_hpack.py",
     "loadbalancer/proxy/_http1.py",

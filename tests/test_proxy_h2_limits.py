@@ -1,10 +1,14 @@
-"""``loadbalancer proxy`` facing abusive HTTP/2 clients: raw frames from the h2 library, over TLS and h2c."""
+"""``loadbalancer proxy`` facing abusive HTTP/2 clients (raw frames from the h2 library, over TLS and h2c),
+and nghttp2's own clients."""
 
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from .daemon import missing
 from .helpers import eventually
 from .proxy_clients import children, rss, settled
 from .proxy_fixtures import ProxyProcess, certificate
@@ -286,3 +291,37 @@ def test_an_h2_client_gets_the_end_to_end_fields_of_an_answer_read_in_pieces(
     assert final.headers == [(b":status", b"200"), (b"x-end", b"to-end"), (b"content-length", b"2")]  # type: ignore[attr-defined]
     assert b"".join(e.data for e in c.of(h2.events.DataReceived)) == b"ok"  # type: ignore[attr-defined]
     c.close()
+
+
+def nghttp2_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        missing(f"{name} is not installed (Debian: nghttp2-client)")
+    return found
+
+
+def test_nghttp2s_client_through_small_windows_with_uploads_and_a_large_head(
+    proxy: ProxyProcess, cert: tuple[Path, Path], backend: RawBackend, tmp_path: Path
+) -> None:
+    """nghttp (the C library most HTTP/2 software uses): 4 KiB stream windows, 64 KiB for the
+    connection, four uploads of 300 KB at once (the limit here) and a 20 KB header (CONTINUATION frames)."""
+    body = tmp_path / "body"
+    body.write_bytes(b"u" * 300_000)
+    before = backend.count("POST /echo/nghttp")
+    out = subprocess.run(
+        [nghttp2_tool("nghttp"), "-y", "-n", "-s", "-m", "4", "-w", "12", "-W", "16", "-d", str(body),
+         "-H", "x-pad: " + "p" * 20_000, f"https://127.0.0.1:{proxy.port}/echo/nghttp"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    # the statistics: a line a request, with its status and its answer's size (the echoed body and head)
+    answered = re.findall(r" 200 +(\d+)K /echo/nghttp", out)
+    assert len(answered) == 4 and all(int(size) > 300 for size in answered), out
+    assert backend.count("POST /echo/nghttp") - before == 4
+
+
+def test_h2load_gets_every_answer(proxy: ProxyProcess, cert: tuple[Path, Path]) -> None:
+    out = subprocess.run(
+        [nghttp2_tool("h2load"), "-n", "3000", "-c", "4", "-m", "4", f"https://127.0.0.1:{proxy.port}/echo/h2load"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert "3000 succeeded, 0 failed, 0 errored" in out and "3000 2xx" in out, out

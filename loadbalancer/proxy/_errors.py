@@ -1,11 +1,11 @@
-"""The proxy's errors on the way to a backend (kept apart from the modules a compiled build compiles:
+"""The proxy's errors on the way to a backend, and HTTP/2's (kept apart from the modules a compiled build compiles:
 mypyc makes no native class of a subclass of a built-in exception such as ``ConnectionError``)."""
 
 from __future__ import annotations
 
 __all__ = [
-    "AnswerTimeoutError", "ConnectFailedError", "DiscardedAnswerError", "FailedAnswerError", "QueueTimeoutError",
-    "StalledError", "UpstreamError",
+    "AnswerTimeoutError", "ConnectFailedError", "DiscardedAnswerError", "FailedAnswerError", "H2Error",
+    "H2ProtocolError", "H2StreamError", "QueueTimeoutError", "StalledError", "UpstreamError",
 ]  # fmt: skip
 
 
@@ -39,3 +39,23 @@ class DiscardedAnswerError(Exception):
 
 class FailedAnswerError(Exception):
     """The backend answered 5xx (relayed to the client): counts as its failure for ejection and feedback."""
+
+
+class H2Error(Exception):
+    """An HTTP/2 protocol error, with its error code (RFC 9113, 7)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class H2ProtocolError(H2Error):
+    """A connection error: the client broke the protocol; a GOAWAY with ``code`` is queued."""
+
+
+class H2StreamError(H2Error):
+    """A stream cannot carry what this end was to send on it (closed, or over its window)."""
+
+    def __init__(self, stream_id: int, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.stream_id = stream_id

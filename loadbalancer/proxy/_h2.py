@@ -1,4 +1,4 @@
-"""HTTP/2 clients (ALPN ``h2``, or h2c with prior knowledge), with the h2 library.
+"""HTTP/2 clients (ALPN ``h2``, or h2c with prior knowledge), over the protocol core of ``_h2core``.
 
 Bounded as HTTP/1.1 is, and against HTTP/2's own abuses:
 
@@ -21,17 +21,26 @@ from __future__ import annotations
 import asyncio
 import collections
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
+from ._errors import H2Error, H2ProtocolError
 from ._exchange import Downstream, log_failure
 from ._fields import Fields, LoweredLines
+from ._h2core import (
+    CANCEL,
+    DATA_RECEIVED,
+    ENHANCE_YOUR_CALM,
+    GONE,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    REQUEST,
+    STREAM_ENDED,
+    STREAM_RESET,
+    WINDOW_OPENED,
+    Event,
+    H2Core,
+)
 from ._h2fields import malformed
-from ._hpack import DecodeCache, FieldCache
 from ._proxy import Proxy, reset
 from ._request import Request, check
 from ._upstream import Backend, UpstreamConnection
@@ -43,20 +52,6 @@ _STREAM_HIGH = 64 * 1024  # answer bytes held for one stream before its backend 
 _FLOOD_FLOOR = 200  # control frames allowed before any useful work
 _FLOOD_PER_SECOND = 20
 _RESET_FLOOR = 100  # premature resets tolerated before their share counts
-_CONTROL = (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated)
-
-
-# What the proxy sends it has built itself: names lowered, hop-by-hop fields dropped, values as
-# httptools read them (trimmed, without CR or LF). h2's own checks and normalisation of them
-# cost a fifth of a stream's time. What clients send is checked in full, by the proxy itself
-# in one pass (``_h2fields``) rather than by h2's chain of generators.
-_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    validate_inbound_headers=False,
-)
 
 
 class _Stream:
@@ -79,15 +74,15 @@ class _Stream:
 
 
 class H2Connection(Downstream, asyncio.Protocol):
-    """One HTTP/2 client connection: streams served as they open, answers framed by h2 within the windows."""
+    """One HTTP/2 client connection: streams served as they open, answers framed within the windows."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.limits = proxy.limits
         self.loop = asyncio.get_running_loop()
-        self.h2 = h2.connection.H2Connection(_CONFIG)
-        self.h2.encoder = FieldCache()  # type: ignore[assignment]  # answer heads from cached field encodings
-        self.h2.decoder = DecodeCache(self.h2.decoder.max_header_list_size)  # a block seen before: its fields
+        # What the proxy sends it has built itself: names lowered, hop-by-hop fields dropped, values
+        # as httptools read them. What clients send is checked in full (``_h2fields``).
+        self.core = H2Core(proxy.limits.max_header_size)
         self.lowered = LoweredLines()  # answers' field lines as HTTP/2 pairs, each line read once
         self.streams: dict[int, _Stream] = {}
         self.opened_now: list[_Stream] = []  # streams opened in this read, served once it is all read
@@ -95,7 +90,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = b""
         self.closing = False
-        self.flush_due = False  # a write of what h2 prepared is scheduled for the end of this turn of the loop
+        self.flush_due = False  # a write of what the core prepared is scheduled for the end of this turn of the loop
         self.write_paused = False
         self.blocked_since: float | None = None
         self.blocked_size = 0
@@ -104,7 +99,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.started = 0.0
         self.opened = 0  # streams the client opened
         self.premature = 0  # streams the client reset before their answer ended
-        self.control = 0  # frames that cost work without carrying a request
+        self.control = 0  # streams refused or malformed (the core counts the frames that cost work)
         self.useful = 0  # HEADERS and DATA frames sent
 
     # -- asyncio.Protocol --
@@ -120,19 +115,8 @@ class H2Connection(Downstream, asyncio.Protocol):
             transport.close()
             return
         now = self.started = self.loop.time()
-        connection = self.h2
-        advertised = {
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.h2_max_streams,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_size,
-        }
-        connection.local_settings = h2.settings.Settings(client=False, initial_values=advertised)
-        connection.initiate_connection()
-        connection.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
-        # h2 itself would end the connection on the first stream over the limit; the limit is
-        # enforced here instead, per stream, so h2 is given a looser one than was advertised.
-        loose = {**advertised, h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2 * limits.h2_max_streams + 16}
-        connection.local_settings = h2.settings.Settings(client=False, initial_values=loose)
-        connection.decoder.max_header_list_size = limits.max_header_size
+        # The stream limit is enforced per stream (REFUSED_STREAM), the connection lives on.
+        self.core.initiate(limits.h2_max_streams, limits.max_header_size, _CONNECTION_WINDOW)
         self._flush()
         self.proxy.idle[self] = now
 
@@ -140,26 +124,27 @@ class H2Connection(Downstream, asyncio.Protocol):
         if self.closing:
             return
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._flush()  # h2 has prepared the GOAWAY
-            self.close()
+            events = self.core.receive_data(data)
+        except H2ProtocolError:
+            self.due.clear()  # nothing more is framed: the GOAWAY the core prepared goes last
+            self._flush_now()
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
             return
         for event in events:
-            if isinstance(event, h2.events.DataReceived):
+            kind = event.kind
+            if kind == DATA_RECEIVED:
                 self._data(event)
-            elif isinstance(event, h2.events.RequestReceived):
-                self._request(event.stream_id, event.headers or [], event.stream_ended is not None)
-            elif isinstance(event, h2.events.StreamEnded):
+            elif kind == REQUEST:
+                self._request(event.stream_id, event.headers or [], event.ended)
+            elif kind == STREAM_ENDED:
                 self._ended(event.stream_id)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self.control += 1
+            elif kind == WINDOW_OPENED:
                 self._window_opened(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
+            elif kind == STREAM_RESET:
                 self._reset(event.stream_id)
-            elif isinstance(event, _CONTROL):
-                self.control += 1
-            elif isinstance(event, h2.events.ConnectionTerminated):
+            elif kind == GONE:
                 self.close()
                 return
         if self._flooding():
@@ -173,7 +158,7 @@ class H2Connection(Downstream, asyncio.Protocol):
 
     def _flooding(self) -> bool:
         allowance = _FLOOD_FLOOR + self.useful + 4 * self.opened
-        if self.control > allowance + _FLOOD_PER_SECOND * (self.loop.time() - self.started):
+        if self.control + self.core.control > allowance + _FLOOD_PER_SECOND * (self.loop.time() - self.started):
             return True
         return self.premature > _RESET_FLOOR and 2 * self.premature > self.opened
 
@@ -184,7 +169,7 @@ class H2Connection(Downstream, asyncio.Protocol):
             _give_up(stream)
         self.streams.clear()
         self.due.clear()
-        self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.core.close_connection(ENHANCE_YOUR_CALM)
         self._flush_now()
         self.closing = True
         if self.transport is not None:
@@ -225,11 +210,11 @@ class H2Connection(Downstream, asyncio.Protocol):
         limits = self.limits
         if len(self.streams) >= limits.h2_max_streams or self.proxy.draining:
             self.control += 1
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.core.reset_stream(stream_id, REFUSED_STREAM)
             return
         if malformed(headers) is not None:  # never forwarded (RFC 9113, 8.1.1)
             self.control += 1
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.core.reset_stream(stream_id, PROTOCOL_ERROR)
             return
         request = _request_from(headers, limits.max_headers)
         request.has_body = not ended and request.has_body
@@ -256,22 +241,20 @@ class H2Connection(Downstream, asyncio.Protocol):
     def served(self, request: Request) -> None:
         stream: _Stream | None = request.stream
         if stream is not None and self.streams.get(stream.id) is stream and not stream.ending:
-            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)  # ended without a whole answer
+            self._reset_stream(stream, INTERNAL_ERROR)  # ended without a whole answer
         self._flush()
 
     def broken(self, request: Request, error: Exception) -> None:
         log_failure(error)  # a bug costs this stream only
         if request.stream is not None:
-            self._reset_stream(request.stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._reset_stream(request.stream, INTERNAL_ERROR)
         self._flush()
 
-    def _data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id or 0
+    def _data(self, event: Event) -> None:
+        stream_id = event.stream_id
         stream = self.streams.get(stream_id)
-        data = event.data or b""
-        size = event.flow_controlled_length or 0
-        if not data and event.stream_ended is None:
-            self.control += 1  # an empty DATA frame does nothing but cost
+        data = event.data
+        size = event.size
         if stream is None or stream.request.body_done:
             self._acknowledge(size, stream_id)
             return
@@ -291,11 +274,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         stream.unacked += size  # acknowledged when a backend takes the body
 
     def _acknowledge(self, size: int, stream_id: int) -> None:
-        if size:
-            try:
-                self.h2.acknowledge_received_data(size, stream_id)
-            except h2.exceptions.H2Error:
-                pass
+        self.core.acknowledge_received_data(size, stream_id)
 
     def _ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -316,13 +295,10 @@ class H2Connection(Downstream, asyncio.Protocol):
         self._forget(stream)
         _give_up(stream)  # the client gave up on it: release the backend connection
 
-    def _reset_stream(self, stream: _Stream, code: h2.errors.ErrorCodes) -> None:
+    def _reset_stream(self, stream: _Stream, code: int) -> None:
         if self.streams.get(stream.id) is not stream:
             return
-        try:
-            self.h2.reset_stream(stream.id, code)
-        except h2.exceptions.H2Error:
-            pass
+        self.core.reset_stream(stream.id, code)
         self._forget(stream)
         _give_up(stream)
         self._maybe_idle()
@@ -357,11 +333,11 @@ class H2Connection(Downstream, asyncio.Protocol):
             request = stream.request
             if stream.blocked_since is not None and now - stream.blocked_since >= limits.send_timeout:
                 self.proxy.metrics.timeouts.labels("send").inc()
-                self._reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                self._reset_stream(stream, CANCEL)
             elif not request.body_done and not stream.upload_paused and now - stream.last_read >= limits.body_timeout:
                 self.proxy.metrics.timeouts.labels("body").inc()
                 if request.answered:
-                    self._reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                    self._reset_stream(stream, CANCEL)
                 else:
                     _give_up(stream)
                     self.answer(request, 408, b"the request body did not arrive in time\n")
@@ -414,10 +390,10 @@ class H2Connection(Downstream, asyncio.Protocol):
         if length is not None:
             fields.append((b"content-length", length))
         try:
-            self.h2.send_headers(stream.id, fields, end_stream=no_body)
+            self.core.send_headers(stream.id, fields, end_stream=no_body)
             self.useful += 1
-        except h2.exceptions.H2Error:
-            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except H2Error:
+            self._reset_stream(stream, INTERNAL_ERROR)
             return False
         if no_body:
             stream.ending = True
@@ -432,8 +408,8 @@ class H2Connection(Downstream, asyncio.Protocol):
         fields = [(b":status", b"%d" % status)]
         fields += self.lowered.pairs(headers)  # (end-to-end by construction: no connection-specific field)
         try:
-            self.h2.send_headers(stream.id, fields)
-        except h2.exceptions.H2Error:
+            self.core.send_headers(stream.id, fields)
+        except H2Error:
             return
         self._flush()
 
@@ -483,7 +459,7 @@ class H2Connection(Downstream, asyncio.Protocol):
     def _send_pending(self, stream: _Stream) -> None:
         if self.write_paused or self.streams.get(stream.id) is not stream:
             return
-        connection = self.h2
+        connection = self.core
         pending = stream.pending
         try:
             while pending:
@@ -512,8 +488,8 @@ class H2Connection(Downstream, asyncio.Protocol):
                 if stream.ending:
                     connection.end_stream(stream.id)
                     self._finished(stream)
-        except h2.exceptions.H2Error:
-            self._reset_stream(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except H2Error:
+            self._reset_stream(stream, INTERNAL_ERROR)
         self._release_held()
 
     def _pause_upstream(self, stream: _Stream) -> None:
@@ -537,10 +513,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         if self.streams.get(stream.id) is not stream:
             return
         if not stream.request.body_done:  # answered before the body ended: the client may stop sending it
-            try:
-                self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.H2Error:
-                pass
+            self.core.reset_stream(stream.id, NO_ERROR)
         self._forget(stream)
         self._maybe_idle()
 
@@ -563,7 +536,7 @@ class H2Connection(Downstream, asyncio.Protocol):
                 self._send_pending(stream)
 
     def _flush(self) -> None:
-        """Write what h2 prepared, at the end of this turn of the loop: the frames of every stream
+        """Write what the core prepared, at the end of this turn of the loop: the frames of every stream
         served in it then go out in one write (one TLS record, one system call), not one each."""
         if not self.flush_due:
             self.flush_due = True
@@ -573,7 +546,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         self.flush_due = False
         if self.due:
             self._send_due()
-        data = self.h2.data_to_send()
+        data = self.core.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -582,10 +555,7 @@ class H2Connection(Downstream, asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self._send_due()  # the answers framed before the GOAWAY
-        try:
-            self.h2.close_connection()
-        except h2.exceptions.H2Error:
-            pass
+        self.core.close_connection()
         self._flush_now()
         self.closing = True
         self.transport.close()

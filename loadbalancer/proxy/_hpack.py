@@ -1,9 +1,9 @@
 """HPACK for the proxy's HTTP/2 side: answer heads from cached field encodings, request heads
 decoded once per distinct block.
 
-Encoding: h2's own encoder (hpack's) searches HPACK's dynamic table for every field, a linear search
+Encoding: hpack's own encoder searches HPACK's dynamic table for every field, a linear search
 in Python, and Huffman-codes each value again for every answer: about 13 us of an answer
-head, a seventh of an HTTP/2 request's time in the proxy. The answers a proxy relays repeat
+head, once a seventh of an HTTP/2 request's time in the proxy. The answers a proxy relays repeat
 their fields (``server``, ``content-type``, ``etag``, ``date`` for a second, ...), and a field
 sent as a literal without indexing (RFC 7541, 6.2.2) is the same bytes every time and leaves
 the client's table alone: each is encoded once and its bytes kept. Nothing is ever indexed,
@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hpack.hpack import Decoder, encode_integer
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
@@ -29,7 +30,11 @@ from hpack.table import HeaderTable
 
 from ._fields import look_up_all, remember
 
-__all__ = ["DecodeCache", "FieldCache"]
+__all__ = ["DecodeCache", "FieldCache", "OversizedHeaderListError", "UndecodableBlockErrors"]
+
+# What hpack raises for a block it cannot decode (its own errors, and a few builtins on the
+# malformed inputs it does not check itself).
+UndecodableBlockErrors = (HPACKError, IndexError, TypeError, ValueError)
 
 _CACHED_BLOCKS = 64  # distinct request blocks kept per connection
 _CACHED_BLOCK = 1024  # longer blocks are not kept
@@ -43,17 +48,16 @@ for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
 
 
 class FieldCache:
-    """Stands in for h2's HPACK encoder (``encode``, ``header_table_size``) on one connection.
+    """One connection's HPACK encoder: header blocks that never touch the dynamic table.
 
     Names must be lowercase, as HTTP/2 requires (the proxy lowers them).
     """
 
-    __slots__ = ("_fields", "_huffman", "header_table_size")
+    __slots__ = ("_fields", "_huffman")
 
     def __init__(self) -> None:
         self._fields: dict[tuple[bytes, bytes], bytes] = {}
         self._huffman = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
-        self.header_table_size = 4096  # set by h2 from the client's settings; no entry is ever added
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
         fields = headers if isinstance(headers, list) else list(headers)
@@ -117,6 +121,11 @@ class DecodeCache(Decoder):
         self.header_table = _CountedTable()
         self._blocks: dict[bytes, tuple[Any, ...]] = {}
         self._changes = 0  # the table's count of changes the cached blocks were decoded against
+
+    def decode_fields(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """A header block's fields, as bytes pairs."""
+        fields: list[tuple[bytes, bytes]] = self.decode(block, raw=True)
+        return fields
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         table = self.header_table
