@@ -182,6 +182,7 @@ def test_ping_is_answered_with_its_payload() -> None:
         (frame(WINDOW_UPDATE, 0, 9, (1).to_bytes(4, "big")), PROTOCOL_ERROR),  # an idle stream
         (frame(RST_STREAM, 0, 0, bytes(4)), PROTOCOL_ERROR),
         (frame(RST_STREAM, 0, 9, bytes(4)), PROTOCOL_ERROR),  # an idle stream
+        (frame(HEADERS, END_HEADERS, 3, Encoder().encode(GET)) + frame(RST_STREAM, 0, 2, bytes(4)), PROTOCOL_ERROR),
         (frame(PRIORITY, 0, 0, bytes(5)), PROTOCOL_ERROR),
         (frame(PUSH_PROMISE, END_HEADERS, 1, bytes(4)), PROTOCOL_ERROR),
         (frame(GOAWAY, 0, 1, bytes(8)), PROTOCOL_ERROR),

@@ -352,7 +352,7 @@ class H2Core:
         if stream is None or not stream.remote_open:
             self.control += 1
             self.acknowledge_received_data(size, 0)  # never consumed: the connection's window gets it back
-            if stream_id > self.highest:
+            if self._idle(stream_id):
                 self._fail(PROTOCOL_ERROR, f"DATA on stream {stream_id}, never opened")
             if stream is not None or stream_id not in self.reset_ids:
                 self._stream_error(stream_id, STREAM_CLOSED, events)
@@ -453,7 +453,7 @@ class H2Core:
                 self._fail(FLOW_CONTROL_ERROR, "the connection's window over 2^31-1")
             events.append(Event(WINDOW_OPENED, 0))
             return
-        if stream_id > self.highest:
+        if self._idle(stream_id):
             self._fail(PROTOCOL_ERROR, f"WINDOW_UPDATE on stream {stream_id}, never opened")
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -472,7 +472,7 @@ class H2Core:
             self._fail(PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             self._fail(FRAME_SIZE_ERROR, "an RST_STREAM not of 4 bytes")
-        if stream_id > self.highest:
+        if self._idle(stream_id):
             self._fail(PROTOCOL_ERROR, f"RST_STREAM on stream {stream_id}, never opened")
         if self.streams.pop(stream_id, None) is not None:
             events.append(Event(STREAM_RESET, stream_id))
@@ -520,6 +520,10 @@ class H2Core:
         if stream is None or not stream.local_open:
             raise H2StreamError(stream_id, STREAM_CLOSED, f"stream {stream_id} is closed")
         return stream
+
+    def _idle(self, stream_id: int) -> bool:
+        """Whether the stream was never opened: past the client's last, or one of the server's (even)."""
+        return stream_id > self.highest or not stream_id % 2
 
     def _local_end(self, stream: _Stream) -> None:
         stream.local_open = False
