@@ -472,3 +472,23 @@ def test_h2s_client_gets_every_answer_whole_through_small_windows(seed: int) -> 
     assert ended == set(bodies)
     assert {k: got.get(k, b"") for k in bodies} == bodies
     assert not core.streams and core.highest == max(bodies)
+
+
+def test_the_first_answer_block_says_the_table_is_empty_and_later_ones_do_not() -> None:
+    peer = Peer()
+    peer.headers(1)
+    peer.headers(3)
+    peer.core.send_headers(1, [(b":status", b"200")], end_stream=True)
+    peer.core.send_headers(3, [(b":status", b"200")], end_stream=True)
+    first, second = peer.sent()
+    assert first[3][:1] == b"\x20" and second[3][:1] != b"\x20"  # a dynamic table size update to 0, once
+
+
+def test_headers_on_a_stream_reset_here_are_taken_quietly_but_counted() -> None:
+    peer = Peer()
+    peer.headers(1, flags=END_HEADERS)
+    peer.core.reset_stream(1, CANCEL)
+    peer.sent()
+    before = peer.core.control
+    assert peer.headers(1, [(b"x-trailer", b"1")]) == [] and peer.sent() == []
+    assert peer.core.control == before + 1
