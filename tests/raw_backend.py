@@ -9,13 +9,16 @@ Paths:
 - ``/held``: a head promising 5 bytes, then ``hello`` once ``release`` is set (10 s at most);
 - ``/slow/<seconds>``: 200 after that long;
 - ``/sink``: reads none of the body and never answers;
-- ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased.
+- ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased;
+- ``/trickle...``: reads the body slowly (16 KiB, then a pause), then answers 200 with JSON of
+  its length and SHA-256: the proxy must hold what it read of the client meanwhile.
 ``seen`` counts requests by ``METHOD path``, ``accepted`` the connections.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import socket
 import threading
@@ -86,8 +89,11 @@ class RawBackend:
                     time.sleep(3600)
                     return
                 length = int(lowered.get("content-length", "0"))
+                trickle = path.startswith("/trickle")
                 while len(buffer) < length:
-                    chunk = sock.recv(65536)
+                    if trickle:
+                        time.sleep(0.002)
+                    chunk = sock.recv(16384 if trickle else 65536)
                     if not chunk:
                         return
                     buffer += chunk
@@ -150,6 +156,10 @@ class RawBackend:
             return True
         if path.startswith("/slow/"):
             time.sleep(float(path.rsplit("/", 1)[1]))
+        if path.startswith("/trickle"):
+            digest = json.dumps({"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}).encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(digest), digest))
+            return True
         if path == "/ws":
             sock.sendall(
                 b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"

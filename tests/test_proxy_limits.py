@@ -7,8 +7,12 @@ read); the backend (``tests.raw_backend``) misbehaves on purpose; the clients ar
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import random
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +25,7 @@ from loadbalancer.proxy._limits import raise_open_files
 from .daemon import missing
 from .helpers import eventually
 from .proxy_clients import ask, children, connect, read_until, read_until_closed, rss, settled, status_of
-from .proxy_fixtures import ProxyProcess
+from .proxy_fixtures import ProxyProcess, certificate
 from .raw_backend import RawBackend
 
 pytestmark = pytest.mark.server
@@ -350,6 +354,57 @@ def test_a_large_upload_passes_whole_and_the_next_request_on_the_connection_is_s
     first, second = answers.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200") and json.loads(first.split(b"\r\n\r\n", 1)[1])["body"].encode() == body
     assert second.startswith(b"200") and b'"path": "/echo/next"' in second
+
+
+def _upload_to_a_slow_backend(sock: socket.socket, size: int, seed: int) -> None:
+    """A large upload to ``/trickle`` and a request after it, on ``sock``: the body arrives intact, the next is served."""
+    body = random.Random(seed).randbytes(size)  # no two reads alike: a read buffer used too soon would show
+    head = b"POST /trickle/%d HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (seed, size)
+    sock.sendall(head + body + get("/echo/next"))  # the next head right after the body's end
+    answers = read_until_closed(sock)
+    first, second = answers.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200"), first[:200]
+    assert json.loads(first.split(b"\r\n\r\n", 1)[1]) == {"length": size, "sha256": hashlib.sha256(body).hexdigest()}
+    assert second.startswith(b"200") and b'"path": "/echo/next"' in second
+
+
+def test_large_uploads_to_a_slow_backend_arrive_intact(strict: ProxyProcess) -> None:
+    # The backend reads slower than the clients write: the proxy's read buffers are held by the
+    # backend's transport (and must not be read into again) while new reads go to others.
+    failures: list[BaseException] = []
+
+    def one(seed: int) -> None:
+        try:
+            with connect(strict.port, timeout=30) as sock:
+                _upload_to_a_slow_backend(sock, 6 * MIB + seed, seed)
+        except BaseException as error:  # noqa: BLE001 - reported below, from the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
+def test_a_large_upload_over_tls_arrives_intact(backend: RawBackend, tmp_path: Path) -> None:
+    cert, key = certificate(tmp_path)
+    args = ["-b", f"http://{backend.address}", "--health-path", "none", "-cacert", str(cert), "-privkey", str(key)]
+    with ProxyProcess(args, tmp_path, workers=1) as proxy:
+        context = ssl.create_default_context(cafile=str(cert))
+        with connect(proxy.port, timeout=30) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            _upload_to_a_slow_backend(sock, 12 * MIB + 5, 7)
+
+
+def test_a_large_body_that_stops_gets_408_and_the_proxy_serves_on(strict: ProxyProcess) -> None:
+    with connect(strict.port) as sock:
+        sock.sendall(b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % MIB + b"x" * 300_000)
+        answer = read_until_closed(sock)
+    assert status_of(answer) == 408
+    with connect(strict.port) as sock:  # a client gone in the middle of a large body costs nothing more
+        sock.sendall(b"POST /trickle HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % MIB + b"x" * 300_000)
+    assert status_of(ask(strict.port, get("/echo/after"))) == 200
 
 
 def test_a_large_answer_cut_short_is_cut_short_for_the_client(strict: ProxyProcess) -> None:

@@ -41,6 +41,51 @@ _UPLOAD = 2  # the backend is not taking the body
 _EARLY = 4  # bytes after an upgrade request, held until the backend switches
 
 
+class _BodyReader(asyncio.BufferedProtocol):
+    """The client's protocol while a large Content-Length body is read: into a buffer of its own.
+
+    Each read lands in the buffer and goes on to the backend from there, uncopied (a plain
+    protocol gets every read as a new bytes object, a copy of the loop's buffer). The buffer is
+    used again unless the backend's transport still holds the last read; a read never asks for
+    more than the body has left, so the next request's bytes stay in the socket for the client
+    connection, which takes its protocol back at the body's end. Everything else the transport
+    says goes to the client connection.
+    """
+
+    __slots__ = ("client", "lent", "size", "view")
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+        self.size = 0  # the buffer's size: the proxy's buffer size, or less for a shorter body
+        self.view: memoryview | None = None  # the buffer (None between bodies: idle connections hold none)
+        self.lent = False  # the last read may still be held (by the backend's transport): the next needs another
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self.view
+        if view is None or self.lent:
+            view = self.view = memoryview(bytearray(self.size))
+            self.lent = False
+        left = self.client.body_left
+        return view if left >= len(view) else view[:left]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self.view
+        assert view is not None
+        self.client.body_read(view[:nbytes])
+
+    def eof_received(self) -> bool | None:
+        return self.client.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.client.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.client.resume_writing()
+
+
 class _Stop(Exception):
     """Raised in a parser callback: the request is refused (``ClientConnection.refusal`` says how)."""
 
@@ -77,6 +122,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.refused = False  # a refusal is queued: the rest of the input is not read
         self.manual_body = 0  # body bytes of a request whose upgrade was declined, read past the parser
         self.body_left = 0  # bytes of a large Content-Length body still to come, relayed past the parser
+        self.reader: _BodyReader | None = None  # the transport's protocol while such a body is read
         self.upgrading = False  # an upgrade request is out: later bytes wait in ``early``
         self.early = bytearray()
         self.tunnel: Tunnel | None = None
@@ -148,6 +194,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 rest = self._body_past_parser(data)
                 if rest:
                     self.data_received(rest)  # the next request's head, read with the body's end
+                elif self.body_left:
+                    self._read_body()
                 return
         try:
             self.parser.feed_data(data)
@@ -165,6 +213,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 self.proxy.heads[self] = self.proxy.now
         if self.current is None and self.queue:
             self._dispatch()  # after the parser returned: a body read with its head is in the request
+        if self.body_left:
+            self._read_body()
 
     def _gather_head(self, data: bytes) -> bytes | None:
         """Hold a head's bytes until its end is seen: the head then, whole (None until then)."""
@@ -342,10 +392,52 @@ class ClientConnection(Downstream, asyncio.Protocol):
             chunk, rest = data[:left], data[left:]
         self.body_left = left - len(chunk)
         self._body(chunk)
-        if not self.body_left:  # its end: the parser, which never saw the rest of it, starts afresh
-            self.parser = httptools.HttpRequestParser(self)
-            self.on_message_complete()
+        if not self.body_left:
+            self._body_ended()
         return rest
+
+    def _body_ended(self) -> None:
+        """A body read past the parser is whole: the parser, which never saw it, starts afresh."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.on_message_complete()
+
+    def _read_body(self) -> None:
+        """Read the rest of a large body with a ``_BodyReader`` (once the transport reads, if paused)."""
+        transport = self.transport
+        if transport is None or self.closing or self.divert is not None or self.reader is not None:
+            return
+        reader = self.reader = _BodyReader(self)
+        reader.size = min(self.limits.buffer_size, self.body_left)
+        self._switch_protocol(transport, reader)
+
+    def _switch_protocol(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        transport.set_protocol(protocol)
+        if transport.is_reading():  # the loop picks a protocol's kind of read when reading starts
+            transport.pause_reading()
+            transport.resume_reading()
+
+    def body_read(self, chunk: memoryview) -> None:
+        """A read of ``_BodyReader``: the body's next bytes, in its buffer."""
+        reader = self.reader
+        assert reader is not None
+        if self.divert is not None or not self.body_left:  # refused or closing meanwhile: as any read
+            self.data_received(bytes(chunk))
+            return
+        self.last_read = self.proxy.now
+        request = self.parsing
+        assert request is not None
+        upstream = request.upstream
+        self.body_left -= len(chunk)
+        if upstream is not None:
+            upstream.write(chunk)  # from the reader's buffer, uncopied
+            reader.lent = upstream.holds()
+        else:
+            self._body(bytes(chunk))  # held until a backend takes it (and kept for a retry)
+        if not self.body_left:
+            self.reader = None  # and its buffer with it
+            if self.transport is not None and not self.closing:
+                self._switch_protocol(self.transport, self)
+            self._body_ended()
 
     def _body(self, chunk: bytes) -> None:
         request = self.parsing

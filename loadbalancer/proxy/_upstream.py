@@ -306,9 +306,13 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not self.closed and self.transport is not None:
             self.transport.write(data)
+
+    def holds(self) -> bool:
+        """Whether the transport holds bytes the socket did not take (by reference, until it does)."""
+        return self.transport is not None and self.transport.get_write_buffer_size() > 0
 
     def watch(self, due: float) -> None:
         """Call the exchange's ``deadline()`` at ``due`` (the loop's clock) or a little after.
