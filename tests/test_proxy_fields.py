@@ -7,7 +7,7 @@ import random
 import httptools
 import pytest
 
-from loadbalancer.proxy._fields import EMPTY, Fields, LoweredLines, read_answer_head
+from loadbalancer.proxy._fields import _CANDIDATES, EMPTY, Fields, LoweredLines, read_answer_head
 from loadbalancer.proxy._request import HOP_BY_HOP, dropped
 
 NGINX = (
@@ -162,3 +162,17 @@ def test_http2_pairs_are_lowered_read_once_a_line_and_bounded() -> None:
     for index in range(2000):  # every line new: the cache stays bounded
         assert lowered.pairs(Fields(b"X-N: %d\r\n" % index)) == [(b"x-n", b"%d" % index)]
     assert len(lowered._pairs) <= 512
+
+
+def test_answer_lines_that_could_be_cut_are_remembered_within_a_bound() -> None:
+    for index in range(2000):  # every candidate line new: the cache stays bounded, and each is read right
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nCache-Control: max-age=%d\r\nDate: d\r\n\r\n" % (index, index)
+        fields, length, *_ = read_answer_head(lines_of(head))
+        assert length == b"%d" % index and fields.block == b"Cache-Control: max-age=%d\r\nDate: d\r\n" % index
+    assert len(_CANDIDATES) <= 512
+    long = b"Content-Type: " + b"t" * 300
+    head = b"HTTP/1.1 200 OK\r\n%b\r\nConnection: x\r\n\r\n" % long
+    for _ in range(2):  # too long to keep: read each time, the same way
+        fields, length, _, connection, _ = read_answer_head(lines_of(head))
+        assert fields.block == long + b"\r\n" and length is None and connection == b"x"
+    assert long not in _CANDIDATES

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._request import HOP_BY_HOP, dropped
 
@@ -117,18 +116,23 @@ def _short_line(line: bytes) -> bool:
 
 
 _DROPPED = HOP_BY_HOP | {b"content-length"}  # the proxy frames the answer itself
-# Every line naming a field the proxy acts on or drops, with its value. The
-# parser (llhttp) has checked the head before it is read here: lines end in CRLF, names are
-# tokens followed at once by the colon, no line is folded; so a line is found from the CRLF before it.
-# (The look-ahead at the first letter skips most lines at once: it costs a third of the search.)
-_ACTED_ON = re.compile(
-    rb"\r\n(?=[%b])(%b):[ \t]*([^\r]*)"
-    % (b"".join(sorted({name[:1] for name in _DROPPED})), b"|".join(re.escape(name) for name in sorted(_DROPPED))),
-    re.IGNORECASE,
-)
+# Whether a line's first byte can begin one of those names (in either case): the other lines,
+# most of them, are kept on that one byte.
+_STARTS: Final = bytes(bytes([byte]).lower() in {name[:1] for name in _DROPPED} for byte in range(256))
+_NOT_ACTED_ON: Pair = (b"", b"")
+# The lines that could name such a field, each read once: (its name, lowered, and value) if it
+# does, else ``_NOT_ACTED_ON``. They recur from one answer to the next (Content-Type,
+# Connection: keep-alive, the Content-Length of a resource), as the lines HTTP/2 reads.
+_CANDIDATES: Final[dict[bytes, Pair]] = {}
 
 AnswerHead = tuple[Fields, bytes | None, bool, bytes, bytes]
 """An answer head's end-to-end fields, Content-Length, whether it has Transfer-Encoding, Connection and Upgrade."""
+
+
+def _acted_on(line: bytes) -> Pair:
+    name, colon, value = line.partition(b":")
+    name = name.lower()
+    return (name, value.strip(b" \t")) if colon and name in _DROPPED else _NOT_ACTED_ON
 
 
 def read_answer_head(lines: bytes) -> AnswerHead:
@@ -137,24 +141,39 @@ def read_answer_head(lines: bytes) -> AnswerHead:
     The end-to-end fields are the lines left once those that are hop-by-hop (RFC 9110, 7.6.1),
     or named by the Connection field, or Content-Length are cut out; they keep the backend's bytes.
     """
-    # One C call finds every such line: the pieces between them, then each one's name and value.
-    pieces = _ACTED_ON.split(lines)
-    if len(pieces) == 1:
-        return Fields(lines[2:]), None, False, b"", b""
+    # The parser (llhttp) checked the head before it is read here: lines end in CRLF, names are
+    # tokens followed at once by the colon, no line is folded. One split, then a byte a line
+    # and, for the few lines that could be cut, one lookup.
+    split = lines.split(b"\r\n")  # ["", each line, ""]
+    starts = _STARTS
+    candidates = _CANDIDATES
+    kept: list[bytes] = []
     length: bytes | None = None
     transfer_encoding = False
     connection = upgrade = b""
-    for name, value in zip(pieces[1::3], pieces[2::3], strict=True):
-        name = name.lower()
-        if name == b"content-length":
-            length = value.rstrip(b" \t")
+    for index in range(1, len(split)):
+        line = split[index]
+        if not line or not starts[line[0]]:
+            kept.append(line)
+            continue
+        found = candidates.get(line)
+        if found is None:
+            found = _acted_on(line)
+            if len(line) <= _CACHED_LINE:
+                remember(candidates, line, found, _CACHED_LINES)
+        name, value = found
+        if not name:
+            kept.append(line)
+        elif name == b"content-length":
+            length = value
         elif name == b"connection":
             connection = connection + b"," + value if connection else value
         elif name == b"transfer-encoding":
             transfer_encoding = True
         elif name == b"upgrade":
-            upgrade = value.rstrip(b" \t")
-    fields = Fields(b"".join(pieces[::3])[2:])  # (each piece begins with a line's CRLF; the first with the leading one)
+            upgrade = value
+    # the lines kept, each followed by CRLF (the last element, empty, gives the last one's)
+    fields = Fields(lines[2:] if len(kept) == len(split) - 1 else b"\r\n".join(kept))
     if connection and connection != b"keep-alive":
         named = dropped(_DROPPED, connection)
         if named is not _DROPPED:  # the Connection field names fields of the backend's own: cut them too
