@@ -68,6 +68,7 @@ def parse_backend_url(text: str) -> tuple[str, Instance]:
 
 
 PARSED_BODY = 64 * 1024  # bodies up to this long go through the parser (one read or two: no gain past it)
+_SHORT = len(str(PARSED_BODY)) - 1  # a Content-Length of no more digits is not past PARSED_BODY (no calls to see)
 
 
 class UpstreamConnection(asyncio.BufferedProtocol):
@@ -251,7 +252,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         elif self.head_request or status in (204, 304):
             self.parser = httptools.HttpResponseParser(self)  # no body follows, whatever the headers say
             self._complete(True)
-        elif self.length is not None and self.length.isdigit() and int(self.length) > PARSED_BODY:
+        elif (
+            self.length is not None
+            and len(self.length) > _SHORT
+            and self.length.isdigit()
+            and int(self.length) > PARSED_BODY
+        ):
             # A large body of known length goes to the client as read, past the parser, which
             # would copy every chunk into a new bytes object first (its on_body).
             self.left = int(self.length)
