@@ -462,8 +462,9 @@ class Attempt:
         ended(self, error)
 
     def _untrack(self, error: BaseException | None) -> None:
-        for tracker, start in zip(reversed(self.trackers), reversed(self.starts), strict=True):
-            tracker.end(start, error)
+        trackers, starts = self.trackers, self.starts
+        for index in range(len(trackers) - 1, -1, -1):  # innermost first (an index loop: no iterators to make)
+            trackers[index].end(starts[index], error)
         self.trackers = []
 
     def _pending(self) -> list[bytes]:
