@@ -9,6 +9,7 @@ Paths:
 - ``/held``: a head promising 5 bytes, then ``hello`` once ``release`` is set (10 s at most);
 - ``/slow/<seconds>``: 200 after that long;
 - ``/sink``: reads none of the body and never answers;
+- ``/refuse``: answers ``413`` at once, before the body, then reads it to its end unused and closes;
 - ``/ws``: a WebSocket handshake answered ``101``, then every byte sent back upper-cased;
 - ``/trickle...``: reads the body slowly (16 KiB, then a pause), then answers 200 with JSON of
   its length and SHA-256: the proxy must hold what it read of the client meanwhile.
@@ -18,6 +19,7 @@ Paths:
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import socket
@@ -88,6 +90,9 @@ class RawBackend:
                 if path == "/sink":
                     time.sleep(3600)
                     return
+                if path == "/refuse":
+                    self._refuse(sock)
+                    return
                 length = int(lowered.get("content-length", "0"))
                 trickle = path.startswith("/trickle")
                 while len(buffer) < length:
@@ -104,6 +109,18 @@ class RawBackend:
             return
         finally:
             sock.close()
+
+    @staticmethod
+    def _refuse(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+        # A lingering close, as servers do: closed with the body unread, the socket would reset
+        # the connection, and the reset can reach the proxy before the answer is read.
+        sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)  # the proxy reads the answer while the body is still coming
+        sock.settimeout(2)
+        with contextlib.suppress(OSError):
+            while sock.recv(1 << 20):
+                pass
 
     def _answer(
         self, sock: socket.socket, method: str, path: str, headers: list[tuple[str, ...]], body: bytes, rest: bytes
