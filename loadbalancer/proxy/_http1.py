@@ -71,7 +71,7 @@ class _BodyReader(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         view = self.view
         assert view is not None
-        self.client.body_read(view[:nbytes])
+        self.client.body_read(self, view[:nbytes])
 
     def eof_received(self) -> bool | None:
         return self.client.eof_received()
@@ -416,10 +416,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
             transport.pause_reading()
             transport.resume_reading()
 
-    def body_read(self, chunk: memoryview) -> None:
-        """A read of ``_BodyReader``: the body's next bytes, in its buffer."""
-        reader = self.reader
-        assert reader is not None
+    def body_read(self, reader: _BodyReader, chunk: memoryview) -> None:
+        """A read of ``reader``: the body's next bytes, in its buffer."""
         if self.divert is not None or not self.body_left:  # refused or closing meanwhile: as any read
             self.data_received(bytes(chunk))
             return
