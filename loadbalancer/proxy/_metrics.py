@@ -8,13 +8,27 @@ of an HTTP/1.1 request's time in the proxy. The rare counts (timeouts, refusals)
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A list, not the tuple: the compiled build keeps a tuple of floats unboxed and would box all
+# fourteen into a new tuple to hand it to a function such as bisect_left, on every answer.
+_BOUNDS: Final[list[float]] = list(_LATENCY_BUCKETS)
+_BUCKETS: Final = len(_LATENCY_BUCKETS)
+
+
+class _Tally:
+    """One backend's answer times since the last flush: their sum and a count per bucket (the last +Inf)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.counts = [0] * (_BUCKETS + 1)
 
 
 class Metrics:
@@ -67,7 +81,7 @@ class Metrics:
             ["reason"],
         )
         self._answers: dict[tuple[str, bytes, int], int] = {}  # (backend, method, status class): answers
-        self._latencies: dict[str, list[float]] = {}  # backend: [sum, count in each bucket (the last +Inf)]
+        self._latencies: dict[str, _Tally] = {}
 
     def collectors(self) -> tuple[Counter | Gauge | Histogram, ...]:
         """Every metric made here: to take them out of a registry again (as tests do)."""
@@ -86,9 +100,14 @@ class Metrics:
         """Count a backend's answer time (written at the next ``flush``)."""
         tally = self._latencies.get(backend)
         if tally is None:
-            tally = self._latencies[backend] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
-        tally[0] += seconds
-        tally[1 + bisect_left(_LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+            tally = self._latencies[backend] = _Tally()
+        tally.total += seconds
+        # The first bucket whose bound is >= seconds: a scan, not a bisection, as most answers
+        # fall in the first few buckets (and the compiled build compares unboxed floats).
+        index = 0
+        while index < _BUCKETS and seconds > _BOUNDS[index]:
+            index += 1
+        tally.counts[index] += 1
 
     def flush(self) -> None:
         """Write the tallies since the last flush to prometheus' values."""
@@ -103,8 +122,8 @@ class Metrics:
             # A histogram child keeps its sum and a count per bucket (summed up when collected);
             # prometheus-client has no public call to add many observations at once.
             child = self.latency.labels(backend)
-            child._sum.inc(tally[0])
-            for bucket, observed in zip(child._buckets, tally[1:], strict=True):
+            child._sum.inc(tally.total)
+            for bucket, observed in zip(child._buckets, tally.counts, strict=True):
                 if observed:
                     bucket.inc(observed)
 
