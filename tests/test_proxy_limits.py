@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import random
+import re
 import socket
 import ssl
 import threading
@@ -125,6 +126,33 @@ def test_host_is_checked_and_an_absolute_target_rewritten(strict: ProxyProcess, 
     seen = body_of(absolute)
     headers = {name.lower(): value for name, value in seen["headers"]}  # type: ignore[union-attr]
     assert seen["path"] == "/echo/abs?q=1" and headers["host"] == "Example.COM:8080"
+
+
+def test_the_version_is_read_right_wherever_the_request_line_lies(strict: ProxyProcess) -> None:
+    """HTTP/1.1 is read off the request line's bytes where a read begins with it: never wrongly.
+
+    An HTTP/1.0 request may come without a Host and an HTTP/1.1 one may not, so the status
+    shows which version the proxy read.
+    """
+    ok, no_host = b"GET /echo/a HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /echo/b HTTP/1.1\r\n\r\n"
+    for sent, statuses in (
+        (b"GET /echo/v HTTP/1.0\r\n\r\n", [200]),
+        (b"\r\nGET /echo/v HTTP/1.0\r\n\r\n", [200]),  # a blank line before the request
+        (b"\r\nGET /echo/v HTTP/1.1\r\n\r\n", [400]),
+        (ok + b"GET /echo/b HTTP/1.0\r\n\r\n", [200, 200]),  # pipelined in one read
+        (ok + no_host, [200, 400]),
+    ):
+        answers = ask(strict.port, sent)
+        assert [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)] == statuses, sent
+    # A head begun in one read and ended in the next: its second read, at the offset where its
+    # version would lie had the read begun the request, holds "HTTP/1.1\r\n" (a field's value).
+    with connect(strict.port) as sock:
+        sock.sendall(ok + b"GET /echo/b HT")
+        assert read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+        rest = b"TP/1.0\r\nXY: HTTP/1.1\r\n\r\n"
+        assert rest[len(b"GET /echo/b ") :].startswith(b"HTTP/1.1\r\n")
+        sock.sendall(rest)
+        assert b"HTTP/1.1 200" in read_until_closed(sock)
 
 
 # -- upgrades -------------------------------------------------------------------------------------

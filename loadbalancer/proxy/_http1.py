@@ -117,6 +117,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
         self.head_buffer = bytearray()
         self.tail = b""  # the last bytes given to the parser (a head's end may straddle two reads)
         self.head_size = 0
+        self.starts = b""  # the read being parsed, when it begins with a request's first byte
         self.known_host = b"\0"  # the Host of the last request found valid
         self.refusal: Refusal | None = None
         self.refused = False  # a refusal is queued: the rest of the input is not read
@@ -188,6 +189,8 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 self._hand_over(self.transport, data)
                 return
             self.proxy.idle.pop(self, None)
+            if not self.mid_head:
+                self.starts = data
         else:
             self.last_read = self.proxy.now
             if self.body_left:
@@ -207,6 +210,7 @@ class ClientConnection(Downstream, asyncio.Protocol):
                 self._refuse(refusal)
             else:
                 self.abort()  # a malformed body: the request is cut, as if the client had gone
+        self.starts = b""  # (a head cut short must not be matched against this read later)
         if self.mid_head:  # the next head began in this read: its wait begins
             self.tail = data[-3:]
             if self not in self.proxy.heads:
@@ -329,10 +333,17 @@ class ClientConnection(Downstream, asyncio.Protocol):
             self.refusal = (414, b"request line too long\n") if len(request.url) > self.max_head else _TOO_LARGE
             raise _Stop
         parser = self.parser
-        request.method = parser.get_method()
-        version = parser.get_http_version()
-        if version != "1.1":
-            request.version = version.encode()
+        method = request.method = parser.get_method()
+        # HTTP/1.1 is read off the request line where the read holds it whole from its first
+        # byte: the parser's get_http_version() formats a new str ("{}.{}") on every call. The
+        # ten bytes after "METHOD SP URL SP" can only be "HTTP/1.1\r\n" if that is the version;
+        # otherwise (leading blank lines, a pipelined head, another version), the parser says.
+        starts, self.starts = self.starts, b""
+        at = len(method) + len(request.url) + 2
+        if starts[at : at + 10] != b"HTTP/1.1\r\n":
+            version = parser.get_http_version()
+            if version != "1.1":
+                request.version = version.encode()
         request.keep_alive = parser.should_keep_alive()
         if request.host == self.known_host and request.hosts == 1 and request.url[:1] == b"/":
             refusal = None  # as the last request on this connection, which passed (CONNECT has no such target)
