@@ -53,6 +53,9 @@ __all__ = ["REASONS", "Attempt", "Downstream"]
 _DROPPED_FROM_REQUEST = HOP_BY_HOP | {b"expect", b"content-length", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
 _PLAIN_TEXT = Fields.of([(b"content-type", b"text/plain; charset=utf-8")])  # the proxy's own answers
 _IDEMPOTENT = frozenset(method.encode() for method in IDEMPOTENT)
+# A tuple made once: `isinstance(x, A | B)` builds the union on every call (two `|` of types).
+_RETRIED_ON_CALLBACKS = (ConnectFailedError, DiscardedAnswerError, UpstreamError)
+_LATE = (AnswerTimeoutError, StalledError)
 REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _log = get_logger(name=__name__)
 
@@ -178,7 +181,7 @@ class Downstream:
         """A first attempt run on callbacks has ended: the request is served, failed, or retried in a task."""
         request = attempt.request
         try:
-            if isinstance(error, ConnectFailedError | DiscardedAnswerError | UpstreamError):
+            if error is not None and isinstance(error, _RETRIED_ON_CALLBACKS):
                 retry = self._retry(attempt, error, attempt.endpoint)
                 request.serving = self.loop.create_task(self._carry(request, retry))
                 return
@@ -270,7 +273,7 @@ class Downstream:
             self.answer(request, 503, b"all connections to the backend stayed busy\n", backend)
         elif isinstance(error, DiscardedAnswerError):  # no further attempt was allowed after all (budget)
             self.answer(request, error.status, b"the backends answered %d\n" % error.status, backend)
-        elif isinstance(error, AnswerTimeoutError | StalledError):
+        elif isinstance(error, _LATE):
             metrics.timeouts.labels("backend" if isinstance(error, AnswerTimeoutError) else "stall").inc()
             self._fail(request, 504, b"the backend did not answer in time\n", backend)
         elif isinstance(error, UpstreamError):
@@ -302,7 +305,7 @@ class Downstream:
         if not head_only:
             self.send_body(request, body, False)
         self.send_end(request, False)
-        self.proxy.metrics.answered(str(backend) if backend else "none", request.method, status)
+        self.proxy.metrics.answered(backend.name if backend else "none", request.method, status)
 
 
 class Attempt:
@@ -428,7 +431,7 @@ class Attempt:
         if not completed:
             return
         proxy = client.proxy
-        name = str(backend)
+        name = backend.name
         metrics = proxy.metrics
         metrics.observe(name, client.loop.time() - self.started)
         metrics.answered(name, request.method, self.status)

@@ -408,6 +408,7 @@ class Backend:
         self.clock = loop.time if loop is not None else time.monotonic
         self.buffer_size = buffer_size
         self.instance = instance
+        self.name = instance.address  # its metrics label, read per answer
         self.scheme = scheme
         self.url = f"{scheme}://{instance.address}"
         self.host_header = instance.address.encode("latin-1")
@@ -421,7 +422,7 @@ class Backend:
         self.closing = False
 
     def __str__(self) -> str:
-        return self.instance.address
+        return self.name
 
     def __repr__(self) -> str:
         return f"Backend({self.url!r})"
