@@ -19,8 +19,8 @@ NGINX = (
 
 
 def lines_of(head: bytes) -> bytes:
-    """What the upstream connection hands over: CRLF, then each field line with its CRLF."""
-    return head[head.find(b"\r\n") : head.find(b"\r\n\r\n") + 2]
+    """What the upstream connection hands over: the status line and each field line, with its CRLF."""
+    return head[: head.find(b"\r\n\r\n") + 2]
 
 
 class Parsed:

@@ -135,8 +135,8 @@ def _acted_on(line: bytes) -> Pair:
     return (name, value.strip(b" \t")) if colon and name in _DROPPED else _NOT_ACTED_ON
 
 
-def read_answer_head(lines: bytes) -> AnswerHead:
-    """Read an answer's field lines: ``lines`` is CRLF, then each line followed by CRLF, as checked by the parser.
+def read_answer_head(head: bytes) -> AnswerHead:
+    """Read an answer's field lines: ``head`` is its status line and field lines, each followed by CRLF.
 
     The end-to-end fields are the lines left once those that are hop-by-hop (RFC 9110, 7.6.1),
     or named by the Connection field, or Content-Length are cut out; they keep the backend's bytes.
@@ -144,7 +144,7 @@ def read_answer_head(lines: bytes) -> AnswerHead:
     # The parser (llhttp) checked the head before it is read here: lines end in CRLF, names are
     # tokens followed at once by the colon, no line is folded. One split, then a byte a line
     # and, for the few lines that could be cut, one lookup.
-    split = lines.split(b"\r\n")  # ["", each line, ""]
+    split = head.split(b"\r\n")  # [the status line, each field line, ""]
     starts = _STARTS
     candidates = _CANDIDATES
     kept: list[bytes] = []
@@ -173,7 +173,7 @@ def read_answer_head(lines: bytes) -> AnswerHead:
         elif name == b"upgrade":
             upgrade = value
     # the lines kept, each followed by CRLF (the last element, empty, gives the last one's)
-    fields = Fields(lines[2:] if len(kept) == len(split) - 1 else b"\r\n".join(kept))
+    fields = Fields(head[len(split[0]) + 2 :] if len(kept) == len(split) - 1 else b"\r\n".join(kept))
     if connection and connection != b"keep-alive":
         named = dropped(_DROPPED, connection)
         if named is not _DROPPED:  # the Connection field names fields of the backend's own: cut them too

@@ -232,9 +232,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self.close()
             return
         end = head.find(b"\r\n\r\n")
-        self.fields, self.length, chunked, self.connection, self.upgrade = read_answer_head(
-            bytes(head[head.find(b"\r\n") : end + 2])
-        )
+        self.fields, self.length, chunked, self.connection, self.upgrade = read_answer_head(bytes(head[: end + 2]))
         if 100 <= status < 200 and status != 101:
             self.head = head[end + 4 :]  # the final answer's head follows
             self.informational = True
