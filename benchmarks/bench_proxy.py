@@ -9,10 +9,11 @@ per-round ratio of the proxy to each other. After every run the proxy must still
 (no lock-up). Then a large download (``--large``, 1 GiB by default) through the proxy and
 through nginx, streamed both (nginx with ``proxy_buffering off``), by curl, in MB/s; and a large
 upload the other way, to an upload sink (``benchmarks/_sink.py``) behind each, streamed both
-(nginx with ``proxy_request_buffering off``), ``--large-rounds`` times each (9 by default: a
-transfer takes well under a second, and the rate of one swings by a third with the scheduling of
-the four busy processes on two cores, so a run's median needs more rounds than the 4 s load
-runs). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for ``--seconds`` on a 1 KiB answer,
+(nginx with ``proxy_request_buffering off``), ``--large-rounds`` times each (15 by default: a
+transfer takes well under a second, and the rate of one swings by a third and more with the
+scheduling of the four busy processes on two cores, nginx's as much as the proxy's, so a run's
+median needs more rounds than the 4 s load runs; nine left the median ratio moving by +-0.05
+from run to run). Last, HTTP/2 over TLS 1.3: ``h2load -c50 -m10`` for ``--seconds`` on a 1 KiB answer,
 through the proxy (``-cacert``/``-privkey``) and through nginx (``ssl http2``, the same
 certificate and backends, upstream keep-alive): req/s and p99 (from h2load's per-request log),
 and the ratios. ``h2load`` is Debian's ``nghttp2-client``. ``--baseline TREE`` runs the proxy of
@@ -23,7 +24,7 @@ beside the pure one. Needs Debian's
 ``wrk``, ``curl`` and ``nginx-light``; goaround is optional (the path in ``--goaround``; skipped
 when absent).
 
-    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--large-rounds 9] [--seconds 4]
+    .venv/bin/python benchmarks/bench_proxy.py [--goaround PATH] [--rounds 3] [--large-rounds 15] [--seconds 4]
         [--baseline TREE] [--compiled]
 """
 
@@ -304,7 +305,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--large-rounds", type=int, default=9, help="rounds of the large download and upload")
+    parser.add_argument("--large-rounds", type=int, default=15, help="rounds of the large download and upload")
     parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download and upload (0: none)")
     parser.add_argument("--skip-more", action="store_true", help="no upload and HTTP/2 phases")
     parser.add_argument(
