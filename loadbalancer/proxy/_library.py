@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from .. import _metrics
 from ..metrics import NAMES, Row, prometheus_families, rows
 
-__all__ = ["LibraryCollector", "forget", "write_snapshot"]
+__all__ = ["LibraryCollector", "forget", "snapshot", "snapshot_path", "write_file", "write_snapshot"]
 
 _PREFIX = "library_"
 
@@ -32,8 +32,13 @@ def _path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{_PREFIX}{pid}.json")
 
 
-def write_snapshot(directory: str, pid: int | None = None) -> None:
-    """Write this process's figures for the supervisor (atomically: a scrape never reads half a file)."""
+def snapshot_path(directory: str, pid: int | None = None) -> str:
+    """Where a worker (this process, unless ``pid``) writes its snapshot."""
+    return _path(directory, os.getpid() if pid is None else pid)
+
+
+def snapshot() -> str:
+    """This process's figures, as the JSON text of its snapshot."""
     found: list[list[Any]] = []
     for row in rows():
         value = row.value
@@ -41,10 +46,20 @@ def write_snapshot(directory: str, pid: int | None = None) -> None:
             value = {"requests": value.requests, "failures": value.failures, "total": value.total,
                      "buckets": value.buckets}  # fmt: skip
         found.append([row.name, [list(label) for label in row.labels], value])
-    path = _path(directory, os.getpid() if pid is None else pid)
+    # dumps, not dump: dump encodes in Python, chunk by chunk (several times slower)
+    return json.dumps(found)
+
+
+def write_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a reader finds the old text or the new, never half."""
     with open(path + ".tmp", "w", encoding="utf-8") as out:
-        json.dump(found, out)
+        out.write(text)
     os.replace(path + ".tmp", path)
+
+
+def write_snapshot(directory: str, pid: int | None = None) -> None:
+    """Write this process's figures for the supervisor (atomically: a scrape never reads half a file)."""
+    write_file(snapshot_path(directory, pid), snapshot())
 
 
 def forget(directory: str, pid: int) -> None:

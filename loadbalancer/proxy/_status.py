@@ -26,7 +26,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["PAGE", "BackendStates", "forget_state", "status", "write_state"]
+from ._library import write_file
+
+__all__ = ["PAGE", "BackendStates", "forget_state", "state_path", "status", "write_state"]
 
 _PREFIX = "state_"
 
@@ -35,12 +37,14 @@ def _state_path(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{_PREFIX}{pid}.json")
 
 
+def state_path(directory: str, pid: int | None = None) -> str:
+    """Where a worker (this process, unless ``pid``) writes its view of the backends."""
+    return _state_path(directory, os.getpid() if pid is None else pid)
+
+
 def write_state(directory: str, states: dict[str, dict[str, Any]], pid: int | None = None) -> None:
     """Write this worker's view of the backends for the supervisor (atomically)."""
-    path = _state_path(directory, os.getpid() if pid is None else pid)
-    with open(path + ".tmp", "w", encoding="utf-8") as out:
-        json.dump(states, out)
-    os.replace(path + ".tmp", path)
+    write_file(state_path(directory, pid), json.dumps(states))
 
 
 def forget_state(directory: str, pid: int) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
+import json
 import os
 import signal
 import ssl
@@ -17,13 +19,13 @@ from ..instance import Instance
 from ._cache import Cache
 from ._flags import limits, server_ssl
 from ._http1 import ClientConnection
-from ._library import write_snapshot
+from ._library import snapshot, snapshot_path, write_file
 from ._limits import DEFAULT_MAX_CONNECTIONS, connections_allowed, raise_open_files
 from ._metrics import Metrics
 from ._proxy import Proxy
 from ._sockets import listening_socket
 from ._stack import Stack, build_stack
-from ._status import write_state
+from ._status import state_path
 from ._upstream import parse_backend_url
 
 __all__ = ["serve"]
@@ -101,9 +103,10 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reresolve(stack)))
+    files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loadbalancer-files")
     tasks = [
         loop.create_task(_follow_control(control_fd, source, schemes)),
-        loop.create_task(_housekeeping(stack, metrics, stop)),
+        loop.create_task(_housekeeping(stack, metrics, stop, files)),
         loop.create_task(proxy.sweeping()),
     ]
     if not await stack.top.await_ready(_SOURCE_WAIT):  # listen with backends known, where the source answers
@@ -126,6 +129,7 @@ async def serve(args: argparse.Namespace, port: int, control_fd: int, ready_fd: 
         task.cancel()
     metrics.flush()  # the last answers' counts
     stack.top.close()
+    files.shutdown()
     return 0
 
 
@@ -154,10 +158,14 @@ async def _follow_control(control_fd: int, source: Any, schemes: dict[str, str])
             source.replace(_instances(urls, schemes))
 
 
-async def _housekeeping(stack: Stack, metrics: Metrics, stop: asyncio.Event) -> None:
+async def _housekeeping(
+    stack: Stack, metrics: Metrics, stop: asyncio.Event, files: concurrent.futures.Executor
+) -> None:
     """Once a second: the gauges, this worker's figures and backend states for the supervisor."""
+    loop = asyncio.get_running_loop()
     parent = os.getppid()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # set by the supervisor
+    writing: asyncio.Future[None] | None = None
     while True:
         if os.getppid() != parent:  # the supervisor is gone (killed): do not serve on alone
             stop.set()
@@ -165,8 +173,16 @@ async def _housekeeping(stack: Stack, metrics: Metrics, stop: asyncio.Event) -> 
             metrics.active.labels(str(backend)).set(backend.active)
         metrics.backends.set(len(stack.backends.endpoints()))
         metrics.healthy.set(len(stack.top.endpoints()))
-        if directory:
-            with contextlib.suppress(OSError):  # a full disk costs the figures, never the serving
-                write_snapshot(directory)
-                write_state(directory, stack.states())
+        if directory and (writing is None or writing.done()):  # (a write still going on: this one waits)
+            # The figures are read here, where they change; the files are written on a thread.
+            # Their open, write and rename take a millisecond and more (several on a busy
+            # disk), during which this loop would hold every request in flight on the worker.
+            texts = [(snapshot_path(directory), snapshot()), (state_path(directory), json.dumps(stack.states()))]
+            writing = loop.run_in_executor(files, _write_files, texts)
         await asyncio.sleep(1.0)
+
+
+def _write_files(texts: list[tuple[str, str]]) -> None:
+    with contextlib.suppress(OSError):  # a full disk costs the figures, never the serving
+        for path, text in texts:
+            write_file(path, text)
