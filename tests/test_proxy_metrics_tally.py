@@ -49,3 +49,22 @@ def test_answers_and_latencies_are_written_at_each_flush(metrics: Metrics) -> No
     metrics.observe("10.0.0.1:80", 0.001)  # on a bound: counted in that bucket, as prometheus does
     metrics.flush()
     assert sample(bucket, backend="10.0.0.1:80", le="0.001") == 2
+
+
+def test_a_relayed_answer_is_counted_and_timed_once_and_the_proxys_own_answers_make_no_latency_series(
+    metrics: Metrics,
+) -> None:
+    metrics.completed("10.0.0.2:80", b"GET", 204, 0.002)
+    metrics.completed("10.0.0.2:80", b"GET", 999, 0.002)  # a status llhttp lets through: its class is "other"
+    metrics.answered("none", b"GET", 503)
+    metrics.answered("cache", b"HEAD", 200)
+    metrics.flush()
+    requests = "loadbalancer_proxy_requests_total"
+    assert sample(requests, backend="10.0.0.2:80", method="GET", status="2xx") == 1
+    assert sample(requests, backend="10.0.0.2:80", method="GET", status="other") == 1
+    assert sample(requests, backend="none", method="GET", status="5xx") == 1
+    assert sample(requests, backend="cache", method="HEAD", status="2xx") == 1
+    count = "loadbalancer_proxy_upstream_latency_seconds_count"
+    assert sample(count, backend="10.0.0.2:80") == 2
+    assert sample(count, backend="none") is None  # no backend answered: no time to count
+    assert sample(count, backend="cache") is None

@@ -431,10 +431,7 @@ class Attempt:
         if not completed:
             return
         proxy = client.proxy
-        name = backend.name
-        metrics = proxy.metrics
-        metrics.observe(name, client.loop.time() - self.started)
-        metrics.answered(name, request.method, self.status)
+        proxy.metrics.completed(backend.name, request.method, self.status, client.loop.time() - self.started)
         if self.buffer is not None and proxy.cache is not None and self.cache_base is not None:
             proxy.cache.store(
                 self.cache_base, self.lookup, self.status, self.upstream_headers.pairs(), b"".join(self.buffer)

@@ -22,13 +22,32 @@ _BUCKETS: Final = len(_LATENCY_BUCKETS)
 
 
 class _Tally:
-    """One backend's answer times since the last flush: their sum and a count per bucket (the last +Inf)."""
+    """One backend's figures since the last flush: its answers by method and status class, their times."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("answers", "counts", "observed", "total")
 
     def __init__(self) -> None:
+        self.answers: dict[bytes, list[int]] = {}  # method: answers by status // 100 (0: none of 1-9)
+        self.observed = False  # any time counted (else no histogram series is made for the backend)
         self.total = 0.0
-        self.counts = [0] * (_BUCKETS + 1)
+        self.counts = [0] * (_BUCKETS + 1)  # a count per bucket, the last +Inf
+
+    def count(self, method: bytes, status: int) -> None:
+        counts = self.answers.get(method)
+        if counts is None:
+            counts = self.answers[method] = [0] * 10
+        kind = status // 100
+        counts[kind if 0 < kind < 10 else 0] += 1
+
+    def time(self, seconds: float) -> None:
+        self.observed = True
+        self.total += seconds
+        # The first bucket whose bound is >= seconds: a scan, not a bisection, as most answers
+        # fall in the first few buckets (and the compiled build compares unboxed floats).
+        index = 0
+        while index < _BUCKETS and seconds > _BOUNDS[index]:
+            index += 1
+        self.counts[index] += 1
 
 
 class Metrics:
@@ -80,8 +99,7 @@ class Metrics:
             "Client connections refused or shed: max_connections, shed_head, shed_idle, h2_flood",
             ["reason"],
         )
-        self._answers: dict[tuple[str, bytes, int], int] = {}  # (backend, method, status class): answers
-        self._latencies: dict[str, _Tally] = {}
+        self._tallies: dict[str, _Tally] = {}  # by backend (or "none", "cache")
 
     def collectors(self) -> tuple[Counter | Gauge | Histogram, ...]:
         """Every metric made here: to take them out of a registry again (as tests do)."""
@@ -90,42 +108,44 @@ class Metrics:
             self.unavailable, self.rejected, self.timeouts, self.refused,
         )  # fmt: skip
 
+    def _tally(self, backend: str) -> _Tally:
+        tally = self._tallies.get(backend)
+        if tally is None:
+            tally = self._tallies[backend] = _Tally()
+        return tally
+
     def answered(self, backend: str, method: bytes, status: int) -> None:
         """Count an answer (written at the next ``flush``)."""
-        key = (backend, method, status // 100)
-        answers = self._answers
-        answers[key] = answers.get(key, 0) + 1
+        self._tally(backend).count(method, status)
 
     def observe(self, backend: str, seconds: float) -> None:
         """Count a backend's answer time (written at the next ``flush``)."""
-        tally = self._latencies.get(backend)
-        if tally is None:
-            tally = self._latencies[backend] = _Tally()
-        tally.total += seconds
-        # The first bucket whose bound is >= seconds: a scan, not a bisection, as most answers
-        # fall in the first few buckets (and the compiled build compares unboxed floats).
-        index = 0
-        while index < _BUCKETS and seconds > _BOUNDS[index]:
-            index += 1
-        tally.counts[index] += 1
+        self._tally(backend).time(seconds)
+
+    def completed(self, backend: str, method: bytes, status: int, seconds: float) -> None:
+        """A backend's answer, relayed: ``answered`` and ``observe`` in one."""
+        tally = self._tally(backend)
+        tally.count(method, status)
+        tally.time(seconds)
 
     def flush(self) -> None:
         """Write the tallies since the last flush to prometheus' values."""
-        answers, self._answers = self._answers, {}
-        for (backend, method, kind), count in answers.items():
-            # an HTTP/2 client may send any token as its method: the series stay bounded
-            name = method.decode("latin-1") if method in _METHODS else "other" if method else "-"
-            labels = (backend, name, _CLASSES.get(kind, "other"))
-            self.requests.labels(*labels).inc(count)
-        latencies, self._latencies = self._latencies, {}
-        for backend, tally in latencies.items():
-            # A histogram child keeps its sum and a count per bucket (summed up when collected);
-            # prometheus-client has no public call to add many observations at once.
-            child = self.latency.labels(backend)
-            child._sum.inc(tally.total)
-            for bucket, observed in zip(child._buckets, tally.counts, strict=True):
-                if observed:
-                    bucket.inc(observed)
+        tallies, self._tallies = self._tallies, {}
+        for backend, tally in tallies.items():
+            for method, counts in tally.answers.items():
+                # an HTTP/2 client may send any token as its method: the series stay bounded
+                name = method.decode("latin-1") if method in _METHODS else "other" if method else "-"
+                for kind in range(10):
+                    if counts[kind]:
+                        self.requests.labels(backend, name, _CLASSES.get(kind, "other")).inc(counts[kind])
+            if tally.observed:
+                # A histogram child keeps its sum and a count per bucket (summed up when collected);
+                # prometheus-client has no public call to add many observations at once.
+                child = self.latency.labels(backend)
+                child._sum.inc(tally.total)
+                for bucket, observed in zip(child._buckets, tally.counts, strict=True):
+                    if observed:
+                        bucket.inc(observed)
 
 
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

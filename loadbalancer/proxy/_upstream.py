@@ -145,7 +145,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             if rest:
                 self.data_received(bytes(rest))
             return
-        self.data_received(bytes(read))  # a head, a small body, a tunnel's bytes: as a Protocol gets them
+        self.data_received(read.tobytes())  # a head, a small body, a tunnel's bytes: as a Protocol gets them
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
@@ -232,7 +232,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self.close()
             return
         end = head.find(b"\r\n\r\n")
-        self.fields, self.length, chunked, self.connection, self.upgrade = read_answer_head(bytes(head[: end + 2]))
+        block = head[: end + 2]  # (bytes, nearly always: a bytearray only for a head read in parts)
+        self.fields, self.length, chunked, self.connection, self.upgrade = read_answer_head(
+            block if type(block) is bytes else bytes(block)
+        )
         if 100 <= status < 200 and status != 101:
             self.head = head[end + 4 :]  # the final answer's head follows
             self.informational = True
