@@ -153,7 +153,7 @@ def read_answer_head(head: bytes) -> AnswerHead:
     connection = upgrade = b""
     for index in range(1, len(split)):
         line = split[index]
-        if not line or not starts[line[0]]:
+        if len(line) == 0 or not starts[line[0]]:  # (len: no generic truth test in the compiled build)
             kept.append(line)
             continue
         found = candidates.get(line)

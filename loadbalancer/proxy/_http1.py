@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Final
 
 import httptools
 
@@ -39,6 +40,8 @@ _NOTED = frozenset({b"host", b"content-length", b"transfer-encoding", b"connecti
 _PENDING = 1  # a body is waiting for a backend connection
 _UPLOAD = 2  # the backend is not taking the body
 _EARLY = 4  # bytes after an upgrade request, held until the backend switches
+# Each known status's line, made once (formatting one costs more than the rest of the head).
+_STATUS_LINES: Final = {status: b"HTTP/1.1 %d %b\r\n" % (status, reason) for status, reason in REASONS.items()}
 
 
 class _BodyReader(asyncio.BufferedProtocol):
@@ -675,7 +678,10 @@ class ClientConnection(Downstream, asyncio.Protocol):
 
     def send_head(self, request: Request, status: int, headers: Fields, length: bytes | None, no_body: bool) -> bool:
         request.answered = True
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown")), headers.block]
+        status_line = _STATUS_LINES.get(status)
+        if status_line is None:
+            status_line = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Unknown"))
+        lines = [status_line, headers.block]
         chunked = False
         if status != 101:
             if length is not None:
