@@ -68,3 +68,14 @@ def test_a_relayed_answer_is_counted_and_timed_once_and_the_proxys_own_answers_m
     assert sample(count, backend="10.0.0.2:80") == 2
     assert sample(count, backend="none") is None  # no backend answered: no time to count
     assert sample(count, backend="cache") is None
+
+
+def test_a_flood_of_made_up_methods_is_held_as_one_entry_between_flushes(metrics: Metrics) -> None:
+    for n in range(1000):  # an HTTP/2 client may send any token as its method
+        metrics.answered("10.0.0.3:80", b"M-%d" % n, 200)
+    metrics.answered("10.0.0.3:80", b"GET", 200)
+    assert len(metrics._tallies["10.0.0.3:80"].answers) == 2  # the memory a second of them takes stays bounded
+    metrics.flush()
+    requests = "loadbalancer_proxy_requests_total"
+    assert sample(requests, backend="10.0.0.3:80", method="other", status="2xx") == 1000
+    assert sample(requests, backend="10.0.0.3:80", method="GET", status="2xx") == 1

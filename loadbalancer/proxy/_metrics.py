@@ -35,7 +35,11 @@ class _Tally:
     def count(self, method: bytes, status: int) -> None:
         counts = self.answers.get(method)
         if counts is None:
-            counts = self.answers[method] = [0] * 10
+            if method and method not in _METHODS:
+                method = _OTHER  # any token an HTTP/2 client sends: one entry (and one series) for all
+            counts = self.answers.get(method)
+            if counts is None:
+                counts = self.answers[method] = [0] * 10
         kind = status // 100
         counts[kind if 0 < kind < 10 else 0] += 1
 
@@ -149,4 +153,5 @@ class Metrics:
 
 
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+_OTHER = b"*"  # not one of _METHODS: written as "other"
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"})
