@@ -173,7 +173,7 @@ async def _housekeeping(
             metrics.active.labels(str(backend)).set(backend.active)
         metrics.backends.set(len(stack.backends.endpoints()))
         metrics.healthy.set(len(stack.top.endpoints()))
-        if directory and (writing is None or writing.done()):  # (a write still going on: this one waits)
+        if directory and (writing is None or writing.done()):  # (a write still going on: this second is skipped)
             # The figures are read here, where they change; the files are written on a thread.
             # Their open, write and rename take a millisecond and more (several on a busy
             # disk), during which this loop would hold every request in flight on the worker.
