@@ -301,12 +301,24 @@ def run_goaround(command: list[str], port: int, seconds: float) -> tuple[float, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--goaround", default=os.environ.get("GOAROUND", "/tmp/goaround-ref/goaround"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--large-rounds", type=int, default=15, help="rounds of the large download and upload")
-    parser.add_argument("--large", type=int, default=1 << 30, help="bytes of the large download and upload (0: none)")
+    parser.add_argument(
+        "--goaround", metavar="PATH", default=os.environ.get("GOAROUND") or shutil.which("goaround") or "goaround",
+        help="the goaround executable (default: $GOAROUND, else goaround on PATH; not run when there is none)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="wrk and h2load rounds for each proxy (default: 3)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds of a wrk or h2load round (default: 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="workers of the proxy and of nginx (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--large-rounds", type=int, default=15, help="rounds of the large download and upload (default: 15)"
+    )
+    parser.add_argument(
+        "--large", type=int, default=1 << 30, help="bytes of the large download and upload (default: 1 GiB; 0: none)"
+    )
     parser.add_argument("--skip-more", action="store_true", help="no upload and HTTP/2 phases")
     parser.add_argument(
         "--baseline", metavar="TREE",
