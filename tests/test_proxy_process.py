@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +140,39 @@ def test_each_worker_writes_metrics_files_of_its_own(tmp_path: Path) -> None:
 
         eventually(lambda: workers <= named(), 10, "a metrics file named by each worker's pid")
         assert proxy.pid not in named()
+
+
+def test_a_metrics_file_being_made_costs_a_scrape_nothing(tmp_path: Path) -> None:
+    # A worker making a new metrics file leaves it empty for an instant, and prometheus-client
+    # cannot read an empty one: a scrape at that instant dropped its connection unanswered.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    with (
+        HttpBackend() as backend,
+        ProxyProcess(["-b", f"http://{backend.address}"], tmp_path, env={"TMPDIR": str(private)}) as proxy,
+    ):
+        assert get(f"{proxy.url}/echo").status_code == 200
+        (directory,) = metrics_dirs(proxy.pid, private)
+        being_made = Path(directory) / "counter_999999.db"
+        for page in ("metrics", "status.json"):
+            being_made.write_bytes(b"")
+            # made in full a moment later: read again, answered in full
+            threading.Timer(0.005, being_made.unlink).start()
+            answer = get(f"http://127.0.0.1:{proxy.metrics_port}/{page}")
+            assert answer.status_code == 200, answer.text
+            if page == "metrics":
+                assert "loadbalancer_proxy_healthy_backends" in answer.text
+            else:
+                assert len(answer.json()["backends"]) == 1
+            assert being_made.exists() is False
+            # never made: answered 500, saying why, not a dropped connection
+            being_made.write_bytes(b"")
+            answer = get(f"http://127.0.0.1:{proxy.metrics_port}/{page}")
+            assert answer.status_code == 500
+            assert "the workers' figures could not be read" in answer.text and "struct.error" in answer.text
+            being_made.unlink()
+            assert get(f"http://127.0.0.1:{proxy.metrics_port}/{page}").status_code == 200
+        assert "figures_unreadable" in "".join(proxy.stderr)
 
 
 def test_a_restarted_backend_serves_again_within_about_a_second(tmp_path: Path) -> None:

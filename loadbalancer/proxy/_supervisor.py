@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 
+from .._log import get_logger
 from . import _heap as heap
 from . import _http1
 from ._limits import raise_open_files
@@ -23,6 +24,8 @@ from ._status import BackendStates, forget_state
 from ._upstream import parse_backend_url
 
 __all__ = ["supervise"]
+
+_log = get_logger(name=__name__)
 
 
 class _Worker:
@@ -299,6 +302,9 @@ def _free_socket_path(path: str) -> None:
 
 
 _ADMIN_LINE = 64 * 1024  # the longest line the admin socket takes
+# Seconds between reads of the workers' figures for one scrape, after a read that failed; when
+# the last read fails too, the scrape is answered 500.
+_FIGURES_PAUSES = (0.02, 0.05, 0.1)
 
 
 async def _admin_server(args: argparse.Namespace, workers: list[_Worker], path: str) -> asyncio.Server:
@@ -380,15 +386,31 @@ async def _metrics_handler(reader: asyncio.StreamReader, writer: asyncio.StreamW
             body, status = b"not found: /metrics serves the metrics, /status a page of them\n", b"404 Not Found"
             kind = b"text/plain"
         else:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            registry.register(LibraryCollector(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
-            merged = states.refresh()
-            registry.register(states)
-            if path == b"/status.json":
-                body, kind = _status(registry, merged), b"application/json"
-            else:
-                body, kind = generate_latest(registry), b"text/plain; version=0.0.4; charset=utf-8"
+
+            def figures() -> bytes:
+                registry = CollectorRegistry()
+                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+                registry.register(LibraryCollector(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+                merged = states.refresh()
+                registry.register(states)
+                return _status(registry, merged) if path == b"/status.json" else generate_latest(registry)
+
+            kind = b"application/json" if path == b"/status.json" else b"text/plain; version=0.0.4; charset=utf-8"
+            for pause in (*_FIGURES_PAUSES, None):
+                try:
+                    body = figures()
+                    break
+                except Exception as error:  # any: a scrape gets an answer, never a dropped connection
+                    # A worker creating a metrics file leaves it empty for an instant, and
+                    # prometheus-client's reader fails on it (struct.error): read again.
+                    if pause is not None:
+                        await asyncio.sleep(pause)
+                        continue
+                    kind_of = type(error)
+                    why = f"{kind_of.__module__}.{kind_of.__qualname__}: {error}".removeprefix("builtins.")
+                    _log.warning("figures_unreadable", path=path.decode("latin-1"), error=why)
+                    status, kind = b"500 Internal Server Error", b"text/plain"
+                    body = f"the workers' figures could not be read: {why}\n".encode()
         writer.write(
             b"HTTP/1.1 %b\r\ncontent-type: %b\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"
             % (status, kind, len(body), body)
