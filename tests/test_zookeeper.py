@@ -776,7 +776,10 @@ def test_a_registration_survives_a_server_restart(private_zookeeper: ZooKeeperSe
         server.stop()
         server.start()
         watcher = server.client()
-        eventually(lambda: r.client.connected, timeout=15, what="reconnected")
+        try:
+            eventually(lambda: r.client.connected, timeout=15, what="reconnected")
+        except AssertionError as error:  # (seen once in CI: say what the server was doing)
+            raise AssertionError(f"{error}; kazoo: {r.client.state}; the server log:\n{server.log_tail(80)}") from None
         assert r.client.client_id == session  # the same session, not a new one
         assert watcher.exists(node)  # so the same node
         assert watcher.get(node)[1].ephemeralOwner == session[0]
